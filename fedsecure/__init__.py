@@ -1,0 +1,3 @@
+"""fedsecure: privacy-preserving federated learning of recommender systems."""
+
+__version__ = "0.1.0"
