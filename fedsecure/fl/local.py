@@ -1,0 +1,112 @@
+"""Client-local training: how one client turns its examples into new parameters.
+
+The round loop calls a :class:`LocalTrainer` once per sampled client with the
+model already holding the round's global shared parameters and the client's
+own private ones. Plain training is :class:`SGDTrainer`; example-level DP-SGD
+(``fedsecure.dp.sgd``) implements the same interface, so privacy at the client
+is a choice of trainer, not a change to the loop.
+
+A model here is any ``nn.Module`` with a ``loss(batch) -> Tensor`` method and
+batches are dicts of tensors whose first dimension indexes examples.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def batch_size_of(examples: Batch) -> int:
+    return next(iter(examples.values())).shape[0]
+
+
+def minibatches(examples: Batch, batch_size: int, rng: np.random.Generator) -> list[Batch]:
+    """Shuffled minibatches covering every example once (the last one may be smaller)."""
+    n = batch_size_of(examples)
+    perm = torch.from_numpy(rng.permutation(n))
+    return [{k: v[idx] for k, v in examples.items()} for idx in perm.split(batch_size)]
+
+
+def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+
+
+class LocalTrainer(ABC):
+    """Trains a model in place on one client's examples."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def train(
+        self,
+        model: nn.Module,
+        examples: Batch,
+        *,
+        client_id: int,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        rng: np.random.Generator,
+        work_fraction: float = 1.0,
+    ) -> int:
+        """Train ``model`` in place; return the number of optimizer steps taken.
+
+        ``work_fraction`` < 1 simulates a straggler that stops early: only that
+        fraction of the steps (at least one) is taken.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def privacy_report(self) -> dict[str, Any] | None:
+        """Privacy spent so far (DP trainers); None for non-private training."""
+        return None
+
+
+class SGDTrainer(LocalTrainer):
+    """Plain minibatch training with a fresh optimizer per client and round."""
+
+    name = "plain"
+
+    def __init__(self, optimizer: str = "sgd") -> None:
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        self.optimizer = optimizer
+
+    def train(
+        self,
+        model: nn.Module,
+        examples: Batch,
+        *,
+        client_id: int,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        rng: np.random.Generator,
+        work_fraction: float = 1.0,
+    ) -> int:
+        opt = make_optimizer(self.optimizer, model.parameters(), lr)
+        batches = [b for _ in range(epochs) for b in minibatches(examples, batch_size, rng)]
+        if work_fraction < 1.0:
+            batches = batches[: max(1, int(len(batches) * work_fraction))]
+        model.train()
+        for batch in batches:
+            opt.zero_grad(set_to_none=True)
+            model.loss(batch).backward()
+            opt.step()
+        return len(batches)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "optimizer": self.optimizer}
