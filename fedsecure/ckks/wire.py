@@ -1,0 +1,203 @@
+"""Versioned wire format of the CKKS protocol (specified in ``protocols/ckks.md``).
+
+Every blob is ``header || body || SHA-256(header || body)``. The header is
+``b"FSCK" || version:u8 || kind:u8``; integers are big-endian. The digest
+catches corruption and truncation (SEAL itself loads many bit flips without
+complaint); it is not authentication, which the transport provides.
+
+Kinds:
+
+* ``1`` public context (clients: parameters + public key),
+* ``2`` aggregator context (parameters only: it can add, not encrypt or decrypt),
+* ``3`` contribution (one client's encrypted vector),
+* ``4`` aggregate (the aggregator's sum, for the decryptor).
+
+SEAL objects travel as SEAL's own serialization (its header and zstd
+payload), each prefixed by its length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from fedsecure.ckks.errors import CKKSError, ContributionError
+from fedsecure.ckks.params import CKKSParams
+
+MAGIC = b"FSCK"
+VERSION = 1
+KIND_PUBLIC_CONTEXT = 1
+KIND_AGGREGATOR_CONTEXT = 2
+KIND_CONTRIBUTION = 3
+KIND_AGGREGATE = 4
+_KIND_NAMES = {1: "public context", 2: "aggregator context", 3: "contribution", 4: "aggregate"}
+DIGEST_SIZE = 32
+CONTEXT_ID_SIZE = 16
+#: refuse absurd sizes before allocating anything
+MAX_SEAL_OBJECT = 1 << 28
+MAX_CHUNKS = 1 << 24
+MAX_CONTRIBUTORS = 1 << 24
+
+
+class _Reader:
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+        self.what = what
+
+    def take(self, n: int, field: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise CKKSError(
+                f"{self.what} truncated: {field} needs {n} bytes at offset {self.pos}, "
+                f"only {len(self.data) - self.pos} left"
+            )
+        out = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, field: str) -> tuple:
+        return struct.unpack(">" + fmt, self.take(struct.calcsize(">" + fmt), field))
+
+    def seal_object(self, field: str) -> bytes:
+        (n,) = self.unpack("I", f"{field} length")
+        if n > MAX_SEAL_OBJECT:
+            raise CKKSError(f"{self.what}: {field} claims {n} bytes, more than the limit {MAX_SEAL_OBJECT}")
+        return self.take(n, field)
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise CKKSError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
+
+
+def _seal(kind: int, body: bytes) -> bytes:
+    head = MAGIC + struct.pack(">BB", VERSION, kind)
+    return head + body + hashlib.sha256(head + body).digest()
+
+
+def _open(data: bytes, kind: int) -> _Reader:
+    """Check magic, version, kind and digest; return a reader over the body."""
+    what = _KIND_NAMES[kind]
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CKKSError(f"{what}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < 6 + DIGEST_SIZE:
+        raise CKKSError(f"{what} truncated: {len(data)} bytes is shorter than header and digest")
+    if data[:4] != MAGIC:
+        raise CKKSError(f"{what}: bad magic {data[:4]!r} (not a fedsecure CKKS blob)")
+    version, got_kind = data[4], data[5]
+    if version != VERSION:
+        raise CKKSError(f"{what}: unsupported wire version {version} (this reader speaks {VERSION})")
+    if got_kind != kind:
+        raise CKKSError(f"expected a {what}, got kind {got_kind} ({_KIND_NAMES.get(got_kind, 'unknown')})")
+    body, digest = data[:-DIGEST_SIZE], data[-DIGEST_SIZE:]
+    if hashlib.sha256(body).digest() != digest:
+        raise CKKSError(f"{what}: digest mismatch (corrupted or truncated bytes)")
+    r = _Reader(body, what)
+    r.pos = 6
+    return r
+
+
+def _chunks_out(chunks: tuple[bytes, ...]) -> bytes:
+    return struct.pack(">I", len(chunks)) + b"".join(struct.pack(">I", len(c)) + c for c in chunks)
+
+
+def _chunks_in(r: _Reader) -> tuple[bytes, ...]:
+    (n,) = r.unpack("I", "chunk count")
+    if n > MAX_CHUNKS:
+        raise CKKSError(f"{r.what}: {n} chunks exceeds the limit {MAX_CHUNKS}")
+    return tuple(r.seal_object(f"chunk {i}") for i in range(n))
+
+
+@dataclass(frozen=True)
+class ContextBlob:
+    """Parameters (and for clients the public key) of one key holder's deployment."""
+
+    params: CKKSParams
+    context_id: bytes
+    seal_parameters: bytes
+    public_key: bytes | None
+
+    def to_bytes(self) -> bytes:
+        p = self.params
+        body = struct.pack(">HIBB", p.security_bits, p.poly_modulus_degree, p.scale_bits, len(p.coeff_bits))
+        body += bytes(p.coeff_bits) + self.context_id
+        body += struct.pack(">I", len(self.seal_parameters)) + self.seal_parameters
+        kind = KIND_AGGREGATOR_CONTEXT
+        if self.public_key is not None:
+            kind = KIND_PUBLIC_CONTEXT
+            body += struct.pack(">I", len(self.public_key)) + self.public_key
+        return _seal(kind, body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, public: bool) -> ContextBlob:
+        r = _open(data, KIND_PUBLIC_CONTEXT if public else KIND_AGGREGATOR_CONTEXT)
+        sec, n, scale_bits, nprimes = r.unpack("HIBB", "parameters")
+        bits = tuple(r.take(nprimes, "coefficient prime sizes"))
+        try:
+            params = CKKSParams(n, bits, scale_bits)
+        except ValueError as e:
+            raise CKKSError(f"{r.what}: invalid parameters: {e}") from None
+        if params.security_bits != sec:
+            raise CKKSError(f"{r.what}: states {sec}-bit security, parameters give {params.security_bits}")
+        context_id = r.take(CONTEXT_ID_SIZE, "context id")
+        seal_parameters = r.seal_object("SEAL parameters")
+        public_key = r.seal_object("public key") if public else None
+        r.done()
+        return cls(params, context_id, seal_parameters, public_key)
+
+
+@dataclass(frozen=True)
+class ContributionBlob:
+    """One client's encrypted vector: ``ceil(length / N)`` SEAL ciphertexts."""
+
+    context_id: bytes
+    client_id: int
+    length: int
+    chunks: tuple[bytes, ...]
+
+    def to_bytes(self) -> bytes:
+        body = self.context_id + struct.pack(">qQ", self.client_id, self.length) + _chunks_out(self.chunks)
+        return _seal(KIND_CONTRIBUTION, body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, sender: object) -> ContributionBlob:
+        """Parse; every problem becomes a :class:`ContributionError` naming ``sender``."""
+        try:
+            r = _open(data, KIND_CONTRIBUTION)
+            context_id = r.take(CONTEXT_ID_SIZE, "context id")
+            client_id, length = r.unpack("qQ", "client id and length")
+            chunks = _chunks_in(r)
+            r.done()
+        except CKKSError as e:
+            raise ContributionError(sender, str(e)) from None
+        return cls(context_id, client_id, length, chunks)
+
+
+@dataclass(frozen=True)
+class AggregateBlob:
+    """The aggregator's sum: who is in it, and the summed ciphertexts."""
+
+    context_id: bytes
+    length: int
+    contributors: tuple[int, ...]
+    chunks: tuple[bytes, ...]
+
+    def to_bytes(self) -> bytes:
+        body = self.context_id + struct.pack(">QI", self.length, len(self.contributors))
+        body += struct.pack(f">{len(self.contributors)}q", *self.contributors) + _chunks_out(self.chunks)
+        return _seal(KIND_AGGREGATE, body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AggregateBlob:
+        r = _open(data, KIND_AGGREGATE)
+        context_id = r.take(CONTEXT_ID_SIZE, "context id")
+        length, count = r.unpack("QI", "length and contributor count")
+        if count > MAX_CONTRIBUTORS:
+            raise CKKSError(f"aggregate: {count} contributors exceeds the limit {MAX_CONTRIBUTORS}")
+        contributors = r.unpack(f"{count}q", "contributor ids")
+        if len(set(contributors)) != len(contributors):
+            raise CKKSError("aggregate: a contributor is listed twice")
+        chunks = _chunks_in(r)
+        r.done()
+        return cls(context_id, length, tuple(contributors), chunks)
