@@ -1,0 +1,360 @@
+"""The server of one secure-aggregation round, as a sans-IO state machine.
+
+``receive(sender, data)`` takes one client message (``sender`` is the id the
+transport authenticated); ``advance()`` closes the current stage and returns
+``{client_id: message_bytes}`` for the next. Stages, in order::
+
+    advertise_keys -> share_keys -> masked_input -> [consistency_check] -> unmasking -> done
+
+A rejected message raises :class:`MessageRejected` naming the sender and the
+reason, and changes nothing already accepted; a client without an accepted
+message when a stage closes is treated as dropped at that stage (its reason
+recorded in ``excluded``). ``advance()`` raises :class:`TooFewSurvivors`
+instead of ever producing a wrong sum.
+
+Unmasking (``U2`` sent shares, ``U3`` sent masked inputs, word-ring arithmetic)::
+
+    total = sum_{u in U3} y_u - sum_{u in U3} PRG(b_u)
+            - sum_{v in U2 \\ U3} sum_{u in N(v) & U3} sign(u, v) PRG(s_uv)
+
+Every rebuilt secret is checked against its public value (the masking key
+against its advertised public key, the self-mask seed against its
+commitment) so a bad share can only cause an abort, never a wrong sum.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from . import keys, messages as m, shamir
+from .encoding import FixedPointEncoding, unpack
+from .errors import ConfigurationError, MessageRejected, ReconstructionError, StageError, TooFewSurvivors
+from .graph import build_graph
+from .params import SecAggParams
+from .prg import MaskExpander
+
+#: extra t-subsets tried when a rebuilt secret fails its check (bad shares from some client)
+RECONSTRUCTION_ATTEMPTS = 16
+
+
+@dataclass
+class ServerResult:
+    """The sum in the ring and who is in it."""
+
+    ring_sum: np.ndarray
+    included: tuple[int, ...]
+    excluded: dict[int, str] = field(default_factory=dict)
+
+
+class SecAggServer:
+    """The server's side of a round (see module docstring)."""
+
+    def __init__(
+        self,
+        roster: Iterable[int],
+        vector_length: int,
+        params: SecAggParams,
+        encoding: FixedPointEncoding,
+        *,
+        active: bool = False,
+        identity_keys: Mapping[int, Ed25519PublicKey] | None = None,
+        _unsafe_randbytes_for_test_vectors: Callable[[int], bytes] | None = None,
+    ) -> None:
+        ids = np.array(sorted(set(int(i) for i in roster)), dtype=np.int64)
+        if ids.size != params.n:
+            raise ConfigurationError(f"roster has {ids.size} clients but the parameters were chosen for n={params.n}")
+        if ids.size and (ids.min() < 0 or ids.max() > m.MAX_CLIENT_ID):
+            raise ConfigurationError(f"client ids must be in [0, {m.MAX_CLIENT_ID}]")
+        if active and (not identity_keys or not set(ids.tolist()) <= set(identity_keys)):
+            raise ConfigurationError("active security needs an identity public key for every client on the roster")
+        encoding.check_capacity(ids.size)
+        rand = _unsafe_randbytes_for_test_vectors or os.urandom
+        self.params, self.encoding, self.active = params, encoding, active
+        self._identity_keys = dict(identity_keys or {})
+        self.round_id = rand(16)
+        self._server_sk = X25519PrivateKey.from_private_bytes(rand(32))
+        graph_seed = rand(32)
+        self.config = m.RoundConfig(
+            int(vector_length), encoding.bits, encoding.stochastic, encoding.scale, encoding.clip, params.graph,
+            params.k, params.t, active, graph_seed, self._server_sk.public_key().public_bytes_raw(), ids,
+        )
+        self.config_message = m.seal(m.Header(m.RoundConfig.TYPE, self.round_id, m.SERVER, m.SERVER), self.config.body(), None)
+        self._cfg_hash = keys.config_hash(self.config_message)
+        self.roster = ids
+        self._roster_set = set(ids.tolist())
+        self.graph = build_graph(params.graph, ids.tolist(), params.k, graph_seed)
+        self.stages = ("advertise_keys", "share_keys", "masked_input") + (("consistency_check",) if active else ()) + ("unmasking",)
+        self.stage = self.stages[0]
+        self.excluded: dict[int, str] = {}
+        self.rejections: dict[int, str] = {}
+        self._keys: dict[int, bytes] = {}
+        self._adv: dict[int, m.AdvertiseKeys] = {}
+        self._nbrs: dict[int, np.ndarray] = {}
+        self._shares: dict[int, m.ShareKeys] = {}
+        self._u3: set[int] = set()
+        self._total = np.zeros(int(vector_length), dtype=encoding.dtype)
+        self._sigs: dict[int, bytes] = {}
+        self._responses: dict[int, m.UnmaskResponse] = {}
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.result: ServerResult | None = None
+
+    # -- receiving ---------------------------------------------------------
+    def _reject(self, sender: int, reason: str) -> MessageRejected:
+        self.rejections[sender] = reason
+        return MessageRejected(reason, sender=sender)
+
+    def receive(self, sender: int, data: bytes) -> None:
+        """Accept one message from client ``sender`` or raise :class:`MessageRejected` naming it."""
+        data = bytes(data)
+        if sender not in self._roster_set:
+            raise MessageRejected("not on this round's roster", sender=sender)
+        try:
+            header = m.parse_header(data)
+        except m.ParseError as e:
+            raise self._reject(sender, str(e)) from None
+        if header.round_id != self.round_id:
+            raise self._reject(sender, "message belongs to another round (replay?)")
+        if header.sender != sender or header.recipient != m.SERVER:
+            raise self._reject(sender, f"header says {header.sender} -> {header.recipient}, transport says {sender} -> server")
+        expected = {
+            "advertise_keys": m.AdvertiseKeys, "share_keys": m.ShareKeys, "masked_input": m.MaskedInput,
+            "consistency_check": m.ConsistencySignature, "unmasking": m.UnmaskResponse,
+        }.get(self.stage)
+        if expected is None or header.type != expected.TYPE:
+            raise StageError(
+                f"{m.MESSAGE_TYPES[header.type].__name__} is not accepted in stage {self.stage!r}", sender=sender
+            )
+        try:
+            getattr(self, "_on_" + self.stage)(sender, data)
+        except m.ParseError as e:
+            raise self._reject(sender, str(e)) from None
+        self.bytes_received += len(data)
+
+    def _open(self, sender: int, data: bytes) -> bytes:
+        key = self._keys.get(sender)
+        if key is None:
+            raise m.ParseError("no keys were accepted from this client")
+        return m.open_sealed(data, key)[1]
+
+    def _on_advertise_keys(self, sender: int, data: bytes) -> None:
+        if sender in self._adv:
+            raise m.ParseError("duplicate advertise_keys message")
+        if len(data) < m.HEADER.size + m.TAG_BYTES:
+            raise m.ParseError("message too short")
+        adv = m.AdvertiseKeys.parse(data[m.HEADER.size : -m.TAG_BYTES])
+        try:
+            shared = self._server_sk.exchange(X25519PublicKey.from_public_bytes(adv.enc_pk))
+            X25519PublicKey.from_public_bytes(adv.mask_pk)
+        except ValueError as e:
+            raise m.ParseError(f"invalid public key: {e}") from None
+        key = keys.client_server_key(shared, self._cfg_hash, sender)
+        m.open_sealed(data, key)  # the tag covers enc_pk itself, and the config via the key
+        if self.active:
+            try:
+                self._identity_keys[sender].verify(
+                    adv.signature, keys.advertise_payload(self._cfg_hash, sender, adv.enc_pk, adv.mask_pk, adv.commitment)
+                )
+            except InvalidSignature:
+                raise m.ParseError("advertised keys are not signed by the client's identity key") from None
+        elif adv.signature != m.NO_SIGNATURE:
+            raise m.ParseError("signature field must be zero in a semi-honest round")
+        self._keys[sender], self._adv[sender] = key, adv
+
+    def _on_share_keys(self, sender: int, data: bytes) -> None:
+        if sender not in self._nbrs:
+            raise m.ParseError("was not sent a neighbour list (dropped earlier)")
+        if sender in self._shares:
+            raise m.ParseError("duplicate share_keys message")
+        msg = m.ShareKeys.parse(self._open(sender, data))
+        if not np.array_equal(msg.ids, self._nbrs[sender]):
+            raise m.ParseError("shares are not addressed to exactly the client's neighbours")
+        self._shares[sender] = msg
+
+    def _on_masked_input(self, sender: int, data: bytes) -> None:
+        if sender not in self._shares:
+            raise m.ParseError("sent no shares, so its masked input cannot be unmasked")
+        if sender in self._u3:
+            raise m.ParseError("duplicate masked_input message")
+        msg = m.MaskedInput.parse(self._open(sender, data), self.config.vector_length, self.config.bits)
+        y = unpack(msg.packed, self.config.bits, self.config.vector_length)
+        # Accumulate on arrival: the server never holds n vectors at once.
+        np.add(self._total, y, out=self._total)
+        self._u3.add(sender)
+
+    def _on_consistency_check(self, sender: int, data: bytes) -> None:
+        if sender not in self._u3:
+            raise m.ParseError("is not on the survivor list")
+        if sender in self._sigs:
+            raise m.ParseError("duplicate consistency signature")
+        msg = m.ConsistencySignature.parse(self._open(sender, data))
+        try:
+            self._identity_keys[sender].verify(msg.signature, keys.consistency_payload(self._cfg_hash, self._u3_array))
+        except InvalidSignature:
+            raise m.ParseError("consistency signature does not verify") from None
+        self._sigs[sender] = msg.signature
+
+    def _on_unmasking(self, sender: int, data: bytes) -> None:
+        if sender not in self._unmask_asked:
+            raise m.ParseError("was not asked to unmask")
+        if sender in self._responses:
+            raise m.ParseError("duplicate unmask response")
+        msg = m.UnmaskResponse.parse(self._open(sender, data))
+        surv = self._surv_of[sender]
+        dropped = np.setdiff1d(self._u2_of[sender], surv)
+        if not np.isin(msg.self_mask_ids, surv).all():
+            raise m.ParseError("revealed self-mask shares of peers that are not surviving neighbours")
+        if not np.isin(msg.mask_key_ids, dropped).all():
+            raise m.ParseError("revealed masking-key shares of peers that did not drop")
+        for raw in (msg.self_mask_shares, msg.mask_key_shares):
+            arr = np.frombuffer(raw, dtype="<u4")
+            if arr.size and arr.max() >= shamir.PRIME:
+                raise m.ParseError("a share value is not a field element")
+        self._responses[sender] = msg
+
+    # -- advancing ---------------------------------------------------------
+    def _out(self, u: int, msg) -> bytes:
+        data = m.seal(m.Header(msg.TYPE, self.round_id, m.SERVER, u), msg.body(), self._keys[u])
+        self.bytes_sent += len(data)
+        return data
+
+    def _drop_missing(self, expected: Iterable[int], got: Iterable[int]) -> None:
+        got = set(got)
+        for u in expected:
+            if u not in got and u not in self.excluded:
+                why = self.rejections.get(u)
+                self.excluded[u] = f"no valid message at stage {self.stage}" + (f" ({why})" if why else "")
+
+    def advance(self) -> dict[int, bytes]:
+        """Close the current stage; return the messages of the next one (empty when done)."""
+        if self.stage == "done":
+            raise StageError("the round is finished", sender="server")
+        out = getattr(self, "_close_" + self.stage)()
+        i = self.stages.index(self.stage)
+        self.stage = self.stages[i + 1] if i + 1 < len(self.stages) else "done"
+        return out
+
+    def _need(self, count: int, what: str) -> None:
+        if count < self.params.t:
+            raise TooFewSurvivors(f"only {count} clients {what}; the threshold is t={self.params.t}", sender="server")
+
+    def _close_advertise_keys(self) -> dict[int, bytes]:
+        self._drop_missing(self.roster.tolist(), self._adv)
+        self._need(len(self._adv), "advertised keys")
+        out = {}
+        for u in sorted(self._adv):
+            nb = np.array([v for v in self.graph[u].tolist() if v in self._adv], dtype=np.int64)
+            if nb.size < self.params.t:
+                self.excluded[u] = f"only {nb.size} neighbours advertised keys (< t={self.params.t})"
+                continue
+            self._nbrs[u] = nb
+            out[u] = self._out(u, m.Neighbours(nb, tuple(self._adv[v] for v in nb.tolist())))
+        return out
+
+    def _close_share_keys(self) -> dict[int, bytes]:
+        self._drop_missing(self._nbrs, self._shares)
+        self._need(len(self._shares), "shared their keys")
+        # Position of each recipient inside each sender's message, to slice ciphertexts.
+        pos = {u: {v: j for j, v in enumerate(msg.ids.tolist())} for u, msg in self._shares.items()}
+        self._u2_of: dict[int, np.ndarray] = {}
+        out = {}
+        for v in sorted(self._shares):
+            senders = [u for u in self._nbrs[v].tolist() if u in self._shares]
+            self._u2_of[v] = np.array(senders, dtype=np.int64)
+            cts = b"".join(self._shares[u].ciphertext(pos[u][v]) for u in senders)
+            out[v] = self._out(v, m.ForwardedShares(self._u2_of[v], cts))
+        return out
+
+    def _close_masked_input(self) -> dict[int, bytes]:
+        self._drop_missing(self._shares, self._u3)
+        self._need(len(self._u3), "sent masked inputs")
+        self._u3_array = np.array(sorted(self._u3), dtype=np.int64)
+        self._surv_of = {u: np.intersect1d(self._u2_of[u], self._u3_array) for u in self._u3}
+        if self.active:
+            req = m.ConsistencyRequest(self._u3_array)
+            return {u: self._out(u, req) for u in self._u3_array.tolist()}
+        return self._unmask_requests(self._u3_array.tolist(), {})
+
+    def _close_consistency_check(self) -> dict[int, bytes]:
+        self._need(len(self._sigs), "signed the survivor list")
+        return self._unmask_requests(sorted(self._sigs), self._sigs)
+
+    def _unmask_requests(self, ask: list[int], sigs: Mapping[int, bytes]) -> dict[int, bytes]:
+        self._unmask_asked = set(ask)
+        out = {}
+        for u in ask:
+            s = tuple((v, sigs[v]) for v in self._u2_of[u].tolist() if v in sigs)
+            out[u] = self._out(u, m.UnmaskRequest(self._surv_of[u], s))
+        return out
+
+    def _close_unmasking(self) -> dict[int, bytes]:
+        for u in self._unmask_asked:
+            if u not in self._responses and u not in self.excluded:
+                why = self.rejections.get(u)
+                self.excluded[u] = "no valid unmask response (its input is still in the sum)" + (f" ({why})" if why else "")
+        cfg = self.config
+        b_sh: dict[int, list[tuple[int, bytes]]] = {}
+        s_sh: dict[int, list[tuple[int, bytes]]] = {}
+        for w in sorted(self._responses):
+            r = self._responses[w]
+            for j, v in enumerate(r.self_mask_ids.tolist()):
+                b_sh.setdefault(v, []).append((w, r.self_mask_shares[j * shamir.SHARE_BYTES : (j + 1) * shamir.SHARE_BYTES]))
+            for j, v in enumerate(r.mask_key_ids.tolist()):
+                s_sh.setdefault(v, []).append((w, r.mask_key_shares[j * shamir.SHARE_BYTES : (j + 1) * shamir.SHARE_BYTES]))
+        ex = MaskExpander(cfg.vector_length, cfg.bits)
+        total = self._total
+        for u in self._u3_array.tolist():
+            seed = self._rebuild(u, b_sh.get(u, []), lambda s, u=u: keys.commitment(self.round_id, u, s) == self._adv[u].commitment,
+                                 "self-mask seed")
+            ex.sub_into(total, seed)
+        dropped = [v for v in sorted(self._shares) if v not in self._u3]
+        for v in dropped:
+            partners = np.intersect1d(self._u2_of[v], self._u3_array).tolist()
+            if not partners:
+                continue
+            mask_pk = self._adv[v].mask_pk
+            sk_bytes = self._rebuild(
+                v, s_sh.get(v, []),
+                lambda s: X25519PrivateKey.from_private_bytes(s).public_key().public_bytes_raw() == mask_pk,
+                "masking key",
+            )
+            sk = X25519PrivateKey.from_private_bytes(sk_bytes)
+            for u in partners:
+                seed = keys.pair_key(sk.exchange(X25519PublicKey.from_public_bytes(self._adv[u].mask_pk)), self.round_id, u, v, keys.MASK)
+                # u added sign(u, v) * PRG(s_uv); take it back out.
+                (ex.sub_into if u < v else ex.add_into)(total, seed)
+        if cfg.bits not in (32, 64):
+            total &= total.dtype.type((1 << cfg.bits) - 1)
+        self.result = ServerResult(total, tuple(self._u3_array.tolist()), dict(self.excluded))
+        return {}
+
+    def _rebuild(self, owner: int, shares: list[tuple[int, bytes]], check: Callable[[bytes], bool], what: str) -> bytes:
+        t = self.params.t
+        if len(shares) < t:
+            raise TooFewSurvivors(
+                f"only {len(shares)} shares of the {what} of client {owner} arrived; t={t} are needed", sender="server"
+            )
+        xs = [w + 1 for w, _ in shares]
+        ys = np.stack([shamir.share_from_bytes(b) for _, b in shares])
+        count = len(shares)
+        # Cyclic windows of t shares: if one share is bad, a window avoiding it exists once count > t.
+        for start in range(min(count, RECONSTRUCTION_ATTEMPTS)):
+            idx = [(start + j) % count for j in range(t)]
+            try:
+                secret = shamir.reconstruct([xs[i] for i in idx], ys[idx])
+            except ValueError:
+                continue
+            if check(secret):
+                return secret
+        raise ReconstructionError(
+            f"the {what} of client {owner} could not be rebuilt consistently with its public value "
+            f"({len(shares)} shares, up to {RECONSTRUCTION_ATTEMPTS} subsets tried); aborting rather than return a wrong sum",
+            sender=owner,
+        )
