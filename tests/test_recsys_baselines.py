@@ -1,0 +1,47 @@
+"""The popularity baseline: counts for ranking, mean + shrunk item bias for ratings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedsecure.recsys.baselines import Popularity
+from fedsecure.recsys.data import Interactions
+
+
+def train_table() -> Interactions:
+    # item 0 rated 5, 5; item 1 rated 1; items 2, 3 never rated. Global mean 11/3.
+    users, items = np.array([0, 1, 1]), np.array([0, 0, 1])
+    return Interactions(users, items, np.array([5.0, 5.0, 1.0], np.float32), np.arange(3), 3, 4,
+                        np.arange(3), np.arange(4), "test")
+
+
+def test_scores_are_the_training_counts_for_every_user():
+    pop = Popularity(train_table())
+    scores = pop.scores(np.array([2, 0]))
+    assert scores.shape == (2, 4)
+    assert scores.tolist() == [[2.0, 1.0, 0.0, 0.0]] * 2
+    scores[0, 0] = -1  # callers may mask in place; the baseline must not change
+    assert pop.scores(np.array([1])).tolist() == [[2.0, 1.0, 0.0, 0.0]]
+
+
+def test_predict_is_global_mean_plus_shrunk_item_bias():
+    mu = 11 / 3
+    pop = Popularity(train_table(), shrinkage=1.0)
+    got = pop.predict(np.array([0, 1, 2]), np.array([0, 1, 2]))
+    # b_0 = 2 (5 - mu) / (1 + 2), b_1 = (1 - mu) / (1 + 1), b_2 = 0 (no ratings)
+    assert got == pytest.approx([mu + 2 * (5 - mu) / 3, mu + (1 - mu) / 2, mu], rel=1e-6)
+    unshrunk = Popularity(train_table(), shrinkage=0.0).predict(np.array([0, 0, 0]), np.array([0, 1, 3]))
+    assert unshrunk == pytest.approx([5.0, 1.0, mu], rel=1e-6)  # plain item means, mu when unrated
+    default = Popularity(train_table()).predict(np.array([0]), np.array([1]))
+    assert default == pytest.approx([mu + (1 - mu) / 26], rel=1e-6)  # lambda = 25
+
+
+def test_bad_input_is_rejected():
+    pop = Popularity(train_table())
+    with pytest.raises(IndexError, match="item ids"):
+        pop.predict(np.array([0]), np.array([4]))
+    with pytest.raises(ValueError, match="shape"):
+        pop.predict(np.array([0, 1]), np.array([0]))
+    with pytest.raises(ValueError, match="empty"):
+        Popularity(train_table().select(np.array([], dtype=np.int64)))
