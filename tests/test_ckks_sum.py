@@ -1,0 +1,126 @@
+"""Decrypted sums equal numpy sums within the stated bound, for any length and client count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedsecure.ckks import CKKSSum, ClientEncryptor, KeyHolder, StreamingAggregator
+from fedsecure.fl.aggregation import AggregationError, ClientUpdate, FedAvg
+
+SLOTS = 4096  # values per ciphertext at the default parameters
+EDGE_LENGTHS = [1, 2, SLOTS // 2 - 1, SLOTS // 2, SLOTS // 2 + 1, SLOTS - 1, SLOTS, SLOTS + 1, 3 * SLOTS + 7]
+
+
+@pytest.fixture(scope="module")
+def holder():
+    return KeyHolder()
+
+
+@given(
+    length=st.one_of(st.sampled_from(EDGE_LENGTHS), st.integers(1, 20_000)),
+    n=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+    magnitude=st.sampled_from([1e-6, 1.0, 100.0]),
+    weighted=st.booleans(),
+)
+@settings(max_examples=30, deadline=None)
+def test_decrypted_sum_matches_numpy(holder, length, n, seed, magnitude, weighted):
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(-magnitude, magnitude, (n, length))
+    ws = rng.uniform(0, 1, n) if weighted else np.ones(n)
+    enc = ClientEncryptor(holder.public_context())
+    agg = StreamingAggregator(holder.aggregator_context(), length)
+    for i in range(n):
+        agg.add(enc.encrypt(xs[i], client_id=i, weight=ws[i]), sender=i)
+    assert agg.count == n
+    out = holder.decrypt(agg.aggregate())
+    expected = (ws[:, None] * xs).sum(0)
+    assert out.shape == (length,)
+    assert np.max(np.abs(out - expected)) <= holder.error_bound(n, length)
+
+
+def test_millions_of_values(holder):
+    length = 1_048_577  # 2^20 + 1: 257 ciphertexts, the last with one value
+    rng = np.random.default_rng(7)
+    xs = rng.uniform(-1, 1, (2, length))
+    enc = ClientEncryptor(holder.public_context())
+    agg = StreamingAggregator(holder.aggregator_context(), length)
+    for i in range(2):
+        blob = enc.encrypt(xs[i], client_id=i)
+        assert len(blob) / length < 16.1  # bytes per value: about 4x float32
+        agg.add(blob, sender=i)
+    out = holder.decrypt(agg.aggregate())
+    assert np.max(np.abs(out - xs.sum(0))) <= holder.error_bound(2, length) <= 1e-6
+
+
+@given(n=st.integers(1, 8), seed=st.integers(0, 2**32 - 1), drop=st.data())
+@settings(max_examples=10, deadline=None)
+def test_ckks_sum_with_dropouts_sums_the_survivors(n, seed, drop):
+    proto = CKKSSum(min_contributions=1)
+    rng = np.random.default_rng(seed)
+    vectors = {100 + i: rng.uniform(-1, 1, 300) for i in range(n)}
+    dropouts = {
+        c: s
+        for c in vectors
+        if (s := drop.draw(st.sampled_from([None, "encrypt", "upload"]), label=f"client {c}")) is not None
+    }
+    survivors = tuple(sorted(set(vectors) - set(dropouts)))
+    if not survivors:
+        with pytest.raises(AggregationError):
+            proto.sum(vectors, dropouts=dropouts)
+        return
+    r = proto.sum(vectors, dropouts=dropouts)
+    assert r.included == survivors
+    assert set(r.excluded) == set(dropouts)
+    expected = np.sum([vectors[c] for c in survivors], axis=0)
+    assert np.max(np.abs(r.total - expected)) <= r.stats["error_bound"]
+    assert r.stats["contributions"] == len(survivors)
+
+
+def test_ckks_sum_refuses_below_min_contributions():
+    proto = CKKSSum(min_contributions=3)
+    vectors = {i: np.ones(10) for i in range(3)}
+    with pytest.raises(AggregationError, match="minimum is 3"):
+        proto.sum(vectors, dropouts={0: "upload"})
+
+
+def test_ckks_sum_excludes_bad_vectors_and_sums_the_rest():
+    proto = CKKSSum(max_clients=16)
+    rng = np.random.default_rng(3)
+    good = {i: rng.uniform(-1, 1, 1000) for i in range(4)}
+    bad = {
+        10: np.ones(999),  # wrong length
+        11: np.full(1000, np.nan),  # not finite
+        12: np.full(1000, 2 * proto.input_bound),  # outside the input bound
+        13: np.ones((10, 100)),  # not 1-D
+    }
+    r = proto.sum({**good, **bad})
+    assert r.included == (0, 1, 2, 3)
+    assert set(r.excluded) == set(bad)
+    assert "wrong length 999" in r.excluded[10] and "non-finite" in r.excluded[11]
+    assert "input bound" in r.excluded[12] and "1-D" in r.excluded[13]
+    assert all(r.excluded[c].startswith(f"client {c}") for c in bad)
+    assert np.max(np.abs(r.total - sum(good.values()))) <= r.stats["error_bound"]
+
+
+def test_stats_report_wire_cost_timings_and_params():
+    r = CKKSSum().sum({i: np.zeros(8192) for i in range(2)})
+    s = r.stats
+    assert 16.0 <= s["bytes_per_value"] < 16.2 and s["float32_ratio"] == s["bytes_per_value"] / 4
+    assert s["encrypt_seconds"] > 0 and s["aggregate_seconds"] > 0 and s["decrypt_seconds"] > 0
+    assert s["params"]["security_bits"] >= 128 and 0 < s["error_bound"] < 1e-6
+
+
+def test_fedavg_over_ckks_matches_plaintext_fedavg():
+    rng = np.random.default_rng(5)
+    updates = [ClientUpdate(i, rng.normal(0, 0.1, 3000), float(rng.integers(1, 50))) for i in range(5)]
+    proto = CKKSSum()
+    secure = FedAvg(proto, max_weight=50).aggregate(updates, round_index=0)
+    plain = FedAvg(max_weight=50).aggregate(updates, round_index=0)
+    # the mean divides the sum by the total weight, so its error is the sum's bound over that weight
+    bound = secure.stats["error_bound"] * (1 + 1 / secure.stats["total_weight"]) / secure.stats["total_weight"]
+    assert np.max(np.abs(secure.delta - plain.delta)) <= bound
+    assert secure.stats["clipped_coordinates"] == 0
