@@ -122,6 +122,10 @@ def evaluate_ranking(
     n_items = train.n_items
     if len(test) == 0:
         raise ValueError("the split has no test interactions to evaluate")
+    if (test.n_users, test.n_items) != (train.n_users, n_items):
+        raise ValueError(
+            f"train and test id spaces differ: ({train.n_users}, {n_items}) vs ({test.n_users}, {test.n_items})"
+        )
     if k < 1 or batch_size < 1 or n_negatives < 0:
         raise ValueError(f"need k >= 1, batch_size >= 1, n_negatives >= 0; got {k}, {batch_size}, {n_negatives}")
     train_ptr, train_items = _csr(train.users, train.items, train.n_users)
@@ -159,6 +163,7 @@ def evaluate_ranking(
         if n_negatives:
             # Uniform sample without replacement from never-interacted items: the n smallest
             # of i.i.d. uniform keys, with seen items' keys pushed past every unseen one.
+            # One key row per eval row, drawn in row order, so batch_size does not change the sample.
             keys = rng.random((len(users), n_items))
             owner, items = _gather_segments(seen_ptr, seen_items, users)
             keys[owner, items] = 2.0

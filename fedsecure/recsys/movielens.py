@@ -109,7 +109,8 @@ def _read(path: Path, fmt: _Format) -> Interactions:
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    data = data.replace(b"\r\n", b"\n")
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
     first_line = 1
     if fmt.header is not None:
         if not data.strip():
@@ -120,7 +121,8 @@ def _read(path: Path, fmt: _Format) -> Interactions:
                 path, 1, f"missing or wrong header: expected {fmt.header.decode()!r}, got {_show(head)}"
             )
         first_line = 2
-    data = data.rstrip(b"\n")
+    if data.endswith(b"\n"):
+        data = data.rstrip(b"\n")
     if not data.strip():
         raise DataFormatError(path, first_line, "no ratings: the file has no data lines")
     if data.startswith(b"\n") or b"\n\n" in data:
@@ -145,11 +147,11 @@ def _read(path: Path, fmt: _Format) -> Interactions:
     _reject_first(path, items < 0, first_line, lambda j: f"item id {items[j]} is negative")
     _reject_first(path, timestamps < 0, first_line, lambda j: f"timestamp {timestamps[j]} is negative")
 
-    raw_users, dense_users = np.unique(users, return_inverse=True)
-    raw_items, dense_items = np.unique(items, return_inverse=True)
+    raw_users, dense_users = _reindex(users)
+    raw_items, dense_items = _reindex(items)
     return Interactions(
-        users=dense_users.astype(np.int64),
-        items=dense_items.astype(np.int64),
+        users=dense_users,
+        items=dense_items,
         ratings=ratings.astype(np.float32),
         timestamps=timestamps,
         n_users=len(raw_users),
@@ -158,6 +160,18 @@ def _read(path: Path, fmt: _Format) -> Interactions:
         raw_item_ids=raw_items,
         source=str(path),
     )
+
+
+def _reindex(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted distinct raw ids, dense id of each entry)``, as ``np.unique(return_inverse=True)``."""
+    top = int(raw.max())
+    if top > 4 * len(raw) + 1_000_000:  # sparse id space: sort
+        distinct, dense = np.unique(raw, return_inverse=True)
+        return distinct, dense.astype(np.int64)
+    # Dense-enough ids (all MovieLens releases): a presence table is O(n + max id), no sort.
+    present = np.zeros(top + 1, dtype=bool)
+    present[raw] = True
+    return np.flatnonzero(present).astype(np.int64), (np.cumsum(present) - 1)[raw]
 
 
 _ROW = np.dtype([("u", np.int64), ("i", np.int64), ("r", np.float64), ("t", np.int64)])
@@ -174,6 +188,15 @@ def _parse_fast(data: bytes, fmt: _Format) -> np.ndarray | None:
     except UnicodeDecodeError:
         return None
     try:
+        if b"." not in data:
+            # Integer ratings (ml-100k, ml-1m): numpy parses integers ~2x faster than floats.
+            table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.int64, comments=None, ndmin=2)
+            if table.shape[1] != 4:
+                return None
+            rows = np.empty(len(table), dtype=_ROW)
+            for name, column in zip(_ROW.names, table.T):
+                rows[name] = column
+            return rows
         return np.loadtxt(io.StringIO(text), delimiter=",", dtype=_ROW, comments=None, ndmin=1)
     except ValueError:
         return None

@@ -77,8 +77,8 @@ def cross_silo(
     silo_sorted = silo_of[by_silo]
     clients: list[ClientData] = []
     for k in np.unique(silo_sorted):
-        users = active[by_silo[silo_sorted == k]]
-        starts, lengths = indptr[users], counts[by_silo[silo_sorted == k]]
+        members = by_silo[silo_sorted == k]
+        users, starts, lengths = active[members], indptr[active[members]], counts[members]
         # Gather the users' CSR segments without a loop over rows: offsets within each segment.
         seg = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
         clients.append(ClientData(client_id=len(clients), users=users, rows=order[seg]))
