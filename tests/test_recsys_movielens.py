@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedsecure.recsys.movielens import DataFormatError, load_movielens
 
@@ -139,3 +141,33 @@ def test_real_ml_latest_small():
     assert (data.raw_user_ids[data.users[0]], data.raw_item_ids[data.items[0]]) == (1, 1)
     assert (data.ratings[0], data.timestamps[0]) == (4.0, 964982703)
     assert np.bincount(data.users).min() >= 20  # GroupLens: every user rated at least 20 movies
+
+
+row_strategy = st.tuples(
+    st.integers(1, 10**9), st.integers(1, 10**5), st.integers(2, 10), st.integers(0, 2**31 - 1)
+)  # rating as a count of half stars, 1.0 .. 5.0; big user ids take the sorting reindex path
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(row_strategy, min_size=1, max_size=40), layout=st.sampled_from(["csv", "udata", "dat"]),
+       crlf=st.booleans())
+def test_reading_what_was_written_returns_it(tmp_path_factory, rows, layout, crlf):
+    folder = tmp_path_factory.mktemp("roundtrip")
+    if layout == "csv":
+        rows = [(u, i, h / 2, t) for u, i, h, t in rows]  # half stars
+        text = "userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in rows)
+        file = folder / "ratings.csv"
+    else:
+        rows = [(u, i, float(h // 2), t) for u, i, h, t in rows]  # whole stars 1..5
+        sep = "\t" if layout == "udata" else "::"
+        text = "".join(f"{u}{sep}{i}{sep}{int(r)}{sep}{t}\n" for u, i, r, t in rows)
+        file = folder / ("u.data" if layout == "udata" else "ratings.dat")
+    file.write_bytes(text.replace("\n", "\r\n" if crlf else "\n").encode())
+    data = load_movielens(folder)
+    assert len(data) == len(rows)
+    np.testing.assert_array_equal(data.raw_user_ids, sorted({r[0] for r in rows}))
+    np.testing.assert_array_equal(data.raw_item_ids, sorted({r[1] for r in rows}))
+    np.testing.assert_array_equal(data.raw_user_ids[data.users], [r[0] for r in rows])
+    np.testing.assert_array_equal(data.raw_item_ids[data.items], [r[1] for r in rows])
+    np.testing.assert_array_equal(data.ratings, np.array([r[2] for r in rows], np.float32))
+    np.testing.assert_array_equal(data.timestamps, [r[3] for r in rows])
