@@ -85,7 +85,7 @@ def test_calibration_agrees_with_opacus_get_noise_multiplier() -> None:
     ours = acc.noise_multiplier_for(2.0, 1e-5, 0.02, 500, "rdp")
     theirs = get_noise_multiplier(
         target_epsilon=2.0, target_delta=1e-5, sample_rate=0.02, steps=500, accountant="rdp",
-        epsilon_tolerance=0.001, alphas=list(acc.RDP_ORDERS),
+        epsilon_tolerance=0.005, alphas=list(acc.RDP_ORDERS),
     )
     assert ours == pytest.approx(theirs, rel=0.01)
 
@@ -157,7 +157,8 @@ def test_invalid_settings_raise_before_training(kwargs: dict, match: str) -> Non
 
 def test_valid_plan_reports_what_it_spends() -> None:
     plan = resolve_noise_multiplier(
-        delta=1e-5, population=10_000, sample_rate=0.01, steps=100, clip=1.0, target_epsilon=2.0
+        delta=1e-5, population=10_000, sample_rate=0.01, steps=100, clip=1.0, target_epsilon=2.0,
+        accountant="dpa-pld",
     )
     assert plan.calibrated and plan.epsilon <= 2.0 and plan.noise_multiplier > 0
     assert check_delta(1e-6, 1000) == 1e-6

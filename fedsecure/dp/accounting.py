@@ -37,6 +37,7 @@ order. :func:`noise_multiplier_for` bisects on ``z`` and returns the smallest
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -245,7 +246,15 @@ def epsilon(
     accountant: AccountantName = "rdp",
 ) -> float:
     """Epsilon after ``steps`` Poisson-subsampled Gaussian steps (std ``noise_multiplier * C``)."""
-    acc = PrivacyAccountant(accountant)
+    return _epsilon_cached(
+        check_noise_multiplier(noise_multiplier), check_sample_rate(sample_rate), _check_steps(steps),
+        check_delta(delta), _check_accountant(accountant),
+    )
+
+
+@functools.lru_cache(maxsize=4096)  # calibration and reports ask the same questions repeatedly
+def _epsilon_cached(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str) -> float:
+    acc = PrivacyAccountant(accountant)  # type: ignore[arg-type]
     acc.step(noise_multiplier, sample_rate, steps)
     return acc.epsilon(delta)
 
