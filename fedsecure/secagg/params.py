@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import math
 import warnings
+
+import numpy as np
 from dataclasses import asdict, dataclass
 
 from .errors import ConfigurationError
@@ -48,20 +50,23 @@ DEFAULT_FAILURE_TARGET = 1e-6
 DEFAULT_PRIVACY_TARGET = 2.0**-40
 
 
+def _log_factorials(k: int) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, k + 1, dtype=np.float64)))])
+
+
 def binom_tail(k: int, p: float, a: int) -> float:
     """P[Bin(k, p) >= a], summed in log space (exact up to float rounding)."""
     if a <= 0:
         return 1.0
-    if a > k:
-        return 0.0
-    if p <= 0:
+    if a > k or p <= 0:
         return 0.0
     if p >= 1:
         return 1.0
-    lp, lq = math.log(p), math.log1p(-p)
-    logs = [math.lgamma(k + 1) - math.lgamma(j + 1) - math.lgamma(k - j + 1) + j * lp + (k - j) * lq for j in range(a, k + 1)]
-    m = max(logs)
-    return min(1.0, math.exp(m) * sum(math.exp(v - m) for v in logs))
+    lf = _log_factorials(k)
+    j = np.arange(a, k + 1)
+    logs = lf[k] - lf[j] - lf[k - j] + j * math.log(p) + (k - j) * math.log1p(-p)
+    m = float(logs.max())
+    return min(1.0, math.exp(m) * float(np.exp(logs - m).sum()))
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,17 @@ def evaluate(n: int, k: int, t: int, *, graph: str, dropout_rate: float, corrupt
 
 
 def _min_private_t(n: int, graph: str, k: int, dropout: float, corrupt: float, target: float) -> int | None:
-    lo = k // 2 + 1  # 2t > k is necessary even with no corrupt client
-    for t in range(lo, k + 1):
-        if _bounds(n, graph, k, t, dropout, corrupt)[1] <= target:
-            return t
-    return None
+    """Smallest t > k/2 whose privacy bound meets ``target`` (the bound falls as t grows: bisect)."""
+    lo, hi = k // 2 + 1, k  # 2t > k is necessary even with no corrupt client
+    if _bounds(n, graph, k, hi, dropout, corrupt)[1] > target:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _bounds(n, graph, k, mid, dropout, corrupt)[1] <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def choose_params(
@@ -169,7 +180,8 @@ def choose_params(
         return p
 
     if graph == "sparse":
-        for kk in range(2, n - 1, 2):
+        # Beyond k = n/2 a sparse graph saves little over the complete one: stop searching there.
+        for kk in range(2, min(n - 1, n // 2 + 2), 2):
             tt = _min_private_t(n, "sparse", kk, dropout_rate, corrupt_fraction, privacy_target)
             if tt is None:
                 continue

@@ -103,6 +103,7 @@ class SecAggServer:
         self._sigs: dict[int, bytes] = {}
         self._responses: dict[int, m.UnmaskResponse] = {}
         self.bytes_received = 0
+        self.bytes_received_by_stage: dict[str, int] = {}
         self.bytes_sent = 0
         self.result: ServerResult | None = None
 
@@ -137,6 +138,7 @@ class SecAggServer:
         except m.ParseError as e:
             raise self._reject(sender, str(e)) from None
         self.bytes_received += len(data)
+        self.bytes_received_by_stage[self.stage] = self.bytes_received_by_stage.get(self.stage, 0) + len(data)
 
     def _open(self, sender: int, data: bytes) -> bytes:
         key = self._keys.get(sender)

@@ -38,6 +38,7 @@ class RoundReport:
     included: tuple[int, ...]
     excluded: dict[int, str]
     upload_bytes: int
+    upload_bytes_by_stage: dict[str, int]
     download_bytes: int
     stage_seconds: dict[str, float]
     client_seconds: float
@@ -199,7 +200,8 @@ def run_round(
         excluded.setdefault(u, f"dropped at {s}")
     return RoundReport(
         total=encoding.decode(res.ring_sum), ring_sum=res.ring_sum, included=res.included, excluded=excluded,
-        upload_bytes=server.bytes_received, download_bytes=download, stage_seconds=stage_seconds,
+        upload_bytes=server.bytes_received, upload_bytes_by_stage=dict(server.bytes_received_by_stage),
+        download_bytes=download, stage_seconds=stage_seconds,
         client_seconds=client_s, server_seconds=server_s, client_errors=client_errors, rejected=rejected,
         revealed=revealed,
     )

@@ -9,7 +9,8 @@ the encoding for n clients (see :mod:`fedsecure.secagg.encoding`).
 
 Input domain: every coordinate must satisfy ``|x_j| <= max(clip_range, 1)``
 (``input_bound`` is ``clip_range``; the extra room up to 1 holds the FedAvg
-weight coordinate ``w in [0, 1]``). Error: ``|returned - true sum| <=
+weight coordinate ``w in [0, 1]``, and a relative slack of 2^-20 absorbs
+float32 rounding of clipped inputs). Error: ``|returned - true sum| <=
 n / (2 * scale)`` per coordinate (``n / scale`` with stochastic rounding),
 plus the distributed-DP noise when ``client_noise`` is set.
 
@@ -96,8 +97,9 @@ class SecAggSum(SumProtocol):
 
     def encoding_for(self, n_clients: int) -> FixedPointEncoding:
         """The fixed-point encoding a round of ``n_clients`` uses (its ``scale``, ``bits``, ``encode``, ``decode``)."""
+        # 1 + 2^-20 of slack: inputs clipped to the bound in float32 may round a hair above it.
         return FixedPointEncoding.for_sum(
-            n_clients, max(self.input_bound, 1.0), bits=self.bits, noise=self.client_noise, stochastic=self.stochastic_rounding
+            n_clients, max(self.input_bound, 1.0) * (1 + 2.0**-20), bits=self.bits, noise=self.client_noise, stochastic=self.stochastic_rounding
         )
 
     def sum(self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None) -> SumResult:
@@ -122,6 +124,7 @@ class SecAggSum(SumProtocol):
                 "failure_probability": params.failure_probability,
                 "privacy_failure_probability": params.privacy_failure_probability,
                 "upload_bytes": report.upload_bytes, "download_bytes": report.download_bytes,
+                "upload_bytes_by_stage": report.upload_bytes_by_stage,
                 "stage_seconds": report.stage_seconds, "client_seconds": report.client_seconds,
                 "server_seconds": report.server_seconds, "rejected_messages": len(report.rejected),
             },

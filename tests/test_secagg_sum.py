@@ -1,0 +1,80 @@
+"""SecAggSum: the engine-facing adapter (FedAvg over secure aggregation equals plaintext FedAvg)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from fedsecure.fl.aggregation import AggregationError, ClientUpdate, FedAvg, PlainSum
+from fedsecure.secagg import ConfigurationError, SecAggSum
+from fedsecure.secagg import messages as m
+
+
+@pytest.mark.parametrize("graph,name", [("complete", "secagg"), ("sparse", "secagg+")])
+def test_fedavg_over_secagg_matches_plaintext_within_quantization(graph, name):
+    proto = SecAggSum(graph=graph, clip_range=0.5, dropout_rate=0.1)
+    assert proto.name == name and proto.input_bound == 0.5
+    ups = [ClientUpdate(i, np.sin(np.arange(50) * (i + 1)) * 0.6, float(10 + i)) for i in range(24)]  # some clipped
+    drops = {2: "share_keys", 7: "masked_input", 11: "unmasking"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sec = FedAvg(proto).aggregate(ups, round_index=0, dropouts=drops)
+    clipped = [ClientUpdate(u.client_id, np.clip(u.delta, -0.5, 0.5), u.weight) for u in ups]
+    plain = FedAvg(PlainSum()).aggregate(clipped, round_index=0, dropouts={2: "x", 7: "x"})
+    assert sec.included == plain.included  # 11 sent its input before dropping: it is in the sum
+    enc = proto.encoding_for(24)
+    # delta = S / W; both S and W carry at most n/(2 scale) error.
+    assert sec.stats["clipped_coordinates"] > 0
+    # delta = S / W with S, W each within n/(2 scale); W >= 0.1 here (weights/1000), plus float32 inputs.
+    assert np.abs(sec.delta - plain.delta).max() <= 2 * 24 / (2 * enc.scale) / 0.1 + 1e-6
+    st = sec.stats
+    for key in ("upload_bytes", "download_bytes", "stage_seconds", "k", "t", "bits",
+                "failure_probability", "privacy_failure_probability", "quantization_error_bound"):
+        assert key in st
+    # The masked vectors travel packed to 32 bits: header + 51 * 4 bytes + tag, not 8 bytes per coordinate.
+    assert st["upload_bytes_by_stage"]["masked_input"] == (24 - 2) * (m.HEADER.size + 51 * 4 + m.TAG_BYTES)
+
+
+def test_too_few_survivors_raise_aggregation_error_not_a_wrong_sum():
+    proto = SecAggSum(graph="complete")
+    vecs = {u: np.full(4, 0.1) for u in range(6)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(AggregationError, match="t="):
+            proto.sum(vecs, dropouts={u: "masked_input" for u in range(4)})
+    with pytest.raises(AggregationError, match="at least 2"):
+        proto.sum({0: np.zeros(3)})
+    with pytest.raises(AggregationError, match="different lengths"):
+        proto.sum({0: np.zeros(3), 1: np.zeros(4)})
+
+
+def test_bad_configuration_and_bad_stage_names_are_refused():
+    with pytest.raises(ConfigurationError, match="graph"):
+        SecAggSum(graph="ring")
+    with pytest.raises(ConfigurationError, match="client_noise"):
+        SecAggSum(client_noise=object())
+    with pytest.raises(ValueError, match="unknown dropout stage"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            SecAggSum().sum({u: np.zeros(2) for u in range(5)}, dropouts={1: "upload"})
+    assert SecAggSum(active=True).stages == ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+
+
+class PatternNoise:
+    """Deterministic noise *values* (the real sampler lives in fedsecure.dp); checks the hook's plumbing."""
+
+    def sample(self, size, scale):
+        return np.full(size, 7, dtype=np.int64)
+
+    def max_abs_sum(self, n_clients, scale):
+        return 7.0 * n_clients
+
+
+def test_client_noise_is_added_in_encoded_units_before_masking():
+    proto = SecAggSum(graph="complete", client_noise=PatternNoise())
+    vecs = {u: np.full(3, 0.25) for u in range(6)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = proto.sum(vecs)
+    enc = proto.encoding_for(6)
+    assert np.allclose(r.total, 6 * 0.25 + 6 * 7 / enc.scale, atol=enc.max_error(6))
