@@ -244,6 +244,7 @@ class DPSGDTrainer(LocalTrainer):
         self.accountant_name = accountant
         self.optimizer = optimizer
         self.clients: dict[int, _Client] = {}
+        self._plans: dict[tuple[float, int], PrivacyPlan] = {}
         self._clippers: WeakKeyDictionary[nn.Module, PerSampleClipper] = WeakKeyDictionary()
 
     # -- planning ------------------------------------------------------------------------------
@@ -275,14 +276,19 @@ class DPSGDTrainer(LocalTrainer):
             steps = self.planned_rounds * self.steps_per_call(n, batch_size, epochs)
         else:  # a fixed noise multiplier with no plan: the plan's epsilon covers one call
             steps = self.steps_per_call(n, batch_size, epochs)
+        key = (q, steps)
+        cached = self._plans.get(key)
         try:
-            plan = resolve_noise_multiplier(
+            check_delta(self.delta, n)
+            # Calibration is a bisection over the accountant; clients of equal q and steps share it.
+            plan = cached or resolve_noise_multiplier(
                 delta=self.delta, population=n, sample_rate=q, steps=steps, clip=self.max_grad_norm,
                 noise_multiplier=self.noise_multiplier, target_epsilon=self.target_epsilon,
                 accountant=self.accountant_name,
             )
         except PrivacyConfigError as e:
             raise PrivacyConfigError(f"client {client_id} ({n} examples): {e}") from None
+        self._plans[key] = plan
         client = _Client(n, plan, PrivacyAccountant(self.accountant_name))  # type: ignore[arg-type]
         self.clients[client_id] = client
         return client
