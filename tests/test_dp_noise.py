@@ -129,3 +129,27 @@ def test_discrete_gaussian_zero_sigma_and_shapes() -> None:
     assert np.array_equal(src.discrete_gaussian((2, 3), 0.0), np.zeros((2, 3), dtype=np.int64))
     assert src.discrete_gaussian((4, 5), 2.0).shape == (4, 5)
     assert src.gaussian(0, 1.0).numel() == 0
+
+
+def test_forked_children_and_pickled_copies_draw_independent_noise() -> None:
+    import multiprocessing as mp
+    import pickle
+
+    # Forked workers inherit the module-level source's key and counter; without re-keying, each
+    # child's first draw would equal the parent's next one (and each other's).
+    with mp.get_context("fork").Pool(2) as pool:
+        a, b = pool.map(_draw_inherited, [0, 1], chunksize=1)
+    mine = _SRC_FOR_FORK.random_bytes(32)
+    assert len({a, b, mine}) == 3
+    src = NoiseSource()
+    copy = pickle.loads(pickle.dumps(src))
+    assert copy.secure and copy.random_bytes(32) != src.random_bytes(32)
+    with pytest.raises(TypeError, match="cannot be sent"):
+        pickle.dumps(NoiseSource.insecure_seeded(1))
+
+
+_SRC_FOR_FORK = NoiseSource()
+
+
+def _draw_inherited(_: int) -> bytes:
+    return _SRC_FOR_FORK.random_bytes(32)

@@ -96,6 +96,7 @@ class NoiseSource:
     def _init(self, key: bytes, *, secure: bool, origin: str) -> None:
         # A random key makes a fixed all-zero nonce safe: the (key, counter) pair never repeats.
         self._encryptor = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._secure = secure
         self._origin = origin
@@ -126,12 +127,31 @@ class NoiseSource:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
         # update_into into a preallocated buffer avoids two copies of a ~25 MB stream.
         buf = bytearray(nbytes + 15)
+        if os.getpid() != self._pid:
+            self._after_fork()
         with self._lock:
             if len(self._zeros) < nbytes:
                 self._zeros = bytes(nbytes)
             written = self._encryptor.update_into(memoryview(self._zeros)[:nbytes], buf)
         assert written == nbytes  # CTR is a stream mode: output length == input length
         return buf
+
+    def _after_fork(self) -> None:
+        # A forked child holds a copy of the parent's key *and* counter: parent and child (and
+        # sibling workers) would draw identical noise. A secure source re-keys from the OS;
+        # a seeded one cannot without breaking its reproducibility, so it refuses.
+        if not self._secure:
+            raise RuntimeError(
+                "insecure seeded NoiseSource used in a forked process: its stream would repeat the parent's"
+            )
+        self._init(os.urandom(32), secure=True, origin=self._origin)
+
+    def __reduce__(self) -> tuple:
+        # Sent to another process: a secure source arrives as a fresh, independently keyed one;
+        # the key itself never travels.
+        if not self._secure:
+            raise TypeError("insecure seeded NoiseSource cannot be sent to another process: its stream would repeat")
+        return (NoiseSource, ())
 
     def _words(self, n: int) -> np.ndarray:
         """``n`` uniform 64-bit words."""
