@@ -252,3 +252,56 @@ def test_hook_rejects_other_dimensions() -> None:
 def test_quantization_inflates_sensitivity_by_rounding_slack_sqrt_d() -> None:
     d2, d1 = quantized_sensitivity(1.0, 2.0**8, 10_000, 0.5)
     assert d2 == 256 + 50 and d1 == min(d2 * d2, 100 * d2)
+
+
+# -- composed with the real pairwise-mask protocol ------------------------------------------------
+
+
+def _secagg_setup(d: int, n: int, min_clients: int, t: int, **kw):
+    from fedsecure.secagg.sum import SecAggSum
+
+    hook = DiscreteGaussianNoise(noise_multiplier=1.0, clip=1.0, min_clients=min_clients, dim=d)
+    protocol = SecAggSum(clip_range=1.0, client_noise=hook, t=t, dropout_rate=0.01, failure_target=0.5, **kw)
+    agg = DistributedDPFedAvg(
+        protocol, clip=1.0, noise_multiplier=1.0, expected_clients=n, sample_rate=0.1, delta=1e-5,
+        min_clients=min_clients, dim=d, client_noise=hook,
+    )
+    return hook, agg
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_distributed_noise_inside_secagg_end_to_end() -> None:
+    d, n = 1500, 10
+    hook, agg = _secagg_setup(d, n, min_clients=7, t=7)
+    ups = _updates(n, d, scale=0.05)
+    res = agg.aggregate(ups, round_index=0, dropouts={4: "masked_input"})
+    assert 4 not in res.included and len(res.included) == 9
+    s = res.stats["scale"]
+    total = res.delta * n * s
+    assert np.array_equal(total, np.rint(total))  # the server decoded an integer sum in the ring
+    rounded = np.sum([np.rint(clip_l2(u.delta, 1.0)[0] * s) for u in ups if u.client_id != 4], axis=0)
+    noise = total - rounded
+    # only the noisy sum was decoded, and its noise is that of 9 clients' discrete Gaussians
+    assert abs(noise.var() / (9 * hook.local_sigma(s) ** 2) - 1) < 6 * math.sqrt(2 / d)
+    p = res.stats["privacy"]
+    assert p["scale"] == s and p["rho_per_round"] == pytest.approx(0.5, rel=1e-9)
+    assert p["noise_source"] == hook.noise.describe()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_secagg_threshold_below_min_clients_is_refused() -> None:
+    _, agg = _secagg_setup(50, 10, min_clients=8, t=6)
+    with pytest.raises(AggregationError, match="threshold t=6 .* below min_clients=8"):
+        agg.aggregate(_updates(10, 50), round_index=0)
+
+
+def test_ring_too_small_for_the_noise_is_refused_not_wrapped() -> None:
+    from fedsecure.secagg.encoding import FixedPointEncoding
+    from fedsecure.secagg.errors import ConfigurationError
+
+    hook = DiscreteGaussianNoise(noise_multiplier=50.0, clip=1.0, min_clients=2, dim=10_000)
+    # at 12 bits, even one level per unit of clip leaves no room for this much noise
+    with pytest.raises(ConfigurationError, match="noise bound"):
+        FixedPointEncoding.for_sum(100, 1.0, bits=12, noise=hook)
+    enc = FixedPointEncoding.for_sum(100, 1.0, bits=32, noise=hook)
+    assert 100 * math.ceil(enc.scale) + hook.max_abs_sum(100, enc.scale) <= 2**31 - 1

@@ -212,8 +212,11 @@ class DistributedDPFedAvg(_UserLevelDPFedAvg):
     Two ways to run it, both with the noise added before the sum:
 
     * ``client_noise`` given: the protocol adds it (``SecAggSum(..., client_noise=hook)``
-      must have been built with this same hook); the protocol's encoding scale
-      ``protocol.scale`` is used for the accounting.
+      must have been built with this same hook); the encoding scale the protocol
+      reports in ``SumResult.stats['scale']`` is used for the accounting. With
+      SecAgg (complete graph) the round's Shamir threshold must be at least
+      ``min_clients``, so that the protocol itself aborts before a sum carrying
+      fewer noises can be unmasked.
     * ``client_noise`` None: this aggregator quantizes each client's clipped
       update itself, ``k = round(s x)`` with power-of-two ``scale`` ``s``, adds
       ``N_Z(0, sigma^2)`` and hands ``(k + e) / s`` (exact in float64) to any
@@ -280,8 +283,8 @@ class DistributedDPFedAvg(_UserLevelDPFedAvg):
 
     @property
     def scale(self) -> float:
-        """Encoding levels per unit value (the protocol's, when the protocol adds the noise)."""
-        return float(getattr(self.protocol, "scale")) if self._noise_in_protocol else self._scale
+        """Encoding levels per unit value (NaN in protocol mode: the protocol picks it per round)."""
+        return self._scale
 
     @classmethod
     def calibrated(
@@ -342,6 +345,20 @@ class DistributedDPFedAvg(_UserLevelDPFedAvg):
             )
         if not self._noise_in_protocol:
             vectors = {c: self._encode_with_noise(v) for c, v in vectors.items()}
+        else:
+            bound = self.protocol.input_bound
+            if bound is not None and bound < self.clip:
+                for v in vectors.values():  # coordinate clipping only shrinks the norm
+                    np.clip(v, -bound, bound, out=v)
+            params_for = getattr(self.protocol, "params_for", None)
+            if params_for is not None and getattr(self.protocol, "graph", None) == "complete":
+                t = params_for(len(vectors)).t
+                if t < self.min_clients:
+                    raise AggregationError(
+                        f"round {round_index}: the protocol's threshold t={t} for {len(vectors)} clients is below "
+                        f"min_clients={self.min_clients}: it could unmask a sum with too little noise; "
+                        "raise the threshold or lower min_clients"
+                    )
         t0 = time.perf_counter()
         result = self.protocol.sum(vectors, dropouts=dropouts)
         elapsed = time.perf_counter() - t0
@@ -351,7 +368,12 @@ class DistributedDPFedAvg(_UserLevelDPFedAvg):
                 f"round {round_index}: only {n_in} clients completed the protocol, fewer than min_clients="
                 f"{self.min_clients}; the sum is discarded (configure the protocol threshold >= min_clients)"
             )
-        scale = self.scale
+        if self._noise_in_protocol:
+            if "scale" not in result.stats:
+                raise AggregationError(f"round {round_index}: the protocol did not report its encoding scale")
+            scale = float(result.stats["scale"])
+        else:
+            scale = self._scale
         rho = self.client_noise.rho(scale, n_in)
         self.accountant.step_zcdp(rho, self.sample_rate)
         self.rounds += 1
