@@ -41,8 +41,8 @@ MAX_CONTRIBUTORS = 1 << 24
 
 
 class _Reader:
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = memoryview(data)
+    def __init__(self, data: memoryview, what: str) -> None:
+        self.data = data
         self.pos = 0
         self.what = what
 
@@ -80,18 +80,18 @@ def _open(data: bytes, kind: int) -> _Reader:
     what = _KIND_NAMES[kind]
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CKKSError(f"{what}: expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = memoryview(data).cast("B")  # no copy of a contribution that may be tens of MB
     if len(data) < 6 + DIGEST_SIZE:
         raise CKKSError(f"{what} truncated: {len(data)} bytes is shorter than header and digest")
     if data[:4] != MAGIC:
-        raise CKKSError(f"{what}: bad magic {data[:4]!r} (not a fedsecure CKKS blob)")
+        raise CKKSError(f"{what}: bad magic {bytes(data[:4])!r} (not a fedsecure CKKS blob)")
     version, got_kind = data[4], data[5]
     if version != VERSION:
         raise CKKSError(f"{what}: unsupported wire version {version} (this reader speaks {VERSION})")
     if got_kind != kind:
         raise CKKSError(f"expected a {what}, got kind {got_kind} ({_KIND_NAMES.get(got_kind, 'unknown')})")
     body, digest = data[:-DIGEST_SIZE], data[-DIGEST_SIZE:]
-    if hashlib.sha256(body).digest() != digest:
+    if hashlib.sha256(body).digest() != bytes(digest):
         raise CKKSError(f"{what}: digest mismatch (corrupted or truncated bytes)")
     r = _Reader(body, what)
     r.pos = 6
