@@ -111,6 +111,7 @@ def test_zhu_wang_bound_brackets_the_exact_subsampled_gaussian(z: float, q: floa
     bound = acc.subsampled_zcdp_rdp(1 / (2 * z * z), q)
     ok = np.isfinite(exact)
     assert np.all(bound[ok] >= exact[ok] * (1 - 1e-9) - 1e-12)
+    assert np.all(bound <= orders / (2 * z * z) * (1 + 1e-12))  # never worse than no subsampling
     assert np.all(bound[ok] <= exact[ok] + np.log(3) / (orders[ok] - 1) + 1e-9)
 
 

@@ -22,13 +22,20 @@ most ``C`` -- are summed, and noise is added. Two noise kinds:
   clients' discrete Gaussian noise in distributed DP is one
   (:mod:`fedsecure.dp.distributed`). Without subsampling its RDP is exactly
   ``alpha * rho``; with Poisson rate ``q < 1`` the general upper bound of Zhu &
-  Wang (ICML 2019, Thm 6) applies, for integer ``alpha >= 2``::
+  Wang ("Poisson subsampled RDP", ICML 2019) applies, for integer ``alpha >= 2``
+  (the same bound google-research/federated's ``distributed_dp`` accounting uses
+  for the distributed discrete Gaussian; it also keeps the unamplified
+  ``alpha * rho`` when that is smaller)::
 
       eps'(alpha) <= 1/(alpha-1) log[ (1-q)^(alpha-1) (alpha q - q + 1)
                        + C(alpha,2) q^2 (1-q)^(alpha-2) e^{eps(2)}
                        + 3 sum_{l=3}^{alpha} C(alpha,l) (1-q)^(alpha-l) q^l e^{(l-1) eps(l)} ]
 
-  Only the RDP backends can compose it; asking PRV/PLD to raises.
+  The factor 3 makes this bound loose when ``alpha * q`` is large (small
+  epsilon over many rounds): distributed DP then needs noticeably more noise
+  than the central Gaussian at the same epsilon (see
+  ``benchmarks/results/dp_user_noise.json``). Only the RDP backends can
+  compose it; asking PRV/PLD to raises.
 
 RDP composes by addition over steps, then converts to (eps, delta) at the best
 order. :func:`noise_multiplier_for` bisects on ``z`` and returns the smallest
@@ -79,8 +86,8 @@ def _check_steps(steps: int) -> int:
 def subsampled_zcdp_rdp(rho: float, sample_rate: float, orders: tuple[int, ...] = INT_ORDERS) -> np.ndarray:
     """RDP at integer ``orders`` of a ``rho``-zCDP mechanism under Poisson rate ``sample_rate``.
 
-    ``q = 1``: exactly ``alpha * rho``. ``q < 1``: Zhu & Wang (2019) Thm 6,
-    evaluated in log space (see module doc).
+    ``q = 1``: exactly ``alpha * rho``. ``q < 1``: the smaller of ``alpha * rho``
+    and the Zhu & Wang (2019) general bound, evaluated in log space (see module doc).
     """
     alphas = np.asarray(orders, dtype=np.int64)
     if np.any(alphas < 2):
@@ -103,7 +110,7 @@ def subsampled_zcdp_rdp(rho: float, sample_rate: float, orders: tuple[int, ...] 
             tail = math.log(3) + log_binom + (a - ls) * l1q + ls * lq + (ls - 1) * ls * rho
             terms.extend(tail.tolist())
         out[i] = float(np.logaddexp.reduce(np.asarray(terms))) / (a - 1)
-    return out
+    return np.minimum(out, alphas * rho)
 
 
 def _rdp_to_epsilon(orders: np.ndarray, rdp: np.ndarray, delta: float) -> float:
