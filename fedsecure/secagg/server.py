@@ -209,11 +209,11 @@ class SecAggServer:
         if sender in self._responses:
             raise m.ParseError("duplicate unmask response")
         msg = m.UnmaskResponse.parse(self._open(sender, data))
-        surv = self._surv_of[sender]
-        dropped = np.setdiff1d(self._u2_of[sender], surv)
-        if not np.isin(msg.self_mask_ids, surv).all():
+        surv = set(self._surv_of[sender].tolist())
+        dropped = set(self._u2_of[sender].tolist()) - surv
+        if not set(msg.self_mask_ids.tolist()) <= surv:
             raise m.ParseError("revealed self-mask shares of peers that are not surviving neighbours")
-        if not np.isin(msg.mask_key_ids, dropped).all():
+        if not set(msg.mask_key_ids.tolist()) <= dropped:
             raise m.ParseError("revealed masking-key shares of peers that did not drop")
         for raw in (msg.self_mask_shares, msg.mask_key_shares):
             arr = np.frombuffer(raw, dtype="<u4")
@@ -344,7 +344,7 @@ class SecAggServer:
                 f"only {len(shares)} shares of the {what} of client {owner} arrived; t={t} are needed", sender="server"
             )
         xs = [w + 1 for w, _ in shares]
-        ys = np.stack([shamir.share_from_bytes(b) for _, b in shares])
+        ys = np.frombuffer(b"".join(b for _, b in shares), dtype="<u4").astype(np.int64).reshape(len(shares), shamir.LIMBS)
         count = len(shares)
         # Cyclic windows of t shares: if one share is bad, a window avoiding it exists once count > t.
         for start in range(min(count, RECONSTRUCTION_ATTEMPTS)):
