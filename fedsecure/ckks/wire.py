@@ -70,9 +70,14 @@ class _Reader:
             raise CKKSError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
 
 
-def _seal(kind: int, body: bytes) -> bytes:
-    head = MAGIC + struct.pack(">BB", VERSION, kind)
-    return head + body + hashlib.sha256(head + body).digest()
+def _seal(kind: int, *parts: bytes) -> bytes:
+    """``header || parts || SHA-256``, hashing incrementally and joining once (contributions are large)."""
+    pieces = [MAGIC + struct.pack(">BB", VERSION, kind), *parts]
+    h = hashlib.sha256()
+    for piece in pieces:
+        h.update(piece)
+    pieces.append(h.digest())
+    return b"".join(pieces)
 
 
 def _open(data: bytes, kind: int) -> _Reader:
@@ -98,8 +103,11 @@ def _open(data: bytes, kind: int) -> _Reader:
     return r
 
 
-def _chunks_out(chunks: tuple[bytes, ...]) -> bytes:
-    return struct.pack(">I", len(chunks)) + b"".join(struct.pack(">I", len(c)) + c for c in chunks)
+def _chunks_out(chunks: tuple[bytes, ...]) -> list[bytes]:
+    out = [struct.pack(">I", len(chunks))]
+    for c in chunks:
+        out += (struct.pack(">I", len(c)), c)
+    return out
 
 
 def _chunks_in(r: _Reader) -> tuple[bytes, ...]:
@@ -157,8 +165,8 @@ class ContributionBlob:
     chunks: tuple[bytes, ...]
 
     def to_bytes(self) -> bytes:
-        body = self.context_id + struct.pack(">qQ", self.client_id, self.length) + _chunks_out(self.chunks)
-        return _seal(KIND_CONTRIBUTION, body)
+        head = self.context_id + struct.pack(">qQ", self.client_id, self.length)
+        return _seal(KIND_CONTRIBUTION, head, *_chunks_out(self.chunks))
 
     @classmethod
     def from_bytes(cls, data: bytes, *, sender: object) -> ContributionBlob:
@@ -185,8 +193,8 @@ class AggregateBlob:
 
     def to_bytes(self) -> bytes:
         body = self.context_id + struct.pack(">QI", self.length, len(self.contributors))
-        body += struct.pack(f">{len(self.contributors)}q", *self.contributors) + _chunks_out(self.chunks)
-        return _seal(KIND_AGGREGATE, body)
+        body += struct.pack(f">{len(self.contributors)}q", *self.contributors)
+        return _seal(KIND_AGGREGATE, body, *_chunks_out(self.chunks))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AggregateBlob:
