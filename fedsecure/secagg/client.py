@@ -36,7 +36,7 @@ from . import keys, messages as m, shamir
 from .encoding import FixedPointEncoding, IntegerNoise, pack
 from .errors import ConfigurationError, MessageRejected, StageError, TooFewSurvivors
 from .graph import build_graph
-from .prg import MaskExpander
+from .prg import MaskExpander, apply_masks
 
 STAGES = ("config", "neighbours", "shares", "consistency", "unmask", "done")
 
@@ -230,14 +230,11 @@ class SecAggClient:
                 self.undecryptable.append(v)
         self._held, self._u2 = held, msg.ids
         # y = x + PRG(b) + sum_v sign(u, v) PRG(s_uv)   (word ring, reduced mod 2^bits once)
-        ex = MaskExpander(cfg.vector_length, cfg.bits)
-        y = self._encoded.copy()
-        ex.add_into(y, self._self_seed)
+        plus, minus = [self._self_seed], []
         for v in msg.ids.tolist():
             seed = keys.pair_key(self._mask_sk.exchange(self._peers[v][1]), self._round_id, self.id, v, keys.MASK)
-            (ex.add_into if self.id < v else ex.sub_into)(y, seed)
-        if cfg.bits not in (32, 64):
-            y &= y.dtype.type((1 << cfg.bits) - 1)
+            (plus if self.id < v else minus).append(seed)
+        y = apply_masks(self._encoded, plus, minus, MaskExpander(cfg.vector_length, cfg.bits))
         del self._encoded
         self.stage = "consistency" if cfg.active else "unmask"
         return [self._seal(m.MaskedInput(pack(y, cfg.bits)))]

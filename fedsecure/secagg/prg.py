@@ -61,6 +61,18 @@ class MaskExpander:
         np.subtract(acc, self._keystream(seed), out=acc, casting="unsafe")
 
 
+def apply_masks(x: np.ndarray, plus: list[bytes], minus: list[bytes], expander: MaskExpander) -> np.ndarray:
+    """``x + sum PRG(plus) - sum PRG(minus)  (mod 2^bits)`` as a new array: one pass per seed, no temporaries."""
+    y = np.array(x, dtype=expander.dtype, copy=True)
+    for seed in plus:
+        expander.add_into(y, seed)
+    for seed in minus:
+        expander.sub_into(y, seed)
+    if expander.bits not in (32, 64):
+        y &= expander.dtype.type((1 << expander.bits) - 1)
+    return y
+
+
 def expand(seed: bytes, length: int, bits: int) -> np.ndarray:
     """The mask of ``seed``: ``length`` ring elements mod 2^bits (see module docstring)."""
     return MaskExpander(length, bits).expand(seed)
