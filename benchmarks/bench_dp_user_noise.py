@@ -152,10 +152,16 @@ def main() -> None:
     n = 320_000 if args.quick else 3_200_000
     repeats = 5 if args.quick else 21
     dim = 9742 * 32 if not args.quick else 20_000
-    draws = bench_draws(n, repeats)
-    print(f"gaussian draw of {n:,} floats: secure {draws['median_seconds']['secure_gaussian_f32'] * 1e3:.1f} ms, "
-          f"torch.randn {draws['median_seconds']['torch_randn_f32'] * 1e3:.1f} ms, "
-          f"ratio {draws['ratio_secure_f32_over_torch_randn']:.2f}")
+    # Default intra-op threads, then one thread: on a loaded shared machine the multithreaded
+    # elementwise ops of Box-Muller suffer more from contention than torch.randn does.
+    draws = {}
+    for threads in (torch.get_num_threads(), 1):
+        torch.set_num_threads(threads)
+        draws[f"{threads}_threads"] = d = bench_draws(n, repeats)
+        print(f"[{threads} thread(s)] gaussian draw of {n:,} floats: secure "
+              f"{d['median_seconds']['secure_gaussian_f32'] * 1e3:.1f} ms, "
+              f"torch.randn {d['median_seconds']['torch_randn_f32'] * 1e3:.1f} ms, "
+              f"ratio {d['ratio_secure_f32_over_torch_randn']:.2f}")
     variance = bench_variance([1.0, 2.0, 4.0, 8.0], dim=dim, population=610, expected=61, rounds=100,
                               min_clients=50, delta=1e-5, clip=1.0, bits_list=[16, 20, 32], measure=True)
     for row in variance:
@@ -169,7 +175,7 @@ def main() -> None:
 
     out = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
                     "platform": platform.platform(), "python": platform.python_version()},
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "cryptography": cryptography.__version__,
                      "opacus": opacus.__version__},

@@ -9,14 +9,20 @@
 """
 
 from fedsecure.dp.accounting import ACCOUNTANTS, PrivacyAccountant, epsilon, noise_multiplier_for
+from fedsecure.dp.distributed import DiscreteGaussianNoise
 from fedsecure.dp.noise import NoiseSource
-from fedsecure.dp.validation import PrivacyConfigError
+from fedsecure.dp.user_level import CentralDPFedAvg, DistributedDPFedAvg
+from fedsecure.dp.validation import PrivacyConfigError, resolve_noise_multiplier
 
 __all__ = [
     "ACCOUNTANTS",
+    "CentralDPFedAvg",
+    "DiscreteGaussianNoise",
+    "DistributedDPFedAvg",
     "NoiseSource",
     "PrivacyAccountant",
     "PrivacyConfigError",
     "epsilon",
     "noise_multiplier_for",
+    "resolve_noise_multiplier",
 ]
