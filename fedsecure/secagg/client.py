@@ -47,6 +47,17 @@ def _x25519_from(randbytes: Callable[[int], bytes]) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(randbytes(32))
 
 
+def _sorted_contains(sorted_ids: np.ndarray, ids: np.ndarray) -> bool:
+    """Whether every id is in the strictly increasing ``sorted_ids`` (O(len(ids) log n), no copy of it)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return True
+    if sorted_ids.size == 0:
+        return False
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return bool(np.all(sorted_ids[pos] == ids))
+
+
 class SecAggClient:
     """One client's side of a round (see module docstring)."""
 
@@ -118,8 +129,7 @@ class SecAggClient:
             cfg = m.RoundConfig.parse(data[m.HEADER.size :])
         except m.ParseError as e:
             raise self._reject(str(e)) from None
-        self._roster_set = set(cfg.roster.tolist())
-        if self.id not in self._roster_set:
+        if not _sorted_contains(cfg.roster, np.array([self.id])):
             raise self._reject(f"client {self.id} is not on the round's roster")
         if cfg.vector_length != self._vector.size:
             raise ConfigurationError(
@@ -134,6 +144,7 @@ class SecAggClient:
             self._encoded = enc.encode(self._vector, noise)
         except ValueError as e:
             raise ConfigurationError(str(e), sender=self.id) from None
+        del self._vector  # only the encoding is needed from here on
         self._config, self._encoding, self._round_id = cfg, enc, header.round_id
         self._cfg_hash = keys.config_hash(data)
         self._enc_sk = _x25519_from(self._rand)
@@ -163,7 +174,7 @@ class SecAggClient:
             raise self._reject(f"{ids.size} neighbours exceed k={cfg.k}")
         if ids.size < cfg.t:
             raise TooFewSurvivors(f"client {self.id} got {ids.size} neighbours < t={cfg.t}", sender=self.id)
-        if not set(ids.tolist()) <= self._roster_set:
+        if not _sorted_contains(cfg.roster, ids):
             raise self._reject("neighbour list names clients outside the roster")
         if cfg.active:
             # An active server must not pick our neighbours: they follow from the public seed.
@@ -244,7 +255,7 @@ class SecAggClient:
             msg = m.ConsistencyRequest.parse(self._open(data, m.ConsistencyRequest))
         except m.ParseError as e:
             raise self._reject(str(e)) from None
-        if self.id not in msg.survivors or not np.isin(msg.survivors, self._config.roster).all():
+        if not _sorted_contains(msg.survivors, np.array([self.id])) or not _sorted_contains(self._config.roster, msg.survivors):
             raise self._reject("survivor list must contain this client and only roster clients")
         if np.intersect1d(msg.survivors, self._u2).size < self._config.t:
             raise TooFewSurvivors(f"client {self.id}: fewer than t={self._config.t} neighbours survived", sender=self.id)

@@ -64,11 +64,16 @@ class _Reader:
     def f64(self) -> float:
         return struct.unpack("<d", self.take(8))[0]
 
-    def ids(self, count: int) -> np.ndarray:
-        ids = np.frombuffer(self.take(4 * count), dtype="<u4").astype(np.int64)
-        if ids.size and (ids.max() > MAX_CLIENT_ID or (ids.size > 1 and not np.all(np.diff(ids) > 0))):
+    def ids(self, count: int, *, view: bool = False) -> np.ndarray:
+        """``count`` u32 ids; ``view=True`` returns a zero-copy uint32 view (for the O(n) roster, which
+        every client would otherwise copy: n clients x n ids)."""
+        if count < 0 or self.pos + 4 * count > len(self.data):
+            raise ParseError(f"truncated: needed {4 * count} more bytes at offset {self.pos}")
+        raw = np.frombuffer(self.data, dtype="<u4", count=count, offset=self.pos)
+        self.pos += 4 * count
+        if raw.size and (raw.max() > MAX_CLIENT_ID or (raw.size > 1 and not np.all(raw[1:] > raw[:-1]))):
             raise ParseError("id list must be strictly increasing client ids")
-        return ids
+        return raw if view else raw.astype(np.int64)
 
     def count(self, record_bytes: int) -> int:
         c = self.u32()
@@ -164,7 +169,7 @@ class RoundConfig:
         scale, clip = r.f64(), r.f64()
         g, k, t, active = r.u8(), r.u32(), r.u32(), r.u8()
         seed, spk = r.take(32), r.take(KEY_BYTES)
-        roster = r.ids(r.count(4))
+        roster = r.ids(r.count(4), view=True)
         r.end()
         if d < 1 or not (MIN_BITS <= bits <= MAX_BITS) or sto > 1 or active > 1 or g > 1:
             raise ParseError("config field out of range (vector length, bits or a flag)")
@@ -218,12 +223,13 @@ class Neighbours:
         c = r.count(NEIGHBOUR_RECORD_BYTES)
         raw = r.take(c * NEIGHBOUR_RECORD_BYTES)
         r.end()
-        ids, keys = [], []
-        for j in range(c):
-            rec = raw[j * NEIGHBOUR_RECORD_BYTES : (j + 1) * NEIGHBOUR_RECORD_BYTES]
-            ids.append(struct.unpack_from("<I", rec)[0])
-            keys.append(AdvertiseKeys.parse(rec[4:]))
-        ids = np.array(ids, dtype=np.int64)
+        R, K = NEIGHBOUR_RECORD_BYTES, KEY_BYTES
+        ids = np.frombuffer(raw, dtype=np.uint8).reshape(c, R)[:, :4].copy().view("<u4").ravel().astype(np.int64)
+        keys = [
+            AdvertiseKeys(raw[o + 4 : o + 4 + K], raw[o + 4 + K : o + 4 + 2 * K], raw[o + 4 + 2 * K : o + 4 + 3 * K],
+                          raw[o + 4 + 3 * K : o + R])
+            for o in range(0, c * R, R)
+        ]
         if ids.size and (ids.max() > MAX_CLIENT_ID or (ids.size > 1 and not np.all(np.diff(ids) > 0))):
             raise ParseError("neighbour ids must be strictly increasing client ids")
         return cls(ids, tuple(keys))
@@ -294,7 +300,7 @@ class ConsistencyRequest:
     @classmethod
     def parse(cls, body: bytes) -> ConsistencyRequest:
         r = _Reader(body)
-        ids = r.ids(r.count(4))
+        ids = r.ids(r.count(4), view=True)  # O(n) per client: keep it a view of the shared message
         r.end()
         return cls(ids)
 
