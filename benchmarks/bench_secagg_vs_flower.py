@@ -14,7 +14,8 @@ Compute is CPU time of this process (server plus all clients run in it, one
 at a time) for one aggregation round, measured with ``time.process_time``.
 fedsecure runs its in-process simulator (``workers=1``) with the neighbour
 degree ``choose_params`` picks for n clients at 10% dropout (failure bound
-<= 1e-6). Dropouts: a random 10% of the clients stop before sending their
+<= 1e-6), and, like for like, with Flower's own ring degree (k=2, t=2),
+whose failure bound under 10% dropout is far above 1e-6. Dropouts: a random 10% of the clients stop before sending their
 masked vector (the stage that forces unmasking of dropped clients).
 
 Usage: python benchmarks/bench_secagg_vs_flower.py [--n 100] [--d 100000] [--repeats 2]
@@ -53,7 +54,8 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.serverapp.grid import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedsecure.secagg import FixedPointEncoding, choose_params, run_round
+from fedsecure.secagg import FixedPointEncoding, TooFewSurvivors, choose_params, run_round
+from fedsecure.secagg.params import evaluate
 
 flwr_logger.setLevel(logging.WARNING)
 
@@ -147,9 +149,13 @@ def flower_round(vectors: dict[int, np.ndarray], drop: dict[int, str]) -> tuple[
     return secs, done, (out if done else None)
 
 
-def fedsecure_round(vectors, drop, params, enc) -> tuple[float, np.ndarray, dict]:
+def fedsecure_round(vectors, drop, params, enc) -> tuple[float, object | None, dict]:
+    """One fedsecure round; (cpu seconds, report or None if it aborted, extra stats)."""
     t0 = time.process_time()
-    r = run_round(vectors, params, enc, dropouts=drop)
+    try:
+        r = run_round(vectors, params, enc, dropouts=drop)
+    except TooFewSurvivors as e:
+        return time.process_time() - t0, None, {"aborted": str(e)}
     secs = time.process_time() - t0
     return secs, r, {"client_seconds": r.client_seconds, "server_seconds": r.server_seconds,
                      "upload_bytes": r.upload_bytes, "download_bytes": r.download_bytes}
@@ -165,6 +171,9 @@ def main() -> None:
     n, d = args.n, args.d
     vectors = {u: (np.sin(np.arange(d, dtype=np.float64) * (u + 1) * 1e-3) * 0.9).astype(np.float32) for u in range(n)}
     params = choose_params(n, dropout_rate=0.1, graph="sparse")
+    # Like-for-like: Flower's ring (2 neighbours, threshold 2) as a fedsecure Harary graph with k=2, t=2.
+    # choose_params refuses it (it aborts far too often); evaluate() states its failure bound.
+    ring = evaluate(n, 2, 2, graph="sparse", dropout_rate=0.1)
     enc = FixedPointEncoding.for_sum(n, 1.0)
     sel = np.random.default_rng(12345)  # which clients drop: a benchmark scenario, not secret randomness
     results = []
@@ -172,7 +181,9 @@ def main() -> None:
         for rep in range(args.repeats):
             dropped = sorted(sel.choice(n, size=int(round(dropout * n)), replace=False).tolist()) if dropout else []
             fl_secs, fl_done, fl_mean = flower_round(vectors, {u: "collect_masked_vectors" for u in dropped})
-            fs_secs, rep_fs, extra = fedsecure_round(vectors, {u: "masked_input" for u in dropped}, params, enc)
+            drop = {u: "masked_input" for u in dropped}
+            fs_secs, rep_fs, extra = fedsecure_round(vectors, drop, params, enc)
+            ring_secs, rep_ring, ring_extra = fedsecure_round(vectors, drop, ring, enc)
             true_sum = sum(vectors[u].astype(np.float64) for u in rep_fs.included)
             fs_err = float(np.abs(rep_fs.total - true_sum).max())
             fl_err = None
@@ -184,15 +195,23 @@ def main() -> None:
                 "fedsecure_cpu_seconds": fs_secs, "fedsecure_max_abs_error_of_sum": fs_err,
                 "fedsecure_error_bound": enc.max_error(len(rep_fs.included)),
                 "ratio_fedsecure_over_flower": fs_secs / fl_secs, **{"fedsecure_" + k: v for k, v in extra.items()},
+                "fedsecure_ring_k2_cpu_seconds": ring_secs, "fedsecure_ring_k2_completed": rep_ring is not None,
+                "ratio_fedsecure_ring_k2_over_flower": ring_secs / fl_secs,
+                **{"fedsecure_ring_k2_" + k: v for k, v in ring_extra.items()},
             }
             results.append(row)
             print(f"dropout={dropout:.0%} rep={rep}: flower {fl_secs:.2f}s (completed={fl_done}), "
-                  f"fedsecure {fs_secs:.2f}s (k={params.k}, t={params.t}); ratio {fs_secs / fl_secs:.3f}", flush=True)
+                  f"fedsecure {fs_secs:.2f}s (k={params.k}, t={params.t}; ratio {fs_secs / fl_secs:.3f}), "
+                  f"fedsecure k=2 ring {ring_secs:.2f}s (completed={rep_ring is not None}; "
+                  f"ratio {ring_secs / fl_secs:.3f})", flush=True)
     summary = {}
     for dropout in (0.0, 0.1):
         rows = [r for r in results if r["dropout"] == dropout]
         summary[f"dropout_{dropout}"] = {
             "median_ratio_fedsecure_over_flower": float(np.median([r["ratio_fedsecure_over_flower"] for r in rows])),
+            "median_ratio_fedsecure_ring_k2_over_flower": float(
+                np.median([r["ratio_fedsecure_ring_k2_over_flower"] for r in rows])),
+            "fedsecure_ring_k2_completed": [r["fedsecure_ring_k2_completed"] for r in rows],
             "flower_completed": [r["flower_completed"] for r in rows],
         }
     out = {
@@ -200,7 +219,8 @@ def main() -> None:
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": {p: version(p) for p in ("flwr", "cryptography", "numpy")},
         "setting": {"n": n, "d": d, "flower": {"num_shares": 3, "reconstruction_threshold": 2},
-                    "fedsecure": params.as_dict(), "bits": enc.bits, "scale": enc.scale},
+                    "fedsecure": params.as_dict(), "fedsecure_ring_k2": ring.as_dict(),
+                    "bits": enc.bits, "scale": enc.scale},
         "summary": summary,
         "runs": results,
     }
