@@ -189,6 +189,7 @@ def _child(kind: str, context_path: str, length: int) -> None:
     start = _status_kib("VmRSS")
     stdin = sys.stdin.buffer
     count = 0
+    trajectory: dict[int, int] = {}  # peak RSS (KiB) after this many contributions
     while True:
         head = stdin.read(12)
         if not head:
@@ -205,11 +206,14 @@ def _child(kind: str, context_path: str, length: int) -> None:
                 acc.add_(v)
         del blob
         count += 1
+        if count in (1, 2, 5, 10, 20, 50, 100, 200):
+            trajectory[count] = _status_kib("VmHWM")
     result = agg.aggregate() if kind == "fedsecure" else acc.serialize()
     # VmHWM: this address space's peak RSS (ru_maxrss would carry the parent's over exec)
     peak = _status_kib("VmHWM")
     print(json.dumps({"contributions": count, "rss_before_kib": start, "peak_rss_kib": peak,
-                      "growth_kib": peak - start, "aggregate_bytes": len(result)}))
+                      "growth_kib": peak - start, "aggregate_bytes": len(result),
+                      "peak_rss_kib_after": trajectory}))
 
 
 def aggregator_memory(kind: str, n: int, length: int, impl, tmpdir: Path) -> dict:
