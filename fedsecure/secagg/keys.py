@@ -15,7 +15,6 @@ With ``L = b"fedsecure/secagg/v1/"`` and ``H`` = SHA-256:
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import numpy as np
@@ -29,8 +28,14 @@ def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
 
 
+def sha256(data: bytes) -> bytes:
+    h = hashes.Hash(hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
 def config_hash(config_message: bytes) -> bytes:
-    return hashlib.sha256(config_message).digest()
+    return sha256(config_message)
 
 
 def client_server_key(shared: bytes, cfg_hash: bytes, client_id: int) -> bytes:
@@ -47,7 +52,7 @@ MASK = b"pairwise-mask"
 
 
 def commitment(round_id: bytes, client_id: int, seed: bytes) -> bytes:
-    return hashlib.sha256(LABEL + b"self-mask-commitment" + round_id + struct.pack("<I", client_id) + seed).digest()
+    return sha256(LABEL + b"self-mask-commitment" + round_id + struct.pack("<I", client_id) + seed)
 
 
 def share_nonce(sender: int) -> bytes:
@@ -64,4 +69,4 @@ def advertise_payload(cfg_hash: bytes, client_id: int, enc_pk: bytes, mask_pk: b
 
 def consistency_payload(cfg_hash: bytes, survivors: np.ndarray) -> bytes:
     ids = np.asarray(survivors, dtype="<u4").tobytes()
-    return LABEL + b"consistency" + cfg_hash + hashlib.sha256(ids).digest()
+    return LABEL + b"consistency" + cfg_hash + sha256(ids)

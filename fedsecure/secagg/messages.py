@@ -16,13 +16,14 @@ each type is documented on its class and in ``protocols/secagg.md``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.hmac import HMAC
 
 from .encoding import MAX_BITS, MIN_BITS, packed_size
 from .shamir import SHARE_BYTES
@@ -119,7 +120,11 @@ def parse_header(data: bytes) -> Header:
 def seal(header: Header, body: bytes, mac_key: bytes | None) -> bytes:
     """``header || body || HMAC`` (no tag when ``mac_key`` is None: RoundConfig only)."""
     msg = header.pack() + body
-    return msg if mac_key is None else msg + hmac.new(mac_key, msg, hashlib.sha256).digest()
+    if mac_key is None:
+        return msg
+    h = HMAC(mac_key, hashes.SHA256())
+    h.update(msg)
+    return msg + h.finalize()
 
 
 def open_sealed(data: bytes, mac_key: bytes | None) -> tuple[Header, bytes]:
@@ -130,8 +135,12 @@ def open_sealed(data: bytes, mac_key: bytes | None) -> tuple[Header, bytes]:
     if len(data) < HEADER.size + TAG_BYTES:
         raise ParseError("message too short to carry its authentication tag")
     msg, tag = data[:-TAG_BYTES], data[-TAG_BYTES:]
-    if not hmac.compare_digest(hmac.new(mac_key, msg, hashlib.sha256).digest(), tag):
-        raise ParseError("authentication tag does not verify (corrupted, forged, or from another round)")
+    h = HMAC(mac_key, hashes.SHA256())
+    h.update(msg)
+    try:
+        h.verify(tag)  # constant-time comparison
+    except InvalidSignature:
+        raise ParseError("authentication tag does not verify (corrupted, forged, or from another round)") from None
     return header, msg[HEADER.size :]
 
 

@@ -278,7 +278,8 @@ class SecAggServer:
         self._drop_missing(self._shares, self._u3)
         self._need(len(self._u3), "sent masked inputs")
         self._u3_array = np.array(sorted(self._u3), dtype=np.int64)
-        self._surv_of = {u: np.intersect1d(self._u2_of[u], self._u3_array) for u in self._u3}
+        u3 = self._u3  # set membership: O(k) per client, not O(n)
+        self._surv_of = {u: np.array([v for v in self._u2_of[u].tolist() if v in u3], dtype=np.int64) for u in u3}
         if self.active:
             req = m.ConsistencyRequest(self._u3_array)
             return {u: self._out(u, req) for u in self._u3_array.tolist()}
@@ -318,7 +319,7 @@ class SecAggServer:
             ex.sub_into(total, seed)
         dropped = [v for v in sorted(self._shares) if v not in self._u3]
         for v in dropped:
-            partners = np.intersect1d(self._u2_of[v], self._u3_array).tolist()
+            partners = [u for u in self._u2_of[v].tolist() if u in self._u3]
             if not partners:
                 continue
             mask_pk = self._adv[v].mask_pk

@@ -85,19 +85,35 @@ def split(secret: bytes, xs: Sequence[int] | np.ndarray, t: int, randbytes: Rand
 
 
 def lagrange_at_zero(xs: Sequence[int]) -> np.ndarray:
-    """Coefficients ``lambda_i`` with ``f(0) = sum_i lambda_i f(x_i)`` for deg f < len(xs)."""
-    xs = [int(v) % PRIME for v in xs]
-    if len(set(xs)) != len(xs) or 0 in xs:
+    """Coefficients ``lambda_i = prod_{j != i} x_j / (x_j - x_i)`` with ``f(0) = sum_i lambda_i f(x_i)``.
+
+    Numerators and denominators are built with t vectorised passes; the t
+    inverses share one modular exponentiation (Montgomery's batch inversion).
+    """
+    x = np.array([int(v) % PRIME for v in xs], dtype=np.int64)
+    t = x.size
+    if np.unique(x).size != t or (x == 0).any():
         raise ValueError("interpolation points must be distinct and non-zero")
-    lam = []
-    for i, xi in enumerate(xs):
-        num, den = 1, 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                num = num * xj % PRIME
-                den = den * (xj - xi) % PRIME
-        lam.append(num * pow(den, PRIME - 2, PRIME) % PRIME)
-    return np.array(lam, dtype=np.int64)
+    diff = (x[None, :] - x[:, None]) % PRIME  # diff[i, j] = x_j - x_i
+    np.fill_diagonal(diff, 1)
+    xj = np.broadcast_to(x, (t, t)).copy()
+    np.fill_diagonal(xj, 1)
+    num = np.ones(t, dtype=np.int64)
+    den = np.ones(t, dtype=np.int64)
+    for j in range(t):  # products stay below 2^62
+        num = num * xj[:, j] % PRIME
+        den = den * diff[:, j] % PRIME
+    dens = den.tolist()
+    prefix, acc = [], 1
+    for dv in dens:
+        prefix.append(acc)
+        acc = acc * dv % PRIME
+    inv = pow(acc, PRIME - 2, PRIME)
+    inverses = [0] * t
+    for i in range(t - 1, -1, -1):
+        inverses[i] = inv * prefix[i] % PRIME
+        inv = inv * dens[i] % PRIME
+    return num * np.array(inverses, dtype=np.int64) % PRIME
 
 
 def reconstruct(xs: Sequence[int], shares: np.ndarray) -> bytes:
