@@ -138,18 +138,24 @@ class FixedPointEncoding:
         return n_clients * (1.0 if self.stochastic else 0.5) / self.scale
 
     # -- encode / decode --------------------------------------------------
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        """``round(x * scale)`` as int64; refuses values outside ``[-clip, clip]`` or non-finite."""
-        x = np.asarray(x, dtype=np.float64)
+    def _checked(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
         if x.ndim != 1:
             raise ValueError(f"input must be a 1-D vector, got shape {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("input contains NaN or infinity")
-        over = np.abs(x) > self.clip
-        if over.any():
-            i = int(np.argmax(over))
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+        top = float(np.max(np.abs(x))) if x.size else 0.0
+        if not top <= self.clip:  # also catches NaN and infinity in one pass
+            bad = ~(np.abs(x) <= self.clip)
+            i = int(np.argmax(bad))
+            if not np.isfinite(x[i]):
+                raise ValueError(f"input coordinate {i} is {x[i]!r} (NaN or infinity)")
             raise ValueError(f"input coordinate {i} = {x[i]!r} is outside the clip range [-{self.clip}, {self.clip}]")
-        y = x * self.scale
+        return x
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """``round(x * scale)`` as int64; refuses values outside ``[-clip, clip]`` or non-finite."""
+        y = self._checked(x) * self.scale  # float64 (scale is a Python float)
         if self.stochastic:
             # Rounding randomness is not secret, but it still comes from the OS, never numpy.
             u = np.frombuffer(os.urandom(8 * y.size), dtype=np.uint64) >> np.uint64(11)
@@ -171,8 +177,11 @@ class FixedPointEncoding:
             noise = np.asarray(noise)
             if noise.shape != q.shape or noise.dtype.kind not in "iu":
                 raise ValueError(f"noise must be an integer array of shape {q.shape}, got {noise.dtype} {noise.shape}")
-            q = q + noise.astype(np.int64)
-        return self.to_ring(q)
+            q += noise.astype(np.int64)
+        r = q.astype(self.dtype)  # int64 -> uint32/uint64 keeps the low bits: the residue mod 2^32 / 2^64
+        if self.bits not in (32, 64):
+            r &= self.dtype(self.modulus_mask)
+        return r
 
     def signed(self, r: np.ndarray) -> np.ndarray:
         """The representative of each ring element in ``[-2^(b-1), 2^(b-1))`` as int64."""
