@@ -197,7 +197,8 @@ def run_round(
     res = server.result
     excluded = dict(res.excluded)
     for u, s in dropouts.items():
-        excluded.setdefault(u, f"dropped at {s}")
+        if u in server._roster_set:
+            excluded.setdefault(u, f"dropped at {s}")
     return RoundReport(
         total=encoding.decode(res.ring_sum), ring_sum=res.ring_sum, included=res.included, excluded=excluded,
         upload_bytes=server.bytes_received, upload_bytes_by_stage=dict(server.bytes_received_by_stage),
