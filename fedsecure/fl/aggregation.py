@@ -112,8 +112,10 @@ class PlainSum(SumProtocol):
         survivors = tuple(sorted(c for c in vectors if c not in dropouts))
         if not survivors:
             raise AggregationError("plaintext sum: every client dropped out")
-        total = np.sum([np.asarray(vectors[c], dtype=np.float64) for c in survivors], axis=0)
-        nbytes = sum(np.asarray(vectors[c]).size * 4 for c in survivors)
+        total = np.zeros(np.asarray(vectors[survivors[0]]).size, dtype=np.float64)
+        for c in survivors:
+            total += vectors[c]
+        nbytes = sum(np.asarray(vectors[c]).nbytes for c in survivors)
         return SumResult(
             total=total,
             included=survivors,
@@ -171,9 +173,9 @@ class FedAvg(Aggregator):
         return self.protocol.stages
 
     def client_vector(self, update: ClientUpdate) -> tuple[np.ndarray, int]:
-        """The vector a client feeds the sum: ``[w~ * delta, w~]``; and how many coordinates were clipped."""
+        """The vector a client feeds the sum, ``[w~ * delta, w~]`` (float32), and how many coordinates were clipped."""
         w = min(float(update.weight), self.max_weight) / self.max_weight
-        delta = np.asarray(update.delta, dtype=np.float64)
+        delta = np.asarray(update.delta, dtype=np.float32)
         clipped = 0
         bound = self.protocol.input_bound
         if bound is not None:
@@ -181,7 +183,7 @@ class FedAvg(Aggregator):
             clipped = int(over.sum())
             if clipped:
                 delta = np.clip(delta, -bound, bound)
-        vec = np.empty(delta.size + 1, dtype=np.float64)
+        vec = np.empty(delta.size + 1, dtype=np.float32)
         np.multiply(delta, w, out=vec[:-1])
         vec[-1] = w
         return vec, clipped

@@ -40,6 +40,9 @@ class Recommender(nn.Module, ABC):
     task: ClassVar[str] = "ranking"
     #: parameter-name prefixes that are private to the client holding the user
     private_prefixes: ClassVar[tuple[str, ...]] = ("user_",)
+    #: True when every embedding table is used by lookup alone in the loss,
+    #: so local SGD may use sparse gradients (see fedsecure.fl.local)
+    sparse_gradients: ClassVar[bool] = True
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()
@@ -76,16 +79,19 @@ class Recommender(nn.Module, ABC):
 
 
 def _sample_negatives(
-    data: Interactions, users: np.ndarray, n_per_user: int, rng: np.random.Generator
+    data: Interactions, rows: np.ndarray, n_per_row: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Uniform negatives for each of ``users`` (``n_per_user`` each), re-drawn once where they hit a positive.
+    """``n_per_row`` uniform negative items for each row's user, avoiding the items of ``rows``.
 
-    A single redraw leaves a small chance of a positive being used as a
-    negative (about ``density**2``), the usual trade for vectorised sampling.
+    Only the client's own rows are consulted: a client knows its own
+    interactions and nobody else's. A draw that hits one of the user's
+    positives is redrawn once, leaving a small chance (about the user's
+    density squared) of a positive serving as a negative -- the usual trade
+    for vectorised sampling.
     """
-    users = np.repeat(users, n_per_user)
+    users = np.repeat(data.users[rows], n_per_row)
     neg = rng.integers(0, data.n_items, size=users.size)
-    keys = np.unique(data.users * data.n_items + data.items)
+    keys = np.unique(data.users[rows] * data.n_items + data.items[rows])
     hit = np.isin(users * data.n_items + neg, keys, assume_unique=False)
     if hit.any():
         neg[hit] = rng.integers(0, data.n_items, size=int(hit.sum()))
@@ -104,7 +110,7 @@ class _ImplicitMixin:
     def examples(self, data: Interactions, rows: np.ndarray, rng: np.random.Generator) -> Batch:
         users = data.users[rows]
         items = data.items[rows]
-        neg = _sample_negatives(data, users, self.n_negatives, rng)
+        neg = _sample_negatives(data, rows, self.n_negatives, rng)
         all_users = np.concatenate([users, np.repeat(users, self.n_negatives)])
         all_items = np.concatenate([items, neg])
         labels = np.concatenate([np.ones(users.size), np.zeros(neg.size)]).astype(np.float32)
@@ -302,7 +308,11 @@ class SASRec(Recommender):
 
     A user is represented by their last ``max_len`` interactions in time
     order; the model predicts the next item at every position with a softmax
-    over the whole catalogue (output weights tied to the item embeddings).
+    over the whole catalogue. The output layer is its own ``nn.Linear`` rather
+    than tied to the item embeddings: a parameter read outside its layer is
+    invisible to per-sample gradient hooks, which would void DP-SGD's clipping.
+    The loss is the mean over a sequence's positions, then over sequences, so
+    each example's gradient depends on that example alone.
     It has no user-indexed parameters: a user's history stays on the client
     as data, and every parameter is shared. Size is set by ``dim``, ``blocks``,
     ``heads`` and ``max_len``. Item id 0 is padding; item ``i`` is row ``i + 1``.
@@ -320,6 +330,7 @@ class SASRec(Recommender):
         self.pos_emb = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, dropout) for _ in range(blocks))
         self.norm = nn.LayerNorm(dim)
+        self.output = nn.Linear(dim, n_items)
         self.drop = nn.Dropout(dropout)
         nn.init.normal_(self.item_emb.weight, std=dim**-0.5)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
@@ -360,10 +371,11 @@ class SASRec(Recommender):
         return {"inputs": torch.from_numpy(seqs[:, :-1].copy()), "targets": torch.from_numpy(seqs[:, 1:].copy())}
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        h = self.encode(batch["inputs"])
-        logits = h @ self.item_emb.weight[1:].T
+        logits = self.output(self.encode(batch["inputs"]))
         targets = batch["targets"] - 1  # padding becomes -1 and is ignored
-        return F.cross_entropy(logits.reshape(-1, self.n_items), targets.reshape(-1), ignore_index=-1)
+        per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-1, reduction="none")
+        valid = (targets >= 0).sum(1).clamp(min=1)
+        return (per_token.sum(1) / valid).mean()
 
     def score_fn(self, train: Interactions) -> ScoreFn:
         users_with_history, seqs = self._sequences(train, np.arange(len(train)), self.max_len)
@@ -375,8 +387,7 @@ class SASRec(Recommender):
             batch = np.zeros((users.size, self.max_len), dtype=np.int64)
             batch[idx >= 0] = seqs[idx[idx >= 0]]
             with torch.no_grad():
-                h = self.encode(torch.from_numpy(batch))[:, -1]
-                return h @ self.item_emb.weight[1:].T
+                return self.output(self.encode(torch.from_numpy(batch))[:, -1])
 
         return score
 

@@ -1,0 +1,299 @@
+"""One federated experiment from one configuration: data, split, clients, model, protection, training, results.
+
+This is the composition the CLI and the benchmarks share. The protocol
+packages (:mod:`fedsecure.secagg`, :mod:`fedsecure.ckks`, :mod:`fedsecure.dp`)
+know nothing of recommenders; here they are put behind the round loop's two
+seams: the :class:`~fedsecure.fl.aggregation.Aggregator` (secure sum,
+user-level DP) and the :class:`~fedsecure.fl.local.LocalTrainer`
+(example-level DP-SGD).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsecure.fl.aggregation import Aggregator, FedAvg, PlainSum, SumProtocol
+from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, RoundRecord, train_central
+from fedsecure.fl.local import LocalTrainer, SGDTrainer
+from fedsecure.recsys.data import Interactions
+from fedsecure.recsys.evaluation import Evaluator
+from fedsecure.recsys.models import MODELS, build_model
+from fedsecure.recsys.partition import SCHEMES, cross_device, cross_silo
+from fedsecure.recsys.split import Split, leave_last_out, random_holdout
+
+SETTINGS = ("cross-device", "cross-silo")
+SECURE_MODES = ("none", "secagg", "secagg+", "ckks")
+DP_MODES = ("none", "dpsgd", "user-central", "user-distributed")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; every field is recorded with its result."""
+
+    data: str = "synthetic"
+    model: str = "mf-implicit"
+    setting: str = "cross-device"
+    silos: int = 10
+    silo_scheme: str = "range"
+    silo_alpha: float = 0.5
+    rounds: int = 15
+    clients_per_round: float = 1.0
+    local_epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    server_optimizer: str = "avg"
+    server_lr: float | None = None  # None: the number of clients per round (sum of updates)
+    eval_every: int = 5
+    k: int = 10
+    n_negatives: int = 99
+    dropout: float = 0.0
+    straggler: float = 0.0
+    seed: int = 0
+    model_args: dict[str, Any] = field(default_factory=dict)
+    secure: str = "none"
+    clip_range: float = 1.0
+    secagg_active: bool = False
+    dp: str = "none"
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    clip: float = 1.0
+    delta: float | None = None
+    insecure_seeded_noise: bool = False
+
+    def __post_init__(self) -> None:
+        for value, valid, what in (
+            (self.model, tuple(MODELS), "model"),
+            (self.setting, SETTINGS, "setting"),
+            (self.silo_scheme, SCHEMES, "silo scheme"),
+            (self.secure, SECURE_MODES, "secure mode"),
+            (self.dp, DP_MODES, "dp mode"),
+        ):
+            if value not in valid:
+                raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(valid)}")
+        if self.silos < 1:
+            raise ValueError(f"silos must be >= 1, got {self.silos}")
+        if self.dp == "dpsgd" and self.setting != "cross-silo":
+            raise ValueError("--dp dpsgd is example-level DP inside a client: use it with --setting cross-silo")
+        if self.dp.startswith("user") and self.setting != "cross-device":
+            raise ValueError(f"--dp {self.dp} is user-level DP: use it with --setting cross-device")
+        if self.dp == "user-distributed" and self.secure not in ("secagg", "secagg+"):
+            raise ValueError("--dp user-distributed adds integer noise inside pairwise masking: use --secure secagg or secagg+")
+        if self.dp != "none" and self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError(f"--dp {self.dp} needs --noise-multiplier or --target-epsilon")
+
+
+def load_data(source: str, seed: int) -> Interactions:
+    """``synthetic`` (the embedded default) or a MovieLens path (folder or file)."""
+    if source == "synthetic":
+        from fedsecure.recsys.synthetic import generate
+
+        return generate(seed=seed)
+    from fedsecure.recsys.movielens import load_movielens
+
+    return load_movielens(source)
+
+
+def make_split(data: Interactions, task: str, seed: int) -> Split:
+    return leave_last_out(data) if task == "ranking" else random_holdout(data, seed=seed)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("fedsecure", "torch", "numpy", "opacus", "tenseal", "cryptography"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+class Experiment:
+    """Builds the pieces of a run from a :class:`RunConfig` and runs it."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = cfg = config
+        t0 = time.perf_counter()
+        self.data = load_data(cfg.data, cfg.seed)
+        task = MODELS[cfg.model].task
+        self.split = make_split(self.data, task, cfg.seed)
+        train = self.split.train
+        if cfg.setting == "cross-device":
+            self.clients = cross_device(train)
+        else:
+            self.clients = cross_silo(train, cfg.silos, scheme=cfg.silo_scheme, alpha=cfg.silo_alpha, seed=cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.data.n_users, self.data.n_items, **cfg.model_args)
+        self.evaluator = Evaluator(self.split, task, k=cfg.k, n_negatives=cfg.n_negatives, seed=cfg.seed)
+        self.fl_config = FederatedConfig(
+            rounds=cfg.rounds,
+            clients_per_round=cfg.clients_per_round,
+            local_epochs=cfg.local_epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            server_optimizer=cfg.server_optimizer,
+            server_lr=cfg.server_lr if cfg.server_lr is not None else float(self.clients_per_round),
+            eval_every=cfg.eval_every,
+            dropout=cfg.dropout,
+            straggler=cfg.straggler,
+            seed=cfg.seed,
+        )
+        self.aggregator = self._aggregator()
+        self.trainer = self._trainer()
+        self.setup_seconds = time.perf_counter() - t0
+
+    @property
+    def clients_per_round(self) -> int:
+        return FederatedConfig(clients_per_round=self.config.clients_per_round).n_sampled(len(self.clients))
+
+    def _protocol(self, client_noise: Any = None) -> SumProtocol:
+        cfg = self.config
+        if cfg.secure == "none":
+            return PlainSum()
+        if cfg.secure in ("secagg", "secagg+"):
+            from fedsecure.secagg.sum import SecAggSum
+
+            return SecAggSum(
+                # user-level DP clips updates to L2 norm `clip`, which bounds every coordinate too
+                clip_range=cfg.clip if cfg.dp.startswith("user") else cfg.clip_range,
+                graph="complete" if cfg.secure == "secagg" else "sparse",
+                dropout_rate=max(cfg.dropout, 0.05),
+                active=cfg.secagg_active,
+                client_noise=client_noise,
+            )
+        from fedsecure.ckks.sum import CKKSSum
+
+        return CKKSSum(max_clients=max(self.clients_per_round, 1))
+
+    def _delta(self, population: int) -> float:
+        return self.config.delta if self.config.delta is not None else min(1e-5, 1.0 / (10 * population))
+
+    def _aggregator(self) -> Aggregator:
+        cfg = self.config
+        if not cfg.dp.startswith("user"):
+            return FedAvg(self._protocol())
+        from fedsecure.dp import user_level
+
+        n = len(self.clients)
+        common = dict(
+            clip=cfg.clip, expected_clients=float(self.clients_per_round), delta=self._delta(n),
+            noise=self._noise(),
+        )
+        if cfg.dp == "user-central":
+            if cfg.target_epsilon is not None:
+                return user_level.CentralDPFedAvg.calibrated(
+                    self._protocol(), target_epsilon=cfg.target_epsilon, rounds=cfg.rounds, population=n, **common
+                )
+            return user_level.CentralDPFedAvg(
+                self._protocol(), noise_multiplier=cfg.noise_multiplier, sample_rate=self.clients_per_round / n,
+                population=n, **common,
+            )
+        return self._distributed_dp(common, n)
+
+    def _distributed_dp(self, common: dict[str, Any], population: int) -> Aggregator:
+        """Clients add discrete Gaussian noise inside pairwise masking; only the noisy sum is decoded.
+
+        The noise is calibrated to the fewest clients whose sum can ever be
+        unmasked: the Shamir threshold ``t`` for SecAgg (the protocol aborts
+        below it), and for SecAgg+ a lower bound on the survivors (three
+        standard deviations under the expected dropout), below which the
+        aggregator refuses to release the round.
+        """
+        from fedsecure.dp.distributed import DiscreteGaussianNoise
+        from fedsecure.dp.user_level import DistributedDPFedAvg, distributed_noise_multiplier_for
+
+        cfg = self.config
+        w = self.clients_per_round
+        dim = sum(p.numel() for _, p in self.model.shared_parameters())
+        plain = self._protocol()
+        if cfg.secure == "secagg":
+            min_clients = plain.params_for(w).t  # type: ignore[attr-defined]
+        else:
+            p = max(cfg.dropout, 0.05)
+            min_clients = max(2, int(w * (1 - p) - 3 * np.sqrt(w * p * (1 - p))))
+        q = w / population
+        z = cfg.noise_multiplier
+        if z is None:
+            scale = plain.encoding_for(w).scale  # type: ignore[attr-defined]
+            z = distributed_noise_multiplier_for(
+                cfg.target_epsilon, common["delta"], q, cfg.rounds, clip=cfg.clip, min_clients=min_clients,
+                dim=dim, scale=scale, rounding_slack=1.0,
+            )
+        hook = DiscreteGaussianNoise(
+            noise_multiplier=z, clip=cfg.clip, min_clients=min_clients, dim=dim, noise=common["noise"]
+        )
+        return DistributedDPFedAvg(
+            self._protocol(client_noise=hook), noise_multiplier=z, sample_rate=q, min_clients=min_clients,
+            dim=dim, population=population, client_noise=hook, **common,
+        )
+
+    def _noise(self) -> Any:
+        from fedsecure.dp.noise import NoiseSource
+
+        return NoiseSource.insecure_seeded(self.config.seed) if self.config.insecure_seeded_noise else NoiseSource()
+
+    def _trainer(self) -> LocalTrainer:
+        cfg = self.config
+        if cfg.dp != "dpsgd":
+            return SGDTrainer(cfg.optimizer)
+        from fedsecure.dp.sgd import DPSGDTrainer
+
+        return DPSGDTrainer(
+            noise_multiplier=cfg.noise_multiplier, max_grad_norm=cfg.clip, target_epsilon=cfg.target_epsilon,
+            delta=self._delta(max(int(np.median([len(c.rows) for c in self.clients])), 1)),
+            noise=self._noise(), planned_rounds=cfg.rounds, optimizer=cfg.optimizer,
+        )
+
+    def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> dict[str, Any]:
+        """Train federatedly; return the full result (config, metrics per evaluation, timings, privacy, versions)."""
+        trainer = FederatedTrainer(
+            self.model, self.split.train, self.clients, config=self.fl_config,
+            aggregator=self.aggregator, trainer=self.trainer, evaluate=self.evaluator,
+        )
+        t0 = time.perf_counter()
+        history = trainer.run(on_round)
+        seconds = time.perf_counter() - t0
+        evaluations = history.evaluations
+        return {
+            "config": asdict(self.config),
+            "data": {
+                "source": self.data.source, "users": self.data.n_users, "items": self.data.n_items,
+                "interactions": len(self.data), "clients": len(self.clients),
+                "clients_per_round": self.clients_per_round,
+            },
+            "protocol": self.evaluator.protocol,
+            "final": evaluations[-1] if evaluations else {},
+            "popularity": self.evaluator.popularity(),
+            "evaluations": evaluations,
+            "rounds": history.to_dict(),
+            "aggregator": self.aggregator.describe(),
+            "trainer": self.trainer.describe(),
+            "privacy": self.privacy(history),
+            "timings": {"setup_seconds": self.setup_seconds, "train_seconds": seconds},
+            "versions": library_versions(),
+        }
+
+    def privacy(self, history: Any) -> dict[str, Any]:
+        """What the run spent, as the DP component reports it; says so when there is no DP."""
+        report = self.trainer.privacy_report()
+        if report is None:
+            report = getattr(self.aggregator, "privacy_report", lambda: None)()
+        return report if report is not None else {"mechanism": "none", "epsilon": float("inf")}
+
+    def run_central(self, epochs: int | None = None) -> dict[str, Any]:
+        """The same model and examples trained in one place for ``epochs`` passes (default: ``rounds``)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        evaluations = train_central(
+            self.model, self.split.train, epochs=epochs or cfg.rounds, batch_size=cfg.batch_size, lr=cfg.lr,
+            optimizer=cfg.optimizer, seed=cfg.seed, evaluate=self.evaluator, eval_every=cfg.eval_every,
+        )
+        return {"final": evaluations[-1], "evaluations": evaluations, "train_seconds": time.perf_counter() - t0}

@@ -1,0 +1,307 @@
+"""The federated round loop: sample, train locally, protect, aggregate, apply, evaluate.
+
+One round of :class:`FederatedTrainer`:
+
+1. sample clients (a fraction or a count, seeded per round);
+2. decide who drops out (probability ``dropout``; each drop happens at a stage
+   of the aggregator's protocol, chosen uniformly) and who straggles
+   (probability ``straggler``; a straggler completes only ``straggler_work``
+   of its local steps before the deadline);
+3. each sampled client starts from the global shared parameters and its own
+   private ones, trains locally (:class:`~fedsecure.fl.local.LocalTrainer`)
+   and reports the change of the shared parameters only;
+4. the :class:`~fedsecure.fl.aggregation.Aggregator` turns the updates into
+   one update (plaintext, masked, encrypted, noised or robust: the loop does
+   not know which);
+5. a :class:`ServerOptimizer` applies it;
+6. every ``eval_every`` rounds (and after the last) the model is evaluated.
+
+Everything random (sampling, dropouts, local shuffling, negatives, model
+initialisation) derives from ``seed``, so a run is reproducible; protocol
+keys, masks and DP noise do not, by design.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsecure.fl.aggregation import AggregationError, Aggregator, ClientUpdate, FedAvg
+from fedsecure.fl.local import LocalTrainer, SGDTrainer
+from fedsecure.recsys.data import Interactions
+from fedsecure.recsys.models import Recommender
+from fedsecure.recsys.partition import ClientData
+
+SERVER_OPTIMIZERS = ("avg", "fedadam")
+
+
+@dataclass
+class FederatedConfig:
+    """Settings of the round loop (the protection mode lives in the aggregator)."""
+
+    rounds: int = 20
+    clients_per_round: float = 1.0  # a fraction in (0, 1], or a count >= 1 when > 1
+    local_epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.05
+    server_optimizer: str = "avg"
+    server_lr: float = 1.0
+    eval_every: int = 5
+    dropout: float = 0.0
+    straggler: float = 0.0
+    straggler_work: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}"),
+            (self.clients_per_round > 0, f"clients_per_round must be > 0, got {self.clients_per_round}"),
+            (
+                self.clients_per_round <= 1 or float(self.clients_per_round).is_integer(),
+                f"clients_per_round above 1 is a count and must be whole, got {self.clients_per_round}",
+            ),
+            (self.local_epochs >= 1, f"local_epochs must be >= 1, got {self.local_epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.server_lr > 0, f"server_lr must be > 0, got {self.server_lr}"),
+            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 <= self.straggler <= 1, f"straggler must be in [0, 1], got {self.straggler}"),
+            (0 < self.straggler_work <= 1, f"straggler_work must be in (0, 1], got {self.straggler_work}"),
+            (
+                self.server_optimizer in SERVER_OPTIMIZERS,
+                f"unknown server optimizer {self.server_optimizer!r}; choose one of: {', '.join(SERVER_OPTIMIZERS)}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def n_sampled(self, n_clients: int) -> int:
+        if self.clients_per_round <= 1:
+            return max(1, round(self.clients_per_round * n_clients))
+        return min(int(self.clients_per_round), n_clients)
+
+
+class ServerOptimizer:
+    """Applies the aggregated update ``delta`` to the global shared parameters ``x``.
+
+    ``avg``: ``x <- x + lr * delta`` (``lr = 1`` is plain FedAvg).
+    ``fedadam`` (Reddi et al., ICLR 2021): Adam on the pseudo-gradient
+    ``-delta`` with ``beta1 = 0.9``, ``beta2 = 0.99``, adaptivity ``tau = 1e-3``.
+    """
+
+    def __init__(self, name: str, lr: float, *, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> None:
+        if name not in SERVER_OPTIMIZERS:
+            raise ValueError(f"unknown server optimizer {name!r}; choose one of: {', '.join(SERVER_OPTIMIZERS)}")
+        self.name, self.lr = name, lr
+        self.beta1, self.beta2, self.tau = beta1, beta2, tau
+        self._m: np.ndarray | None = None
+        self._v: np.ndarray | None = None
+
+    def step(self, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        if self.name == "avg":
+            return x + self.lr * delta
+        if self._m is None or self._v is None:
+            self._m, self._v = np.zeros_like(delta), np.zeros_like(delta)
+        self._m = self.beta1 * self._m + (1 - self.beta1) * delta
+        self._v = self.beta2 * self._v + (1 - self.beta2) * delta * delta
+        return x + self.lr * self._m / (np.sqrt(self._v) + self.tau)
+
+
+class SharedParameters:
+    """The model's shared parameters viewed as one flat float vector."""
+
+    def __init__(self, model: Recommender) -> None:
+        self.names = [n for n, _ in model.shared_parameters()]
+        self.params = [p for _, p in model.shared_parameters()]
+        if not self.params:
+            raise ValueError(f"{type(model).__name__} has no shared parameters to federate")
+        self.size = sum(p.numel() for p in self.params)
+
+    def get(self) -> np.ndarray:
+        with torch.no_grad():
+            return torch.cat([p.reshape(-1) for p in self.params]).numpy().astype(np.float64)
+
+    def set(self, flat: np.ndarray) -> None:
+        if flat.shape != (self.size,):
+            raise ValueError(f"expected a flat vector of {self.size} values, got shape {flat.shape}")
+        src = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
+        with torch.no_grad():
+            offset = 0
+            for p in self.params:
+                p.copy_(src[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    sampled: int
+    included: int
+    excluded: dict[int, str]
+    stragglers: int
+    train_seconds: float
+    aggregate_seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class History:
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        return [{"round": r.round, **r.metrics} for r in self.rounds if r.metrics is not None]
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.rounds]
+
+
+Evaluator = Callable[[Recommender], dict[str, Any]]
+RoundCallback = Callable[[RoundRecord], None]
+
+
+class FederatedTrainer:
+    """Runs federated training of ``model`` over ``clients`` (partitions of ``train``)."""
+
+    def __init__(
+        self,
+        model: Recommender,
+        train: Interactions,
+        clients: Sequence[ClientData],
+        *,
+        config: FederatedConfig | None = None,
+        aggregator: Aggregator | None = None,
+        trainer: LocalTrainer | None = None,
+        evaluate: Evaluator | None = None,
+    ) -> None:
+        if not clients:
+            raise ValueError("no clients: the partition produced no client with training data")
+        self.model = model
+        self.train = train
+        self.clients = {c.client_id: c for c in clients}
+        if len(self.clients) != len(clients):
+            raise ValueError("client ids must be unique")
+        self.config = config or FederatedConfig()
+        self.aggregator = aggregator or FedAvg()
+        self.trainer = trainer or SGDTrainer()
+        self.evaluate = evaluate
+        self.shared = SharedParameters(model)
+        self.server_opt = ServerOptimizer(self.config.server_optimizer, self.config.server_lr)
+        self.history = History()
+        self._ids = np.array(sorted(self.clients), dtype=np.int64)
+
+    def _plan(self, round_index: int) -> tuple[np.ndarray, dict[int, str], set[int]]:
+        """Sampled clients (sorted), who drops at which stage, and who straggles."""
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, round_index, 0x5A])
+        sampled = np.sort(rng.choice(self._ids, size=cfg.n_sampled(self._ids.size), replace=False))
+        stages = self.aggregator.stages
+        drop = rng.random(sampled.size) < cfg.dropout
+        stage_idx = rng.integers(0, len(stages), size=sampled.size)
+        dropouts = {int(c): stages[s] for c, d, s in zip(sampled, drop, stage_idx) if d}
+        slow = rng.random(sampled.size) < cfg.straggler
+        return sampled, dropouts, {int(c) for c in sampled[slow]}
+
+    def client_update(self, client_id: int, global_flat: np.ndarray, round_index: int, work: float = 1.0) -> ClientUpdate:
+        """Train one client from the global shared parameters; return its update."""
+        cfg = self.config
+        client = self.clients[client_id]
+        rng = np.random.default_rng([cfg.seed, round_index, client_id])
+        self.shared.set(global_flat)
+        examples = self.model.examples(self.train, client.rows, rng)
+        self.trainer.train(
+            self.model, examples, client_id=client_id, epochs=cfg.local_epochs,
+            batch_size=cfg.batch_size, lr=cfg.lr, rng=rng, work_fraction=work,
+        )
+        delta = (self.shared.get() - global_flat).astype(np.float32)
+        return ClientUpdate(client_id, delta, float(client.rows.size))
+
+    def run_round(self, round_index: int) -> RoundRecord:
+        cfg = self.config
+        sampled, dropouts, stragglers = self._plan(round_index)
+        global_flat = self.shared.get()
+        t0 = time.perf_counter()
+        updates = [
+            self.client_update(int(c), global_flat, round_index, cfg.straggler_work if int(c) in stragglers else 1.0)
+            for c in sampled
+        ]
+        t1 = time.perf_counter()
+        record = RoundRecord(
+            round=round_index, sampled=int(sampled.size), included=0, excluded={},
+            stragglers=len(stragglers), train_seconds=t1 - t0, aggregate_seconds=0.0,
+        )
+        try:
+            result = self.aggregator.aggregate(updates, round_index=round_index, dropouts=dropouts)
+        except AggregationError as exc:
+            # The round is lost, never applied wrongly: the model stays at the global state.
+            self.shared.set(global_flat)
+            record.error = str(exc)
+            record.excluded = dict(dropouts)
+            record.aggregate_seconds = time.perf_counter() - t1
+            return record
+        self.shared.set(self.server_opt.step(global_flat, result.delta))
+        record.aggregate_seconds = time.perf_counter() - t1
+        record.included = len(result.included)
+        record.excluded = result.excluded
+        record.stats = result.stats
+        return record
+
+    def run(self, on_round: RoundCallback | None = None) -> History:
+        torch.manual_seed(self.config.seed)
+        for r in range(1, self.config.rounds + 1):
+            record = self.run_round(r)
+            if self.evaluate is not None and (r % self.config.eval_every == 0 or r == self.config.rounds):
+                self.model.eval()
+                record.metrics = self.evaluate(self.model)
+            self.history.rounds.append(record)
+            if on_round is not None:
+                on_round(record)
+        return self.history
+
+
+def train_central(
+    model: Recommender,
+    train: Interactions,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    evaluate: Evaluator | None = None,
+    eval_every: int = 1,
+    on_epoch: Callable[[int, dict[str, Any] | None, float], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` on all of ``train`` in one place: the centralised reference.
+
+    Uses the same examples, loss and local optimiser as a federated client, so
+    a comparison at equal passes over the data isolates the effect of
+    federation. Returns one evaluation record per evaluated epoch.
+    """
+    trainer = SGDTrainer(optimizer)
+    rows = np.arange(len(train))
+    torch.manual_seed(seed)
+    evaluations = []
+    for epoch in range(1, epochs + 1):
+        rng = np.random.default_rng([seed, epoch, 0xC0])
+        t0 = time.perf_counter()
+        examples = model.examples(train, rows, rng)
+        trainer.train(model, examples, client_id=-1, epochs=1, batch_size=batch_size, lr=lr, rng=rng)
+        seconds = time.perf_counter() - t0
+        metrics = None
+        if evaluate is not None and (epoch % eval_every == 0 or epoch == epochs):
+            model.eval()
+            metrics = evaluate(model)
+            evaluations.append({"epoch": epoch, **metrics})
+        if on_epoch is not None:
+            on_epoch(epoch, metrics, seconds)
+    return evaluations
