@@ -6,7 +6,8 @@ stays in the parent). Reported per n: wall-clock seconds, CPU seconds of
 clients and server, bytes up/down, the degree k and threshold t that
 ``choose_params`` picks for 10% dropout (failure <= 1e-6), peak resident
 memory (parent and children, from ``getrusage``), and the fitted exponent of
-time versus ``n log n``. Inputs are generated on demand from the client id so
+time (wall, and total CPU -- the latter is robust to other load on a shared
+machine) versus ``n log n``. Inputs are generated on demand from the client id so
 that they do not dominate memory; the decoded sum is checked exactly.
 
 Usage: python benchmarks/bench_secagg_scale.py [--ns 1000 2000 5000 10000] [--d 10000] [--workers 2] [--dropout 0.0]
@@ -94,7 +95,10 @@ def main() -> None:
         y = np.log([r["wall_seconds"] for r in rows])
         slope = float(np.polyfit(x, y, 1)[0])
         xn = np.log([r["n"] for r in rows])
-        fit = {"exponent_vs_n_log_n": slope, "exponent_vs_n": float(np.polyfit(xn, y, 1)[0])}
+        ycpu = np.log([r["client_cpu_seconds"] + r["server_cpu_seconds"] for r in rows])
+        fit = {"exponent_vs_n_log_n": slope, "exponent_vs_n": float(np.polyfit(xn, y, 1)[0]),
+               "cpu_exponent_vs_n_log_n": float(np.polyfit(x, ycpu, 1)[0]),
+               "cpu_exponent_vs_n": float(np.polyfit(xn, ycpu, 1)[0])}
         print("growth:", fit)
     out = {
         "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),

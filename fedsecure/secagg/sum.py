@@ -27,7 +27,11 @@ Distributed-DP contract (``client_noise``, built in :mod:`fedsecure.dp`):
   ``n * ceil(clip * scale) + max_abs_sum(n, scale) > 2^(bits-1) - 1``.
 * The decoded sum is ``(sum_i round(x_i * scale) + sum_i noise_i) / scale``;
   :meth:`SecAggSum.encoding_for` exposes ``scale``, ``bits``, ``encode`` and
-  ``decode`` so DP code can account for quantization.
+  ``decode`` so DP code can account for quantization. The scale depends on
+  the noise bound (headroom is reserved for it), so ask the ``SecAggSum``
+  that carries the ``client_noise`` -- or pass the same noise object -- for
+  the scale the round will actually use. The hook's ``max_abs_sum`` must be
+  non-decreasing as ``scale`` grows for the largest-scale search to be exact.
 """
 
 from __future__ import annotations
