@@ -24,6 +24,7 @@ shares reached it::
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -199,15 +200,21 @@ class SecAggClient:
             raise self._reject(f"invalid public key: {e}") from None
         # Shares at x = id + 1 for every neighbour, both secrets in one vectorised Horner pass each.
         xs = ids + 1
-        s_sh = shamir.split(self._mask_sk.private_bytes_raw(), xs, cfg.t, self._rand)
-        b_sh = shamir.split(self._self_seed, xs, cfg.t, self._rand)
+        s_sh, b_sh = shamir.split_many([self._mask_sk.private_bytes_raw(), self._self_seed], xs, cfg.t, self._rand)
+        # Plaintexts for all neighbours at once: u32(u) | u32(v) | share of mask key | share of seed.
+        pts = np.empty((ids.size, 2 + 2 * shamir.LIMBS), dtype="<u4")
+        pts[:, 0], pts[:, 1] = self.id, ids
+        pts[:, 2 : 2 + shamir.LIMBS], pts[:, 2 + shamir.LIMBS :] = s_sh, b_sh
+        rows = pts.tobytes()
+        width = pts.shape[1] * 4
+        nonce = keys.share_nonce(self.id)
         self._share_keys: dict[int, bytes] = {}
         cts = []
         for j, v in enumerate(ids.tolist()):
             ck = keys.pair_key(self._enc_sk.exchange(peers[v][0]), self._round_id, self.id, v, keys.ENC)
             self._share_keys[v] = ck
-            pt = np.array([self.id, v], dtype="<u4").tobytes() + shamir.share_to_bytes(s_sh[j]) + shamir.share_to_bytes(b_sh[j])
-            cts.append(AESGCM(ck).encrypt(keys.share_nonce(self.id), pt, keys.share_ad(self._round_id, self.id, v)))
+            pt = rows[j * width : (j + 1) * width]
+            cts.append(AESGCM(ck).encrypt(nonce, pt, keys.share_ad(self._round_id, self.id, v)))
         self._peers = peers
         self._neighbours = ids
         self._neighbour_set = set(ids.tolist())
@@ -231,7 +238,7 @@ class SecAggClient:
                 pt = AESGCM(self._share_keys[v]).decrypt(
                     keys.share_nonce(v), msg.ciphertext(j), keys.share_ad(self._round_id, v, self.id)
                 )
-                if pt[:8] != np.array([v, self.id], dtype="<u4").tobytes():
+                if pt[:8] != struct.pack("<II", v, self.id):
                     raise InvalidTag
                 # Share values are range-checked by the server, which is the party that interpolates.
                 held[v] = (pt[8 : 8 + shamir.SHARE_BYTES], pt[8 + shamir.SHARE_BYTES :])

@@ -68,20 +68,35 @@ def random_field_elements(count: int, randbytes: RandomBytes = os.urandom) -> np
 
 def split(secret: bytes, xs: Sequence[int] | np.ndarray, t: int, randbytes: RandomBytes = os.urandom) -> np.ndarray:
     """Shares of ``secret`` at the points ``xs``: an int64 array of shape ``(len(xs), LIMBS)``."""
+    return split_many([secret], xs, t, randbytes)[0]
+
+
+def split_many(
+    secrets: Sequence[bytes], xs: Sequence[int] | np.ndarray, t: int, randbytes: RandomBytes = os.urandom
+) -> list[np.ndarray]:
+    """Shares of several secrets at the same points, in one vectorised Horner pass.
+
+    The coefficients are drawn in one call, secret after secret (so the bytes
+    consumed are those of calling :func:`split` on each in turn).
+    """
     x = np.asarray(xs, dtype=np.int64)
     if t < 1 or t > x.size:
         raise ValueError(f"threshold must be in [1, {x.size}], got {t}")
     if x.size and (x.min() <= 0 or x.max() >= PRIME or np.unique(x).size != x.size):
         raise ValueError("share points must be distinct and in [1, p-1]")
-    coeffs = np.empty((t, LIMBS), dtype=np.int64)
-    coeffs[0] = bytes_to_limbs(secret)
+    j = len(secrets)
+    coeffs = np.empty((t, j * LIMBS), dtype=np.int64)
+    coeffs[0] = np.concatenate([bytes_to_limbs(s) for s in secrets])
     if t > 1:
-        coeffs[1:] = random_field_elements((t - 1) * LIMBS, randbytes).reshape(t - 1, LIMBS)
-    acc = np.broadcast_to(coeffs[-1], (x.size, LIMBS)).copy()
+        r = random_field_elements((t - 1) * LIMBS * j, randbytes).reshape(j, t - 1, LIMBS)
+        coeffs[1:] = r.transpose(1, 0, 2).reshape(t - 1, j * LIMBS)
+    acc = np.broadcast_to(coeffs[-1], (x.size, j * LIMBS)).copy()
     xc = x[:, None]
-    for j in range(t - 2, -1, -1):  # Horner; t iterations of (m, LIMBS) array ops
-        acc = (acc * xc + coeffs[j]) % PRIME
-    return acc
+    for k in range(t - 2, -1, -1):  # Horner; products stay below 2^62
+        acc *= xc
+        acc += coeffs[k]
+        acc %= PRIME
+    return [acc[:, i * LIMBS : (i + 1) * LIMBS] for i in range(j)]
 
 
 def lagrange_at_zero(xs: Sequence[int]) -> np.ndarray:
