@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--server-lr", type=float, help="server learning rate (default: clients per round, i.e. the sum)")
     f.add_argument("--eval-every", type=_positive_int, default=5)
     f.add_argument("--k", type=_positive_int, default=10, help="cut-off of HR@K and NDCG@K")
+    f.add_argument("--negatives", type=int, default=99, help="sampled-ranking negatives per test item (0: none)")
     f.add_argument("--dropout", type=float, default=0.0, help="probability a client drops out in a round")
     f.add_argument("--straggler", type=float, default=0.0, help="probability a client straggles (half its steps)")
     f.add_argument("--seed", type=int, default=0, help="data, sampling and initialisation (never keys or DP noise)")
@@ -103,7 +104,7 @@ def _config_from(args: argparse.Namespace) -> Any:
         data=args.data, model=args.model, setting=args.setting, silos=args.silos, silo_scheme=args.silo_scheme,
         silo_alpha=args.silo_alpha, rounds=args.rounds, clients_per_round=args.clients_per_round,
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        server_optimizer=args.server_optimizer, server_lr=args.server_lr, eval_every=args.eval_every, k=args.k,
+        server_optimizer=args.server_optimizer, server_lr=args.server_lr, eval_every=args.eval_every, k=args.k, n_negatives=args.negatives,
         dropout=args.dropout, straggler=args.straggler, seed=args.seed, model_args=model_args, secure=args.secure,
         clip_range=args.clip_range, secagg_active=args.active, dp=args.dp, noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon, clip=args.clip, delta=args.delta,

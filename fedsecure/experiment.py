@@ -119,10 +119,11 @@ def library_versions() -> dict[str, str]:
 class Experiment:
     """Builds the pieces of a run from a :class:`RunConfig` and runs it."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, data: Interactions | None = None) -> None:
+        """``data`` overrides ``config.data`` (tests and benchmarks pass their own)."""
         self.config = cfg = config
         t0 = time.perf_counter()
-        self.data = load_data(cfg.data, cfg.seed)
+        self.data = data if data is not None else load_data(cfg.data, cfg.seed)
         task = MODELS[cfg.model].task
         self.split = make_split(self.data, task, cfg.seed)
         train = self.split.train
@@ -276,16 +277,14 @@ class Experiment:
             "rounds": history.to_dict(),
             "aggregator": self.aggregator.describe(),
             "trainer": self.trainer.describe(),
-            "privacy": self.privacy(history),
+            "privacy": self.privacy(),
             "timings": {"setup_seconds": self.setup_seconds, "train_seconds": seconds},
             "versions": library_versions(),
         }
 
-    def privacy(self, history: Any) -> dict[str, Any]:
+    def privacy(self) -> dict[str, Any]:
         """What the run spent, as the DP component reports it; says so when there is no DP."""
-        report = self.trainer.privacy_report()
-        if report is None:
-            report = getattr(self.aggregator, "privacy_report", lambda: None)()
+        report = self.trainer.privacy_report() or self.aggregator.privacy_report()
         return report if report is not None else {"mechanism": "none", "epsilon": float("inf")}
 
     def run_central(self, epochs: int | None = None) -> dict[str, Any]:

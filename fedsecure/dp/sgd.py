@@ -383,6 +383,7 @@ class DPSGDTrainer(LocalTrainer):
             "noise_source": self.noise.describe(),
             "max_grad_norm": self.max_grad_norm,
             "target_epsilon": self.target_epsilon,
+            "privacy_claim_void": not self.noise.secure,
         }
 
     def describe(self) -> dict[str, Any]:

@@ -128,6 +128,9 @@ class _UserLevelDPFedAvg(Aggregator):
             n_clipped += was
         return out, n_clipped
 
+    def privacy_report(self) -> dict[str, Any]:
+        return self.privacy()
+
     def privacy(self) -> dict[str, Any]:
         """The privacy record of the rounds aggregated so far."""
         return {

@@ -149,6 +149,10 @@ class Aggregator(ABC):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    def privacy_report(self) -> dict[str, Any] | None:
+        """Privacy spent so far (DP aggregators); None when the aggregator adds no DP noise."""
+        return None
+
 
 class FedAvg(Aggregator):
     """Weighted federated averaging over any :class:`SumProtocol`.
