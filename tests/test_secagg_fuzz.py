@@ -137,3 +137,51 @@ def test_clients_reject_every_corrupted_server_message():
     assert res.included == tuple(range(n))
     assert np.abs(enc.decode(res.ring_sum) - sum(vecs.values())).max() <= enc.max_error(n)
     assert rejected > 3000
+
+
+def test_a_client_revealing_wrong_shares_cannot_change_the_sum():
+    """A malicious client's forged (correctly authenticated) shares are outvoted by the public checks."""
+    p, enc, vecs = _setup(n=8)
+    n = len(vecs)
+    server = SecAggServer(range(n), 16, p, enc)
+    clients = {u: SecAggClient(u, vecs[u]) for u in range(n)}
+    inbox = {u: server.config_message for u in range(n)}
+    for stage in server.stages:
+        for u, msg in inbox.items():
+            for out in clients[u].receive(msg):
+                if stage == "unmasking" and u == 2:
+                    resp = m.UnmaskResponse.parse(m.open_sealed(out, clients[u]._key)[1])
+                    forged = bytes((b + 1) % 256 if i % 36 == 0 else b for i, b in enumerate(resp.self_mask_shares))
+                    bad = m.UnmaskResponse(resp.self_mask_ids, forged, resp.mask_key_ids, resp.mask_key_shares)
+                    out = m.seal(m.Header(bad.TYPE, server.round_id, u, m.SERVER), bad.body(), clients[u]._key)
+                server.receive(u, out)
+        inbox = server.advance()
+    res = server.result
+    assert res.included == tuple(range(n))
+    assert np.abs(enc.decode(res.ring_sum) - sum(vecs.values())).max() <= enc.max_error(n)
+
+
+def test_too_many_wrong_shares_abort_instead_of_a_wrong_sum():
+    from fedsecure.secagg import ReconstructionError, TooFewSurvivors
+
+    p, enc, vecs = _setup(n=6)  # t = 3 of 5 neighbours
+    n = len(vecs)
+    server = SecAggServer(range(n), 16, p, enc)
+    clients = {u: SecAggClient(u, vecs[u]) for u in range(n)}
+    inbox = {u: server.config_message for u in range(n)}
+    liars = {1, 2, 3}
+    for stage in server.stages:
+        for u, msg in inbox.items():
+            for out in clients[u].receive(msg):
+                if stage == "unmasking" and u in liars:
+                    resp = m.UnmaskResponse.parse(m.open_sealed(out, clients[u]._key)[1])
+                    forged = bytes((b + 1) % 256 if i % 36 == 0 else b for i, b in enumerate(resp.self_mask_shares))
+                    bad = m.UnmaskResponse(resp.self_mask_ids, forged, resp.mask_key_ids, resp.mask_key_shares)
+                    out = m.seal(m.Header(bad.TYPE, server.round_id, u, m.SERVER), bad.body(), clients[u]._key)
+                server.receive(u, out)
+        if stage == "unmasking":
+            with pytest.raises((ReconstructionError, TooFewSurvivors), match="self-mask seed"):
+                server.advance()
+            assert server.result is None
+            return
+        inbox = server.advance()
