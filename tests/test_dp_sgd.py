@@ -22,16 +22,12 @@ from fedsecure.recsys.models import ImplicitMatrixFactorization, MatrixFactoriza
 B = 9
 
 
-class UntiedSASRec(SASRec):
-    """SASRec with a separate output layer: the shipped model ties its output to ``item_emb.weight``
-    through a direct matmul, which no per-sample machinery sees (see test_tied_output_is_refused)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.out = nn.Linear(self.item_emb.embedding_dim, self.n_items)
+class TiedSASRec(SASRec):
+    """SASRec with its output tied to ``item_emb.weight`` through a direct matmul: a parameter read
+    outside its layer, which no per-sample machinery sees (see test_tied_output_is_refused)."""
 
     def loss(self, batch):
-        logits = self.out(self.encode(batch["inputs"]))
+        logits = self.encode(batch["inputs"]) @ self.item_emb.weight[1:].T
         targets = batch["targets"] - 1
         return F.cross_entropy(logits.reshape(-1, self.n_items), targets.reshape(-1), ignore_index=-1)
 
@@ -55,7 +51,7 @@ def make_case(kind: str, seed: int = 0, n: int = B):
         # Items 1..12 over length-6 sequences: repeated items within a sequence are common.
         # No padding, so ghost mode's per-example losses match the batch decomposition.
         seqs = torch.randint(1, 13, (n, 7), generator=gen)
-        model = UntiedSASRec(5, 12, dim=16, blocks=1, heads=2, max_len=6, dropout=0.0)
+        model = SASRec(5, 12, dim=16, blocks=1, heads=2, max_len=6, dropout=0.0)
         return model, {"inputs": seqs[:, :-1].contiguous(), "targets": seqs[:, 1:].contiguous()}
     raise KeyError(kind)
 
@@ -135,7 +131,7 @@ def test_padding_positions_get_no_gradient() -> None:
 
 
 def test_tied_output_is_refused() -> None:
-    model = SASRec(5, 12, dim=16, blocks=1, heads=2, max_len=6, dropout=0.0)
+    model = TiedSASRec(5, 12, dim=16, blocks=1, heads=2, max_len=6, dropout=0.0)
     seqs = torch.randint(1, 13, (4, 7))
     batch = {"inputs": seqs[:, :-1], "targets": seqs[:, 1:]}
     with pytest.raises(UnsupportedModelError, match=r"item_emb\.weight"):
