@@ -221,18 +221,30 @@ class Experiment:
             p = max(cfg.dropout, 0.05)
             min_clients = max(2, int(w * (1 - p) - 3 * np.sqrt(w * p * (1 - p))))
         q = w / population
+
+        def build(z: float) -> tuple[Any, SumProtocol]:
+            hook = DiscreteGaussianNoise(
+                noise_multiplier=z, clip=cfg.clip, min_clients=min_clients, dim=dim, noise=common["noise"]
+            )
+            return hook, self._protocol(client_noise=hook)
+
         z = cfg.noise_multiplier
         if z is None:
+            # The noise's headroom lowers the protocol's scale, and the scale sets the rounding
+            # term of the sensitivity: calibrate at the scale of the noisy protocol until it settles.
             scale = plain.encoding_for(w).scale  # type: ignore[attr-defined]
-            z = distributed_noise_multiplier_for(
-                cfg.target_epsilon, common["delta"], q, cfg.rounds, clip=cfg.clip, min_clients=min_clients,
-                dim=dim, scale=scale, rounding_slack=1.0,
-            )
-        hook = DiscreteGaussianNoise(
-            noise_multiplier=z, clip=cfg.clip, min_clients=min_clients, dim=dim, noise=common["noise"]
-        )
+            for _ in range(4):
+                z = distributed_noise_multiplier_for(
+                    cfg.target_epsilon, common["delta"], q, cfg.rounds, clip=cfg.clip, min_clients=min_clients,
+                    dim=dim, scale=scale, rounding_slack=1.0,
+                )
+                noisy_scale = build(z)[1].encoding_for(w).scale  # type: ignore[attr-defined]
+                if noisy_scale >= scale:
+                    break
+                scale = noisy_scale
+        hook, protocol = build(z)
         return DistributedDPFedAvg(
-            self._protocol(client_noise=hook), noise_multiplier=z, sample_rate=q, min_clients=min_clients,
+            protocol, noise_multiplier=z, sample_rate=q, min_clients=min_clients,
             dim=dim, population=population, client_noise=hook, **common,
         )
 

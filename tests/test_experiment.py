@@ -71,6 +71,14 @@ def test_user_level_distributed_dp_runs_inside_secagg(data):
     assert "distributed" in result["privacy"]["mechanism"]
 
 
+@pytest.mark.parametrize("dp, secure", [("user-central", "none"), ("user-distributed", "secagg")])
+def test_calibrated_user_level_dp_spends_at_most_its_target(data, dp, secure):
+    _, result = run(data, setting="cross-device", dp=dp, secure=secure, target_epsilon=4.0, clip=0.5,
+                    clients_per_round=10, delta=1e-3, rounds=2, eval_every=2)
+    assert all(r["error"] is None for r in result["rounds"])
+    assert 3.0 < result["privacy"]["epsilon"] <= 4.0 * (1 + 1e-9)
+
+
 def test_dpsgd_reports_every_silo_and_the_worst_case(data):
     _, result = run(data, dp="dpsgd", noise_multiplier=1.0, clip=1.0, delta=1e-4, rounds=1)
     privacy = result["privacy"]

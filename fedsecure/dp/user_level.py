@@ -24,7 +24,7 @@ probability ``q`` (Poisson) and ``W = q N`` users expected:
 Adjacency: add/remove one user for the central mechanism; for the distributed
 one, the analysis (KLS'21) holds a user's update out while at least
 ``min_clients`` noises stay in the sum -- exact for "zero-out" adjacency, see
-``SECURITY_SECTION.md`` for the remaining slack.
+the differential-privacy section of ``SECURITY.md`` for the remaining slack.
 
 Privacy is accounted per round by a :class:`~fedsecure.dp.accounting.PrivacyAccountant`
 that each :meth:`aggregate` steps once with rate ``q``; every result's
