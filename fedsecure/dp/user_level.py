@@ -59,6 +59,7 @@ from fedsecure.fl.aggregation import (
     ClientUpdate,
     PlainSum,
     SumProtocol,
+    check_updates,
 )
 
 
@@ -114,11 +115,7 @@ class _UserLevelDPFedAvg(Aggregator):
         return self.protocol.stages
 
     def _clipped(self, updates: Sequence[ClientUpdate], round_index: int) -> tuple[dict[int, np.ndarray], int]:
-        if not updates:
-            raise AggregationError(f"round {round_index}: no client updates to aggregate")
-        sizes = {u.delta.size for u in updates}
-        if len(sizes) != 1:
-            raise AggregationError(f"round {round_index}: updates have different lengths {sorted(sizes)}")
+        check_updates(updates, round_index)
         out, n_clipped = {}, 0
         for u in updates:
             try:

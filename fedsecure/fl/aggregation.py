@@ -124,6 +124,15 @@ class PlainSum(SumProtocol):
         )
 
 
+def check_updates(updates: Sequence[ClientUpdate], round_index: int) -> None:
+    """Refuse a round with no updates or with updates of different lengths."""
+    if not updates:
+        raise AggregationError(f"round {round_index}: no client updates to aggregate")
+    sizes = {u.delta.size for u in updates}
+    if len(sizes) != 1:
+        raise AggregationError(f"round {round_index}: updates have different lengths {sorted(sizes)}")
+
+
 class Aggregator(ABC):
     """Turns one round's client updates into the update the server applies."""
 
@@ -199,11 +208,7 @@ class FedAvg(Aggregator):
         round_index: int,
         dropouts: Mapping[int, str] | None = None,
     ) -> AggregationResult:
-        if not updates:
-            raise AggregationError(f"round {round_index}: no client updates to aggregate")
-        sizes = {u.delta.size for u in updates}
-        if len(sizes) != 1:
-            raise AggregationError(f"round {round_index}: updates have different lengths {sorted(sizes)}")
+        check_updates(updates, round_index)
         vectors, clipped = {}, 0
         for u in updates:
             vectors[u.client_id], c = self.client_vector(u)
