@@ -183,9 +183,7 @@ class NoiseSource:
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"gaussian: dtype must be torch.float32 or torch.float64, got {dtype}")
         dims, n = _numel(shape)
-        z = self._standard_normal(n, np.float32 if dtype == torch.float32 else np.float64)
-        if std != 1.0:
-            z *= z.dtype.type(std)
+        z = self._normal(n, std, np.float32 if dtype == torch.float32 else np.float64)
         t = torch.from_numpy(z).reshape(dims)
         return t if device is None else t.to(device)
 
@@ -193,39 +191,72 @@ class NoiseSource:
         """N(0, std^2) samples of ``shape`` as a numpy array."""
         std = _check_scale("std", std)
         dims, n = _numel(shape)
-        z = self._standard_normal(n, np.float64 if np.dtype(dtype) == np.float64 else np.float32)
-        if std != 1.0:
-            z *= z.dtype.type(std)
+        z = self._normal(n, std, np.float64 if np.dtype(dtype) == np.float64 else np.float32)
         return z.reshape(dims).astype(dtype, copy=False)
 
-    def _standard_normal(self, n: int, np_dtype: type) -> np.ndarray:
+    # Box-Muller pairs per chunk: 12 keystream bytes plus a few float temporaries per pair keep a
+    # chunk's working set (~1.5 MB) in cache, and reusing the chunk buffers avoids page-faulting
+    # fresh memory for every temporary of a multi-megabyte draw (together ~2x faster at 3.2M floats).
+    _CHUNK_PAIRS = 1 << 16
+
+    def _normal(self, n: int, std: float, np_dtype: type) -> np.ndarray:
+        """``n`` samples of N(0, std^2) in ``np_dtype``: Box-Muller over the keystream, chunk by chunk.
+
+        Layout: pair ``i`` gives ``out[i] = r_i cos(theta_i)`` and ``out[half + i] = r_i sin(theta_i)``
+        with ``r_i = std * sqrt(-2 ln u_i)``, ``u_i`` a 53-bit uniform (the tail, see module doc)
+        and ``theta_i`` a 32-bit uniform angle.
+        """
         # numpy, not torch: numpy's SIMD log/sin/cos run single-threaded, while torch's
         # intra-op threads stall badly when the cores are shared (measured 150 ms vs 20 ms
         # for 3.2M floats on a loaded 2-core machine; see benchmarks/bench_dp_user_noise.py).
         half = (n + 1) // 2
-        if half == 0:
-            return np.empty(0, dtype=np_dtype)
-        # One 64-bit word per radius (53-bit uniform: deep tails) and one 32-bit word per angle.
-        raw = self._keystream(12 * half)
-        w = np.frombuffer(raw, dtype=np.uint64, count=half)
-        a = np.frombuffer(raw, dtype=np.int32, count=half, offset=8 * half)
-        # (w >> 11) is in [0, 2^53): exact in float64, and in float32 with 24-bit *relative*
-        # precision -- float32 keeps the magnitude of tiny u, hence the tail.
-        r = (w >> np.uint64(11)).astype(np_dtype)
-        r += np_dtype(0.5)
-        r *= np_dtype(2.0**-53)
-        np.log(r, out=r)
-        r *= np_dtype(-2.0)
-        np.sqrt(r, out=r)
-        # int32 angle word in [-2^31, 2^31): theta uniform over a full turn.
-        theta = a.astype(np_dtype)
-        theta *= np_dtype(_TWO_PI * 2.0**-32)
         out = np.empty(2 * half, dtype=np_dtype)
-        np.cos(theta, out=out[:half])
-        np.sin(theta, out=out[half:])
-        out[:half] *= r
-        out[half:] *= r
+        if half == 0:
+            return out[:n]
+        m = min(half, self._CHUNK_PAIRS)
+        raw = bytearray(12 * m + 15)  # update_into needs block_size - 1 bytes of slack
+        zeros = bytes(12 * m)
+        words = np.frombuffer(raw, dtype=np.uint64, count=m)
+        angles = np.frombuffer(raw, dtype=np.int32, count=m, offset=8 * m)
+        shifted = np.empty(m, dtype=np.uint64)
+        r = np.empty(m, dtype=np_dtype)
+        theta = np.empty(m, dtype=np_dtype)
+        one_half, ulp, minus_two = np_dtype(0.5), np_dtype(2.0**-53), np_dtype(-2.0)
+        turn, var_scale = np_dtype(_TWO_PI * 2.0**-32), np_dtype(std)
+        for lo in range(0, half, m):
+            k = min(m, half - lo)
+            self._keystream_into(zeros, raw, 12 * m)
+            # (w >> 11) is in [0, 2^53): exact in float64, and in float32 with 24-bit *relative*
+            # precision -- float32 keeps the magnitude of tiny u, hence the tail. It is < 2^63,
+            # so the signed view converts with the faster int64 -> float instruction.
+            np.right_shift(words[:k], np.uint64(11), out=shifted[:k])
+            rk = r[:k]
+            rk[...] = shifted[:k].view(np.int64)
+            rk += one_half
+            rk *= ulp
+            np.log(rk, out=rk)
+            rk *= minus_two
+            np.sqrt(rk, out=rk)
+            if std != 1.0:
+                rk *= var_scale
+            # int32 angle word in [-2^31, 2^31): theta uniform over a full turn.
+            tk = theta[:k]
+            tk[...] = angles[:k]
+            tk *= turn
+            c, s = out[lo : lo + k], out[half + lo : half + lo + k]
+            np.cos(tk, out=c)
+            c *= rk
+            np.sin(tk, out=s)
+            s *= rk
         return out[:n]
+
+    def _keystream_into(self, zeros: bytes, buf: bytearray, nbytes: int) -> None:
+        """Overwrite ``buf[:nbytes]`` with fresh keystream (``zeros`` holds >= nbytes zero bytes)."""
+        if os.getpid() != self._pid:
+            self._after_fork()
+        with self._lock:
+            written = self._encryptor.update_into(memoryview(zeros)[:nbytes], buf)
+        assert written == nbytes  # CTR is a stream mode: output length == input length
 
     # -- integer noise for distributed DP ------------------------------------------------------
 
