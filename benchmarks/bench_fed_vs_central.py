@@ -1,0 +1,150 @@
+"""Federated vs centralised training of the same model with the same passes over the data.
+
+For each model (``mf-implicit``, ``ncf``, ``sasrec``) and each seed, one
+:class:`~fedsecure.experiment.Experiment` on ml-latest-small, cross-device
+(one client per user, 610 clients) is built twice from the same
+:class:`~fedsecure.experiment.RunConfig`: once trained federatedly
+(``Experiment.run``: ``rounds`` rounds, each client one local epoch) and once
+centrally (``Experiment.run_central``: ``rounds`` epochs over all training
+rows), with the same model, initialisation, examples, loss, local optimiser,
+learning rate and batch size. So both sides see the data the same number of
+times (for a fraction ``f`` of clients per round, the federated side sees it
+``f * rounds`` times and the central side is given that many epochs).
+
+Reported per model: full-catalogue and 1+99-sampled HR@10 / NDCG@10 per seed,
+their means, the relative gap ``(central - federated) / central`` of mean
+full-catalogue HR@10 (target: at most 0.10), the popularity baseline (same
+split, same protocol) and timings. A markdown table is printed for the README.
+
+    python benchmarks/bench_fed_vs_central.py [--models mf-implicit,ncf,sasrec] [--seeds 0,1,2]
+
+writes benchmarks/results/fed_vs_central.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fedsecure.experiment import Experiment, RunConfig, library_versions
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
+RESULTS = Path(__file__).resolve().parent / "results"
+METRICS = ("hr@10", "ndcg@10", "hr@10_sampled99", "ndcg@10_sampled99")
+
+#: Per-model settings on top of the RunConfig defaults (the CLI's defaults).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "mf-implicit": {"rounds": 10},
+    "ncf": {"rounds": 10},
+    "sasrec": {"rounds": 10},
+}
+
+
+def run_one(model: str, seed: int, data: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    config = RunConfig(data=data, model=model, seed=seed, eval_every=10**6, **overrides)
+    fed_exp = Experiment(config)
+    t0 = time.perf_counter()
+    fed = fed_exp.run()
+    fed_seconds = time.perf_counter() - t0
+    passes = config.rounds * fed_exp.clients_per_round / len(fed_exp.clients)
+    epochs = max(1, round(passes))
+    central_exp = Experiment(config)  # fresh model, same seed: same initialisation and data
+    t0 = time.perf_counter()
+    central = central_exp.run_central(epochs=epochs)
+    central_seconds = time.perf_counter() - t0
+    pick = lambda m: {k: m[k] for k in METRICS}  # noqa: E731
+    out = {
+        "seed": seed, "passes": passes, "central_epochs": epochs,
+        "federated": pick(fed["final"]), "central": pick(central["final"]), "popularity": pick(fed["popularity"]),
+        "seconds": {"federated": fed_seconds, "central": central_seconds},
+        "config": asdict(config), "clients": len(fed_exp.clients), "clients_per_round": fed_exp.clients_per_round,
+        "protocol": fed["protocol"],
+    }
+    print(f"{model} seed {seed}: federated hr@10 {out['federated']['hr@10']:.4f} ({fed_seconds:.0f}s), "
+          f"central {out['central']['hr@10']:.4f} ({central_seconds:.0f}s), "
+          f"popularity {out['popularity']['hr@10']:.4f}", flush=True)
+    return out
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    mean = {side: {k: statistics.mean(r[side][k] for r in runs) for k in METRICS}
+            for side in ("federated", "central", "popularity")}
+    c, f = mean["central"]["hr@10"], mean["federated"]["hr@10"]
+    gap = (c - f) / c if c > 0 else float("nan")
+    return {
+        "mean": mean,
+        "relative_gap_hr@10": gap,
+        "within_10pct_of_central": gap <= 0.10,
+        "federated_beats_popularity": f > mean["popularity"]["hr@10"],
+        "central_beats_popularity": c > mean["popularity"]["hr@10"],
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| model | setting | HR@10 | NDCG@10 | HR@10 (1+99) | NDCG@10 (1+99) | fed vs central HR@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, res in results.items():
+        s = res["summary"]
+        for side in ("federated", "central"):
+            m = s["mean"][side]
+            gap = f"{-100 * s['relative_gap_hr@10']:+.1f}%" if side == "federated" else ""
+            cfg = res["runs"][0]["config"]
+            label = (f"federated, {res['runs'][0]['clients_per_round']}/{res['runs'][0]['clients']} clients/round, "
+                     f"{cfg['rounds']} rounds" if side == "federated" else f"central, {res['runs'][0]['central_epochs']} epochs")
+            lines.append(f"| {model} | {label} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | "
+                         f"{m['hr@10_sampled99']:.4f} | {m['ndcg@10_sampled99']:.4f} | {gap} |")
+        p = res["summary"]["mean"]["popularity"]
+        lines.append(f"| {model} | popularity | {p['hr@10']:.4f} | {p['ndcg@10']:.4f} | "
+                     f"{p['hr@10_sampled99']:.4f} | {p['ndcg@10_sampled99']:.4f} | |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="MovieLens folder (default: ../shared/data/ml-latest-small)")
+    parser.add_argument("--models", default="mf-implicit,ncf,sasrec")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, default=RESULTS / "fed_vs_central.json")
+    args = parser.parse_args()
+    if not Path(args.data).exists():
+        print(f"data not found: {args.data}", file=sys.stderr)
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    for model in args.models.split(","):
+        runs = [run_one(model, seed, args.data, SETTINGS.get(model, {})) for seed in seeds]
+        results[model] = {"settings": SETTINGS.get(model, {}), "runs": runs, "summary": summarise(runs)}
+    md = table(results)
+    out = {
+        "command": shlex.join(["python", *sys.argv]),
+        "what": "federated vs central training of the same model, same passes, same local optimizer/lr/batch; "
+                "mean over seeds; relative gap = (central - federated) / central of full-catalogue HR@10",
+        "data": args.data,
+        "seeds": seeds,
+        "results": results,
+        "markdown": md,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
+        "versions": library_versions(),
+        "total_seconds": time.perf_counter() - t_start,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=str))
+    print(md)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
