@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float, default=8.0, help="client learning rate")
     f.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="client optimizer")
     f.add_argument("--server-optimizer", default="fedadam", choices=SERVER_OPTIMIZERS)
-    f.add_argument("--server-lr", type=float, default=0.1, help="server learning rate (0.1; with avg, the number of clients per round gives the sum)")
+    f.add_argument(
+        "--server-lr", type=float, default=0.1,
+        help="server learning rate (with --server-optimizer avg, the number of clients per round sums the updates)",
+    )
     f.add_argument("--eval-every", type=_positive_int, default=5)
     f.add_argument("--k", type=_positive_int, default=10, help="cut-off of HR@K and NDCG@K")
     f.add_argument("--negatives", type=int, default=99, help="sampled-ranking negatives per test item (0: none)")

@@ -50,8 +50,8 @@ class RunConfig:
     batch_size: int = 256
     lr: float = 8.0  # plain SGD on a batch-mean loss: an embedding row moves by lr / batch_size per example
     optimizer: str = "sgd"
-    server_optimizer: str = "avg"
-    server_lr: float | None = None  # None: the number of clients per round (sum of updates)
+    server_optimizer: str = "fedadam"
+    server_lr: float | None = 0.1  # None: the number of clients per round (with "avg", the sum of updates)
     eval_every: int = 5
     k: int = 10
     n_negatives: int = 99

@@ -21,7 +21,7 @@ def data():
 
 def run(data, **overrides):
     base = dict(model="mf-implicit", setting="cross-silo", silos=4, rounds=2, eval_every=1, batch_size=32,
-                lr=0.5, server_lr=1.0, n_negatives=20, model_args={"dim": 8})
+                lr=0.5, server_optimizer="avg", server_lr=1.0, n_negatives=20, model_args={"dim": 8})
     base.update(overrides)
     exp = Experiment(RunConfig(**base), data=data)
     result = exp.run()

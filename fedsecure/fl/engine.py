@@ -103,14 +103,16 @@ class ServerOptimizer:
     of its update, which is what a recommender's item table needs: a round's
     mean update of a popular item is hundreds of times that of a rare one
     (and summing them diverges), while the mean update of every item is
-    tiny (so averaging alone learns nothing). ``tau`` only guards the
-    division: it must sit far below the update scale (about ``1e-4`` for a
-    mean over hundreds of clients), or it silently turns Adam back into a
-    damped average.
+    tiny (so averaging alone learns nothing). ``tau`` must sit below the
+    update scale (about ``1e-4`` for a mean over hundreds of clients), or it
+    turns Adam back into a damped average, and above the error of the
+    protection mode's sum (CKKS adds ~1e-7 to every coordinate of a sum, ~1e-9
+    to the mean), or a coordinate whose true update is zero takes a full
+    ``lr`` step on noise: ``1e-6`` sits between the two.
     """
 
     def __init__(
-        self, name: str, lr: float, *, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-9,
+        self, name: str, lr: float, *, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-6,
     ) -> None:
         if name not in SERVER_OPTIMIZERS:
             raise ValueError(f"unknown server optimizer {name!r}; choose one of: {', '.join(SERVER_OPTIMIZERS)}")
