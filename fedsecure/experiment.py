@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fedsecure.fl.aggregation import Aggregator, FedAvg, PlainSum, SumProtocol
-from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, RoundRecord, train_central
+from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, RoundRecord, sampled_count, train_central
 from fedsecure.fl.local import LocalTrainer, SGDTrainer
 from fedsecure.recsys.data import Interactions
 from fedsecure.recsys.evaluation import Evaluator
@@ -131,6 +131,7 @@ class Experiment:
             self.clients = cross_device(train)
         else:
             self.clients = cross_silo(train, cfg.silos, scheme=cfg.silo_scheme, alpha=cfg.silo_alpha, seed=cfg.seed)
+        self.clients_per_round = sampled_count(cfg.clients_per_round, len(self.clients))
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.data.n_users, self.data.n_items, **cfg.model_args)
         self.evaluator = Evaluator(self.split, task, k=cfg.k, n_negatives=cfg.n_negatives, seed=cfg.seed)
@@ -151,9 +152,6 @@ class Experiment:
         self.trainer = self._trainer()
         self.setup_seconds = time.perf_counter() - t0
 
-    @property
-    def clients_per_round(self) -> int:
-        return FederatedConfig(clients_per_round=self.config.clients_per_round).n_sampled(len(self.clients))
 
     def _protocol(self, client_noise: Any = None) -> SumProtocol:
         cfg = self.config

@@ -83,9 +83,14 @@ class FederatedConfig:
                 raise ValueError(message)
 
     def n_sampled(self, n_clients: int) -> int:
-        if self.clients_per_round <= 1:
-            return max(1, round(self.clients_per_round * n_clients))
-        return min(int(self.clients_per_round), n_clients)
+        return sampled_count(self.clients_per_round, n_clients)
+
+
+def sampled_count(clients_per_round: float, n_clients: int) -> int:
+    """Clients sampled per round: a fraction (<= 1) of ``n_clients``, at least one, or a count (> 1)."""
+    if clients_per_round <= 1:
+        return max(1, round(clients_per_round * n_clients))
+    return min(int(clients_per_round), n_clients)
 
 
 class ServerOptimizer:
