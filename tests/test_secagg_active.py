@@ -13,7 +13,7 @@ from fedsecure.secagg import messages as m
 def _active_round(n=6):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = choose_params(n, dropout_rate=0.1, graph="complete")
+        p = choose_params(n, dropout_rate=0.1, graph="complete", threat_model="active")
     enc = FixedPointEncoding.for_sum(n, 1.0)
     ident = {u: Ed25519PrivateKey.generate() for u in range(n)}
     pub = {u: k.public_key() for u, k in ident.items()}

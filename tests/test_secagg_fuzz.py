@@ -19,7 +19,7 @@ from fedsecure.secagg import messages as m
 def _setup(n=8, d=16):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = choose_params(n, dropout_rate=0.1, graph="complete")
+        p = choose_params(n, dropout_rate=0.1, graph="complete", threat_model="active")  # t > k/2
     enc = FixedPointEncoding.for_sum(n, 1.0)
     vecs = {u: np.linspace(-1, 1, d) * (u + 1) / n for u in range(n)}
     return p, enc, vecs

@@ -16,12 +16,12 @@ SLOW = settings(deadline=None, max_examples=25, suppress_health_check=[HealthChe
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 
 
-def _params(n, graph, k=None, t=None):
+def _params(n, graph, k=None, t=None, threat_model="semi-honest"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if k is None:
-            return choose_params(n, dropout_rate=0.1, graph=graph)
-        return evaluate(n, k, t, graph=graph, dropout_rate=0.1)
+            return choose_params(n, dropout_rate=0.1, graph=graph, threat_model=threat_model)
+        return evaluate(n, k, t, graph=graph, dropout_rate=0.1, threat_model=threat_model)
 
 
 def _vectors(data, n, d, clip):
@@ -89,11 +89,12 @@ def _drive(vecs, p, enc, dropouts):
 )
 def test_sum_is_exact_for_survivors_or_round_aborts(n, graph, d, data):
     """Whatever drops where: the exact survivors' sum when the spec says the round can finish, else an abort."""
+    # Any threshold: correctness must not depend on the threat model's rule for t.
     if graph == "sparse" and n > 4:
         k = data.draw(st.sampled_from(list(range(2, n - 1, 2))))
-        p = _params(n, graph, k, k // 2 + 1)
+        p = _params(n, graph, k, data.draw(st.integers(1, k)))
     else:
-        p = _params(n, "complete")
+        p = _params(n, "complete", n - 1, data.draw(st.integers(1, n - 1)))
     clip = data.draw(st.sampled_from([0.5, 1.0, 4.0]))
     enc = FixedPointEncoding.for_sum(n, clip)
     vecs = _vectors(data, n, d, clip)
@@ -125,7 +126,7 @@ def test_no_dropout_complete_and_sparse_at_moderate_n():
 
 def test_active_mode_with_dropouts_at_every_stage():
     n, d = 12, 40
-    p = _params(n, "complete")
+    p = _params(n, "complete", threat_model="active")
     enc = FixedPointEncoding.for_sum(n, 1.0)
     vecs = {u: np.full(d, (u - 6) / 6) for u in range(n)}
     drops = {0: "share_keys", 1: "masked_input", 2: "consistency_check", 3: "unmasking"}
@@ -136,7 +137,7 @@ def test_active_mode_with_dropouts_at_every_stage():
 
 def test_too_few_survivors_aborts_with_a_clear_error():
     n = 8
-    p = _params(n, "complete")  # t = 4
+    p = _params(n, "complete", threat_model="active")  # t = 4
     enc = FixedPointEncoding.for_sum(n, 1.0)
     vecs = {u: np.ones(5) * 0.1 for u in range(n)}
     with pytest.raises(TooFewSurvivors, match=r"threshold is t=4"):

@@ -36,7 +36,7 @@ def test_fedavg_over_secagg_matches_plaintext_within_quantization(graph, name):
 
 
 def test_too_few_survivors_raise_aggregation_error_not_a_wrong_sum():
-    proto = SecAggSum(graph="complete")
+    proto = SecAggSum(graph="complete", active=True)  # n=6: t=4 > k/2
     vecs = {u: np.full(4, 0.1) for u in range(6)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

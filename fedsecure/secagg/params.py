@@ -1,39 +1,77 @@
-"""Choosing the neighbour degree k and the threshold t, and refusing unsafe choices.
+"""Choosing the neighbour degree k and the threshold t per threat model, and refusing unsafe choices.
 
-Model (Bell et al. 2020, Bonawitz et al. 2017). Each of a client's ``k``
-neighbours independently fails to respond (drops out, or is corrupt and
-withholds) with probability ``q = min(1, dropout + corrupt)``, and is corrupt
-(colluding with the server) with probability ``gamma = corrupt``.
+Model (Bonawitz et al. 2017; Bell et al. 2020). Each client independently
+fails to respond (drops out at some stage, or is corrupt and withholds) with
+probability at most ``q = min(1, dropout + corrupt)``; a fraction ``gamma =
+corrupt`` of the clients colludes with the server. A client is *bad* when it
+dropped or is corrupt; the *honest survivors* are the others.
+
+Threat models (``threat_model``):
+
+* ``"semi-honest"`` -- the server follows the protocol (it asks every client
+  for the share the protocol prescribes, and reports dropouts truthfully) but
+  pools what it sees with the corrupt clients. An honest client reveals one
+  share per neighbour, so the server holds ``t`` shares of both secrets of an
+  honest client only if ``t`` of its neighbours are corrupt: ``t > (corrupt
+  neighbours)`` suffices (Bonawitz et al. Thm 6.2 with ``t > |C|``; Bell et al.
+  semi-honest setting).
+* ``"active"`` -- a malicious server may ask different neighbours for
+  different shares of the same client (claiming it both dropped and survived).
+  With ``c`` corrupt neighbours, ``t`` shares of both secrets exist among the
+  ``k`` neighbours only if ``2t <= k + c``; this mode needs ``2t > k + c``
+  (plus the signatures and the consistency check of the protocol).
+
+Bounds (all union bounds, so conservative):
 
 * **Round failure.** The server needs ``t`` shares from the neighbours of
-  every client it must unmask. By the union bound over the ``n`` clients,
+  every client it must unmask:
 
       P[round fails] <= n * P[Bin(k, q) > k - t].
 
-* **Privacy failure.** An honest client reveals, for each neighbour, at most
-  one of its two shares (self-mask seed, or masking key). A server that sees
-  ``c`` corrupt neighbours' shares of client ``u`` plus ``h = k - c`` honest
-  ones can hold ``t`` shares of both of ``u``'s secrets only if
-  ``2t <= k + c``. Hence
+* **Privacy failure = collusion + disconnection.**
 
-      P[privacy fails] <= n * P[Bin(k, gamma) >= 2t - k].
+  - Collusion: semi-honest ``n * P[Bin(k, gamma) >= t]``; active
+    ``n * P[Bin(k, gamma) >= 2t - k]``. (Complete graph: the corrupt count is
+    the fixed ``c = ceil(gamma n)`` and the conditions ``t > c`` / ``2t > k + c``
+    are deterministic.)
+  - Disconnection: the pairwise masks between honest survivors cancel only
+    in the sum over a connected component of the honest-survivor graph, so the
+    server learns the sum of each component (Choi et al. 2020 give
+    connectivity as the necessary and sufficient condition). Any split is
+    counted as a failure -- including large ones, which is stricter than Bell
+    et al.'s "summed with at least alpha n others" -- and so is a single
+    isolated survivor. In the random Harary graph H(n, k) (clients on a ring in
+    a random order, each joined to the ``h = k/2`` nearest on each side), two
+    honest survivors at ring distance ``<= h`` are adjacent, so the honest
+    survivors are disconnected iff at least two maximal runs of ``>= h``
+    consecutive bad clients exist on the ring. Two such runs contain two
+    disjoint windows of ``h`` consecutive bad clients; there are at most
+    ``C(n, 2)`` such pairs of windows and each pair is all bad with
+    probability at most ``q^(2h)`` (dropouts are independent; corrupt
+    positions are a uniformly random subset, and ``P[A subset of C] <=
+    gamma^|A|`` for it), hence
 
-  A client whose surviving neighbours are fewer than ``t`` refuses to unmask
-  (the round aborts rather than sum its input with too few others), so a
-  client isolated among dropped neighbours is a round failure, not a leak.
-  (Disconnection of the honest surviving subgraph into large groups is not
-  bounded here; see SECURITY.md.)
+        P[honest survivors disconnected] <= C(n, 2) * q^k.
 
-For the complete graph the corrupt count is the fixed ``ceil(gamma * n)``,
-not a random variable, and the privacy condition is the deterministic
-``2t > k + c``.
+    The complete graph never disconnects.
 
-:func:`choose_params` picks the smallest even ``k`` (up to the complete graph)
-and, for it, the smallest ``t`` meeting both targets; user-given ``k``/``t``
-are checked against the same bounds and refused with the reason. When even
-the complete graph misses the *reliability* target (small ``n``), it returns
-the complete graph with a warning and the true bound; the *privacy* target is
-never relaxed.
+  The privacy bound is the sum of both terms and must meet
+  ``privacy_target`` (default 2^-40).
+
+:func:`choose_params` picks the smallest even ``k`` (up to the complete
+graph) for which some ``t`` meets both targets. Semi-honest: the *largest*
+such ``t`` (spare reliability is turned into tolerance of colluding clients
+beyond the assumed fraction); active: the smallest ``t`` with ``2t > k``
+meeting the privacy target (as much reliability as possible). User-given
+``k``/``t`` are checked against the same bounds and refused with the reason.
+When even the complete graph misses the *reliability* target (small ``n``),
+it returns the complete graph with a warning and the true bound; the
+*privacy* target is never relaxed.
+
+With no corrupt client assumed (``corrupt_fraction=0``), semi-honest mode may
+pick small ``t`` (even ``t = 1``, where a share is the secret itself): that is
+safe only because no client then pools its view with the server's. Declare the
+colluding fraction you want to tolerate.
 """
 
 from __future__ import annotations
@@ -48,6 +86,7 @@ from .errors import ConfigurationError
 
 DEFAULT_FAILURE_TARGET = 1e-6
 DEFAULT_PRIVACY_TARGET = 2.0**-40
+THREAT_MODELS = ("semi-honest", "active")
 
 
 def _log_factorials(k: int) -> np.ndarray:
@@ -69,6 +108,15 @@ def binom_tail(k: int, p: float, a: int) -> float:
     return min(1.0, math.exp(m) * float(np.exp(logs - m).sum()))
 
 
+def disconnection_bound(n: int, k: int, bad: float) -> float:
+    """Bound on P[the honest survivors of H(n, k) are disconnected]: ``C(n, 2) * bad^k`` (module docstring)."""
+    if k >= n - 1 or bad <= 0:
+        return 0.0
+    if bad >= 1:
+        return 1.0
+    return min(1.0, math.exp(math.log(n * (n - 1) / 2) + k * math.log(bad)))
+
+
 @dataclass(frozen=True)
 class SecAggParams:
     """The parameters of one round and the failure probabilities they guarantee."""
@@ -80,43 +128,101 @@ class SecAggParams:
     dropout_rate: float
     corrupt_fraction: float
     failure_probability: float  # bound on P[round aborts]
-    privacy_failure_probability: float  # bound on P[some honest input exposed]
+    privacy_failure_probability: float  # bound on P[the server learns more than the sum]
     failure_target: float = DEFAULT_FAILURE_TARGET
     privacy_target: float = DEFAULT_PRIVACY_TARGET
+    threat_model: str = "semi-honest"
+    collusion_probability: float = 0.0  # privacy term: some honest client's secrets rebuildable
+    disconnection_probability: float = 0.0  # privacy term: honest survivors split into components
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _bounds(n: int, graph: str, k: int, t: int, dropout: float, corrupt: float) -> tuple[float, float]:
+def _check_threat_model(threat_model: str) -> None:
+    if threat_model not in THREAT_MODELS:
+        raise ConfigurationError(f"threat_model must be one of {THREAT_MODELS}, got {threat_model!r}")
+
+
+def _bounds(n: int, graph: str, k: int, t: int, dropout: float, corrupt: float, tm: str) -> tuple[float, float, float]:
+    """(round failure, collusion, disconnection) bounds of (k, t)."""
     q = min(1.0, dropout + corrupt)
     fail = min(1.0, n * binom_tail(k, q, k - t + 1))
     if graph == "complete":
         c = math.ceil(corrupt * n - 1e-12)
-        priv = 1.0 if 2 * t <= k + c else 0.0
-    else:
-        priv = min(1.0, n * binom_tail(k, corrupt, 2 * t - k))
-    return fail, priv
+        exposed = 2 * t <= k + c if tm == "active" else t <= c
+        return fail, (1.0 if exposed else 0.0), 0.0
+    need = 2 * t - k if tm == "active" else t
+    collusion = min(1.0, n * binom_tail(k, corrupt, need)) if need > 0 else 1.0
+    return fail, collusion, disconnection_bound(n, k, q)
 
 
-def evaluate(n: int, k: int, t: int, *, graph: str, dropout_rate: float, corrupt_fraction: float = 0.0) -> SecAggParams:
+def _make(n, graph, k, t, dropout, corrupt, tm, failure_target=DEFAULT_FAILURE_TARGET,
+          privacy_target=DEFAULT_PRIVACY_TARGET) -> SecAggParams:
+    fail, col, dis = _bounds(n, graph, k, t, dropout, corrupt, tm)
+    return SecAggParams(n, graph, k, t, dropout, corrupt, fail, min(1.0, col + dis), failure_target, privacy_target,
+                        tm, col, dis)
+
+
+def evaluate(
+    n: int, k: int, t: int, *, graph: str, dropout_rate: float, corrupt_fraction: float = 0.0,
+    threat_model: str = "semi-honest",
+) -> SecAggParams:
     """The failure probabilities of a given (k, t), without judging them."""
-    fail, priv = _bounds(n, graph, k, t, dropout_rate, corrupt_fraction)
-    return SecAggParams(n, graph, k, t, dropout_rate, corrupt_fraction, fail, priv)
+    _check_threat_model(threat_model)
+    return _make(n, graph, k, t, dropout_rate, corrupt_fraction, threat_model)
 
 
-def _min_private_t(n: int, graph: str, k: int, dropout: float, corrupt: float, target: float) -> int | None:
-    """Smallest t > k/2 whose privacy bound meets ``target`` (the bound falls as t grows: bisect)."""
-    lo, hi = k // 2 + 1, k  # 2t > k is necessary even with no corrupt client
-    if _bounds(n, graph, k, hi, dropout, corrupt)[1] > target:
+def _t_floor(k: int, tm: str) -> int:
+    # Active: 2t > k is necessary even with no corrupt client.
+    return k // 2 + 1 if tm == "active" else 1
+
+
+def _min_private_t(n: int, graph: str, k: int, dropout: float, corrupt: float, target: float, tm: str) -> int | None:
+    """Smallest admissible t whose privacy bound meets ``target`` (the bound falls as t grows: bisect)."""
+    def private(t: int) -> bool:
+        _, col, dis = _bounds(n, graph, k, t, dropout, corrupt, tm)
+        return col + dis <= target
+
+    lo, hi = _t_floor(k, tm), k
+    if not private(hi):
         return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if _bounds(n, graph, k, mid, dropout, corrupt)[1] <= target:
+        if private(mid):
             hi = mid
         else:
             lo = mid + 1
     return lo
+
+
+def _max_reliable_t(n: int, graph: str, k: int, dropout: float, corrupt: float, target: float) -> int | None:
+    """Largest t whose round-failure bound meets ``target`` (the bound grows with t: bisect)."""
+    def reliable(t: int) -> bool:
+        return _bounds(n, graph, k, t, dropout, corrupt, "semi-honest")[0] <= target
+
+    lo, hi = 1, k
+    if not reliable(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if reliable(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _pick_t(n, graph, k, dropout, corrupt, failure_target, privacy_target, tm) -> int | None:
+    """The policy's t for degree k (see module docstring), or None if no t meets both targets."""
+    t_priv = _min_private_t(n, graph, k, dropout, corrupt, privacy_target, tm)
+    if t_priv is None:
+        return None
+    if tm == "active":
+        reliable = _bounds(n, graph, k, t_priv, dropout, corrupt, tm)[0] <= failure_target
+        return t_priv if reliable else None
+    t_rel = _max_reliable_t(n, graph, k, dropout, corrupt, failure_target)
+    return t_rel if t_rel is not None and t_rel >= t_priv else None
 
 
 def choose_params(
@@ -129,6 +235,7 @@ def choose_params(
     t: int | None = None,
     failure_target: float = DEFAULT_FAILURE_TARGET,
     privacy_target: float = DEFAULT_PRIVACY_TARGET,
+    threat_model: str = "semi-honest",
 ) -> SecAggParams:
     """Pick (or check) ``k`` and ``t`` for ``n`` clients; raise :class:`ConfigurationError` if impossible or unsafe."""
     if n < 2:
@@ -139,10 +246,11 @@ def choose_params(
         )
     if graph not in ("complete", "sparse"):
         raise ConfigurationError(f"graph must be 'complete' or 'sparse', got {graph!r}")
+    _check_threat_model(threat_model)
+    tm = threat_model
 
     def finish(kk: int, tt: int, g: str) -> SecAggParams:
-        fail, priv = _bounds(n, g, kk, tt, dropout_rate, corrupt_fraction)
-        return SecAggParams(n, g, kk, tt, dropout_rate, corrupt_fraction, fail, priv, failure_target, privacy_target)
+        return _make(n, g, kk, tt, dropout_rate, corrupt_fraction, tm, failure_target, privacy_target)
 
     if k is not None or t is not None:
         g = graph
@@ -153,24 +261,35 @@ def choose_params(
             g, kk = "complete", n - 1
         elif kk < 2 or kk % 2:
             raise ConfigurationError(f"sparse degree k must be even and at least 2, got {kk}")
-        tt = t if t is not None else _min_private_t(n, g, kk, dropout_rate, corrupt_fraction, privacy_target)
+        tt = t
+        if tt is None:
+            tt = _pick_t(n, g, kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm)
+            if tt is None:  # no t meets both: report the privacy-safe one's shortfall below
+                tt = _min_private_t(n, g, kk, dropout_rate, corrupt_fraction, privacy_target, tm)
         if tt is None:
             raise ConfigurationError(
                 f"no threshold t <= k = {kk} keeps the privacy failure probability below {privacy_target:.3g} "
-                f"with corrupt fraction {corrupt_fraction}; raise k"
+                f"({tm}, corrupt fraction {corrupt_fraction}, dropout {dropout_rate}); raise k"
             )
         if not (1 <= tt <= kk):
             raise ConfigurationError(f"threshold t must be in [1, k] = [1, {kk}], got {tt}")
         p = finish(kk, tt, g)
-        if 2 * tt <= kk:
+        if tm == "active" and 2 * tt <= kk:
             raise ConfigurationError(
-                f"t = {tt} <= k/2 = {kk / 2}: a server could collect t shares of both the self-mask seed and the "
-                "masking key of a client from its neighbours and unmask its input; use t > k/2"
+                f"t = {tt} <= k/2 = {kk / 2}: against an active server, which can ask some neighbours for the "
+                "self-mask share and others for the masking-key share, a client's input could be unmasked; use t > k/2"
             )
         if p.privacy_failure_probability > privacy_target:
+            if p.collusion_probability >= p.disconnection_probability:
+                raise ConfigurationError(
+                    f"(k={kk}, t={tt}) exposes an input with probability up to {p.collusion_probability:.3g} "
+                    f"> target {privacy_target:.3g} at corrupt fraction {corrupt_fraction} ({tm} server): "
+                    "raise t (or k)"
+                )
             raise ConfigurationError(
-                f"(k={kk}, t={tt}) exposes an input with probability up to {p.privacy_failure_probability:.3g} "
-                f"> target {privacy_target:.3g} at corrupt fraction {corrupt_fraction}: raise t (or k)"
+                f"(k={kk}, t={tt}): the honest survivors split into separately summed groups with probability up to "
+                f"{p.disconnection_probability:.3g} > target {privacy_target:.3g} at dropout {dropout_rate} and "
+                f"corrupt fraction {corrupt_fraction}: raise k"
             )
         if p.failure_probability > failure_target:
             raise ConfigurationError(
@@ -182,18 +301,17 @@ def choose_params(
     if graph == "sparse":
         # Beyond k = n/2 a sparse graph saves little over the complete one: stop searching there.
         for kk in range(2, min(n - 1, n // 2 + 2), 2):
-            tt = _min_private_t(n, "sparse", kk, dropout_rate, corrupt_fraction, privacy_target)
-            if tt is None:
-                continue
-            p = finish(kk, tt, "sparse")
-            if p.failure_probability <= failure_target:
-                return p
+            tt = _pick_t(n, "sparse", kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm)
+            if tt is not None:
+                return finish(kk, tt, "sparse")
     kk = n - 1
-    tt = _min_private_t(n, "complete", kk, dropout_rate, corrupt_fraction, privacy_target)
+    tt = _pick_t(n, "complete", kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm)
+    if tt is None:
+        tt = _min_private_t(n, "complete", kk, dropout_rate, corrupt_fraction, privacy_target, tm)
     if tt is None:
         raise ConfigurationError(
             f"no threshold keeps the privacy failure probability below {privacy_target:.3g} for n={n} "
-            f"with corrupt fraction {corrupt_fraction}; fewer corrupt clients must be assumed"
+            f"with corrupt fraction {corrupt_fraction} ({tm} server); fewer corrupt clients must be assumed"
         )
     p = finish(kk, tt, "complete")
     if p.failure_probability > failure_target:

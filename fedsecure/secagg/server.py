@@ -74,6 +74,11 @@ class SecAggServer:
             raise ConfigurationError(f"client ids must be in [0, {m.MAX_CLIENT_ID}]")
         if active and (not identity_keys or not set(ids.tolist()) <= set(identity_keys)):
             raise ConfigurationError("active security needs an identity public key for every client on the roster")
+        if active and params.threat_model != "active":
+            raise ConfigurationError(
+                "an active-security round needs parameters chosen for an active server (threat_model='active': "
+                f"2t > k + c); these were chosen for {params.threat_model!r} (k={params.k}, t={params.t})"
+            )
         encoding.check_capacity(ids.size)
         rand = _unsafe_randbytes_for_test_vectors or os.urandom
         self.params, self.encoding, self.active = params, encoding, active
@@ -94,6 +99,7 @@ class SecAggServer:
         self.stage = self.stages[0]
         self.excluded: dict[int, str] = {}
         self.rejections: dict[int, str] = {}
+        self.silent_at_unmasking: dict[int, str] = {}
         self._keys: dict[int, bytes] = {}
         self._adv: dict[int, m.AdvertiseKeys] = {}
         self._nbrs: dict[int, np.ndarray] = {}
@@ -298,10 +304,12 @@ class SecAggServer:
         return out
 
     def _close_unmasking(self) -> dict[int, bytes]:
+        # A client silent at unmasking is still in the sum (its input arrived): it is not excluded,
+        # only noted, so that included + excluded partitions the roster.
         for u in self._unmask_asked:
-            if u not in self._responses and u not in self.excluded:
+            if u not in self._responses:
                 why = self.rejections.get(u)
-                self.excluded[u] = "no valid unmask response (its input is still in the sum)" + (f" ({why})" if why else "")
+                self.silent_at_unmasking[u] = "no valid unmask response" + (f" ({why})" if why else "")
         cfg = self.config
         b_sh: dict[int, list[tuple[int, bytes]]] = {}
         s_sh: dict[int, list[tuple[int, bytes]]] = {}

@@ -196,8 +196,10 @@ def run_round(
             pool.close()
     res = server.result
     excluded = dict(res.excluded)
+    included = set(res.included)
     for u, s in dropouts.items():
-        if u in server._roster_set:
+        # A client that dropped at unmasking had already sent its input: it is in the sum, not excluded.
+        if u in server._roster_set and u not in included:
             excluded.setdefault(u, f"dropped at {s}")
     return RoundReport(
         total=encoding.decode(res.ring_sum), ring_sum=res.ring_sum, included=res.included, excluded=excluded,

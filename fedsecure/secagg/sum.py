@@ -5,7 +5,10 @@
 graph of degree k = O(log n)). Each call to :meth:`SecAggSum.sum` runs one
 full protocol round through :func:`fedsecure.secagg.simulator.run_round`,
 choosing k and t for the round's n (see :mod:`fedsecure.secagg.params`) and
-the encoding for n clients (see :mod:`fedsecure.secagg.encoding`).
+the encoding for n clients (see :mod:`fedsecure.secagg.encoding`). The threat
+model follows ``active``: ``active=False`` assumes a semi-honest server
+(``t`` above the corrupt neighbours suffices), ``active=True`` adds signatures
+and the consistency check and needs ``2t > k + c``.
 
 Input domain: every coordinate must satisfy ``|x_j| <= max(clip_range, 1)``
 (``input_bound`` is ``clip_range``; the extra room up to 1 holds the FedAvg
@@ -82,6 +85,9 @@ class SecAggSum(SumProtocol):
         self.dropout_rate, self.corrupt_fraction = float(dropout_rate), float(corrupt_fraction)
         self.k, self.t = k, t
         self.active = bool(active)
+        # The active option is the threat model: signatures + consistency check need 2t > k + c,
+        # a server that follows the protocol only t > (corrupt neighbours) (see params.py).
+        self.threat_model = "active" if self.active else "semi-honest"
         self.client_noise = client_noise
         self.stochastic_rounding = bool(stochastic_rounding)
         self.failure_target, self.privacy_target = failure_target, privacy_target
@@ -96,6 +102,7 @@ class SecAggSum(SumProtocol):
             self._params_cache[n_clients] = choose_params(
                 n_clients, dropout_rate=self.dropout_rate, corrupt_fraction=self.corrupt_fraction, graph=self.graph,
                 k=self.k, t=self.t, failure_target=self.failure_target, privacy_target=self.privacy_target,
+                threat_model=self.threat_model,
             )
         return self._params_cache[n_clients]
 
@@ -123,7 +130,8 @@ class SecAggSum(SumProtocol):
             included=report.included,
             excluded=report.excluded,
             stats={
-                "protocol": self.name, "n": n, "k": params.k, "t": params.t, "bits": enc.bits, "scale": enc.scale,
+                "protocol": self.name, "threat_model": params.threat_model, "n": n, "k": params.k, "t": params.t,
+                "bits": enc.bits, "scale": enc.scale,
                 "quantization_error_bound": bound,
                 "failure_probability": params.failure_probability,
                 "privacy_failure_probability": params.privacy_failure_probability,
@@ -138,6 +146,6 @@ class SecAggSum(SumProtocol):
         return {
             "name": self.name, "graph": self.graph, "clip_range": self.input_bound, "bits": self.bits,
             "dropout_rate": self.dropout_rate, "corrupt_fraction": self.corrupt_fraction, "k": self.k, "t": self.t,
-            "active": self.active, "stochastic_rounding": self.stochastic_rounding,
+            "active": self.active, "threat_model": self.threat_model, "stochastic_rounding": self.stochastic_rounding,
             "failure_target": self.failure_target, "privacy_target": self.privacy_target,
         }

@@ -48,7 +48,7 @@ def transcript(
     ids = sorted(vectors)
     n, d = len(ids), len(next(iter(vectors.values())))
     dropouts = {int(u): s for u, s in (dropouts or {}).items()}
-    params = evaluate(n, k, t, graph=graph, dropout_rate=0.0)
+    params = evaluate(n, k, t, graph=graph, dropout_rate=0.0, threat_model="active" if active else "semi-honest")
     enc = FixedPointEncoding.for_sum(n, clip, bits=bits)
     identity = pub = None
     if active:
