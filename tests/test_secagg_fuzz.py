@@ -40,9 +40,10 @@ def _variants(data: bytes, stride: int = 1) -> list[bytes]:
         b[1] = mtype
         if bytes(b) != data:
             out.append(bytes(b))
-    b = bytearray(data)
-    b[0] = 2  # another version
-    out.append(bytes(b))
+    for version in (1, m.VERSION + 1):  # the previous wire version (HMAC tags) and an unknown one
+        b = bytearray(data)
+        b[0] = version
+        out.append(bytes(b))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The deterministic JSON test vectors of protocols/vectors/secagg_v1.json reproduce byte for byte."""
+"""The deterministic JSON test vectors of protocols/vectors/secagg_v2.json reproduce byte for byte."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from fedsecure.secagg.testing import transcript
 
-VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v1.json"
+VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v2.json"
 CASES = json.loads(VECTORS.read_text())["vectors"]
 
 
@@ -47,3 +47,31 @@ def test_default_randomness_is_not_deterministic():
     c1 = SecAggClient(0, np.zeros(2)).receive(a.config_message)[0]
     c2 = SecAggClient(0, np.zeros(2)).receive(a.config_message)[0]
     assert c1[26:90] != c2[26:90]  # public keys differ
+
+
+def test_message_trailer_is_the_rfc8439_aead_tag_of_header_and_body_as_specified():
+    """v2 trailer = nonce || ChaCha20-Poly1305(K_u).encrypt(nonce, "", header || body), recomputed independently."""
+    import numpy as np
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from fedsecure.secagg import FixedPointEncoding, SecAggClient, SecAggServer, choose_params
+    from fedsecure.secagg import messages as m
+
+    p = choose_params(4, dropout_rate=0.0, graph="complete")
+    server = SecAggServer(range(4), 3, p, FixedPointEncoding.for_sum(4, 1.0))
+    client = SecAggClient(2, np.zeros(3))
+    adv = client.receive(server.config_message)[0]
+    assert adv[0] == m.VERSION == 2
+    body_end = len(adv) - m.TAG_BYTES
+    nonce, tag = adv[body_end : body_end + 12], adv[body_end + 12 :]
+    assert len(tag) == 16
+    assert ChaCha20Poly1305(client._key).encrypt(nonce, b"", adv[:body_end]) == tag
+    server.receive(2, adv)  # and the server accepts exactly that
+    for u in (0, 1, 3):
+        server.receive(u, SecAggClient(u, np.zeros(3)).receive(server.config_message)[0])
+    replies = server.advance()
+    assert 2 in replies
+    # a server message carries a fresh nonce under the same key
+    r = replies[2]
+    assert r[-m.TAG_BYTES : -16] != nonce
+    assert ChaCha20Poly1305(client._key).encrypt(r[-m.TAG_BYTES : -16], b"", r[: -m.TAG_BYTES]) == r[-16:]

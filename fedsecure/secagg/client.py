@@ -104,7 +104,8 @@ class SecAggClient:
         return body
 
     def _seal(self, msg) -> bytes:
-        return m.seal(m.Header(msg.TYPE, self._round_id, self.id, m.SERVER), msg.body(), self._key)
+        return m.seal(m.Header(msg.TYPE, self._round_id, self.id, m.SERVER), msg.body(), self._key,
+                      self._rand(m.NONCE_BYTES))
 
     # -- the state machine ---------------------------------------------------
     def receive(self, data: bytes) -> list[bytes]:

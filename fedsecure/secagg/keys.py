@@ -1,10 +1,10 @@
 """Key derivations, commitments and signed payloads (all labels are versioned).
 
-With ``L = b"fedsecure/secagg/v1/"`` and ``H`` = SHA-256:
+With ``L = b"fedsecure/secagg/v2/"`` and ``H`` = SHA-256:
 
 * ``config_hash = H(RoundConfig message bytes)`` binds everything to one round.
 * client-server key of ``u``: ``HKDF-SHA256(X25519(enc_sk_u, server_pk), salt=config_hash,
-  info=L+"client-server"+u32(u))`` -> 32 bytes (HMAC key of every message).
+  info=L+"client-server"+u32(u))`` -> 32 bytes (ChaCha20-Poly1305 key authenticating every message).
 * pairwise keys of ``u, v`` (``a = min, b = max``): ``HKDF-SHA256(X25519(..), salt=round_id,
   info=L+purpose+u32(a)+u32(b))`` with purpose ``"share-encryption"`` (AES-256-GCM key,
   from the encryption key pairs) or ``"pairwise-mask"`` (PRG seed, from the masking key pairs).
@@ -21,7 +21,7 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-LABEL = b"fedsecure/secagg/v1/"
+LABEL = b"fedsecure/secagg/v2/"
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:

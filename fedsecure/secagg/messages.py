@@ -1,14 +1,23 @@
 """The wire format: typed messages with a versioned, strictly parsed byte encoding.
 
-Every message is ``header || body || tag`` (all integers little-endian)::
+Every message is ``header || body || nonce || tag`` (all integers little-endian)::
 
-    header = version:u8 (=1) | type:u8 | round_id:16 | sender:u32 | recipient:u32
-    tag    = HMAC-SHA256(K_u, header || body)       (32 bytes; absent on RoundConfig)
+    header = version:u8 (=2) | type:u8 | round_id:16 | sender:u32 | recipient:u32
+    nonce  = 12 random bytes (fresh per message)
+    tag    = ChaCha20-Poly1305(K_u).encrypt(nonce, plaintext="", aad=header || body)   (16 bytes)
 
-``sender``/``recipient`` are client ids, or ``SERVER`` (0xFFFFFFFF). ``K_u`` is
-the client-server key of client ``u`` (see :mod:`fedsecure.secagg.keys`); it
-binds every message to the round's configuration, to its direction and to its
-client, so corrupted, forged, replayed or reflected messages fail the tag. Id
+(nonce and tag absent on RoundConfig). The tag is the RFC 8439 AEAD with an
+empty plaintext, i.e. a Poly1305 MAC of ``header || body`` under a one-time
+key that ChaCha20 derives from ``(K_u, nonce)``: a standard construction, and
+about 4x faster than HMAC-SHA256 on the ~400 KB masked input. The nonce is
+random (not a counter) so that a key is never reused for two messages even if
+a caller seals twice; with at most a dozen messages per key a 96-bit collision
+has probability below 2^-89. ``sender``/``recipient`` are client ids, or
+``SERVER`` (0xFFFFFFFF). ``K_u`` is the client-server key of client ``u`` (see
+:mod:`fedsecure.secagg.keys`); it binds every message to the round's
+configuration and to its client, and the authenticated header names the
+type, round, sender and recipient, so corrupted, forged, replayed or
+reflected messages fail the tag. Id
 lists are strictly increasing (no duplicates, canonical). A parser accepts a
 message only when its length is exactly what its counts imply. The body of
 each type is documented on its class and in ``protocols/secagg.md``.
@@ -21,18 +30,21 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.hmac import HMAC
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .encoding import MAX_BITS, MIN_BITS, packed_size
 from .shamir import SHARE_BYTES
 
-VERSION = 1
+VERSION = 2
 SERVER = 0xFFFFFFFF
 MAX_CLIENT_ID = 2**31 - 3  # Shamir points are id + 1 in GF(2^31 - 1)
 HEADER = struct.Struct("<BB16sII")
-TAG_BYTES = 32
+NONCE_BYTES = 12
+MAC_BYTES = 16
+TAG_BYTES = NONCE_BYTES + MAC_BYTES  # the trailer: nonce || Poly1305 tag
 KEY_BYTES = 32
 SIG_BYTES = 64
 NO_SIGNATURE = bytes(SIG_BYTES)
@@ -117,29 +129,34 @@ def parse_header(data: bytes) -> Header:
     return Header(mtype, round_id, sender, recipient)
 
 
-def seal(header: Header, body: bytes, mac_key: bytes | None) -> bytes:
-    """``header || body || HMAC`` (no tag when ``mac_key`` is None: RoundConfig only)."""
+def seal(header: Header, body: bytes, mac_key: bytes | None, nonce: bytes | None = None) -> bytes:
+    """``header || body || nonce || tag`` (no trailer when ``mac_key`` is None: RoundConfig only).
+
+    ``nonce`` defaults to 12 bytes from ``os.urandom``; the state machines pass
+    their own randomness source so that test vectors are reproducible.
+    """
     msg = header.pack() + body
     if mac_key is None:
         return msg
-    h = HMAC(mac_key, hashes.SHA256())
-    h.update(msg)
-    return msg + h.finalize()
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else bytes(nonce)
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"nonce must be {NONCE_BYTES} bytes, got {len(nonce)}")
+    return b"".join((msg, nonce, ChaCha20Poly1305(mac_key).encrypt(nonce, b"", msg)))
 
 
-def open_sealed(data: bytes, mac_key: bytes | None) -> tuple[Header, bytes]:
-    """Check version and tag; return the header and the body bytes."""
+def open_sealed(data: bytes, mac_key: bytes | None) -> tuple[Header, bytes | memoryview]:
+    """Check version and tag; return the header and the body (a zero-copy view when tagged)."""
     header = parse_header(data)
     if mac_key is None:
         return header, data[HEADER.size :]
     if len(data) < HEADER.size + TAG_BYTES:
         raise ParseError("message too short to carry its authentication tag")
-    msg, tag = data[:-TAG_BYTES], data[-TAG_BYTES:]
-    h = HMAC(mac_key, hashes.SHA256())
-    h.update(msg)
+    view = memoryview(data)
+    msg = view[:-TAG_BYTES]
     try:
-        h.verify(tag)  # constant-time comparison
-    except InvalidSignature:
+        # The AEAD's own check: constant-time tag comparison inside the library.
+        ChaCha20Poly1305(mac_key).decrypt(bytes(view[-TAG_BYTES:-MAC_BYTES]), bytes(view[-MAC_BYTES:]), msg)
+    except InvalidTag:
         raise ParseError("authentication tag does not verify (corrupted, forged, or from another round)") from None
     return header, msg[HEADER.size :]
 

@@ -80,7 +80,7 @@ class SecAggServer:
                 f"2t > k + c); these were chosen for {params.threat_model!r} (k={params.k}, t={params.t})"
             )
         encoding.check_capacity(ids.size)
-        rand = _unsafe_randbytes_for_test_vectors or os.urandom
+        rand = self._rand = _unsafe_randbytes_for_test_vectors or os.urandom
         self.params, self.encoding, self.active = params, encoding, active
         self._identity_keys = dict(identity_keys or {})
         self.round_id = rand(16)
@@ -229,7 +229,7 @@ class SecAggServer:
 
     # -- advancing ---------------------------------------------------------
     def _out(self, u: int, msg) -> bytes:
-        data = m.seal(m.Header(msg.TYPE, self.round_id, m.SERVER, u), msg.body(), self._keys[u])
+        data = m.seal(m.Header(msg.TYPE, self.round_id, m.SERVER, u), msg.body(), self._keys[u], self._rand(m.NONCE_BYTES))
         self.bytes_sent += len(data)
         return data
 

@@ -92,22 +92,22 @@ def transcript(
 
 
 VECTOR_CASES = [
-    {"name": "secagg-complete-semi-honest-with-dropout", "seed": "fedsecure-secagg-v1-vector-1",
+    {"name": "secagg-complete-semi-honest-with-dropout", "seed": "fedsecure-secagg-v2-vector-1",
      "vectors": {"0": [0.5, -0.25, 1.0, 0.0], "1": [-1.0, 0.75, 0.125, 0.5], "2": [0.3, 0.3, -0.3, 0.9],
                  "3": [0.0, -1.0, 1.0, -0.5], "4": [0.2, 0.4, 0.6, 0.8]},
      "graph": "complete", "k": 4, "t": 3, "bits": 24, "clip": 1.0, "active": False, "dropouts": {"3": "masked_input"}},
-    {"name": "secaggplus-sparse-active", "seed": "fedsecure-secagg-v1-vector-2",
+    {"name": "secaggplus-sparse-active", "seed": "fedsecure-secagg-v2-vector-2",
      "vectors": {str(u): [u / 10, -u / 20, 0.5] for u in range(6)},
      "graph": "sparse", "k": 2, "t": 2, "bits": 32, "clip": 1.0, "active": True, "dropouts": {}},
 ]
 
 
 def write_vectors(path: str) -> None:
-    """Regenerate ``protocols/vectors/secagg_v1.json``: ``python -m fedsecure.secagg.testing PATH``."""
+    """Regenerate ``protocols/vectors/secagg_v2.json``: ``python -m fedsecure.secagg.testing PATH``."""
     import json
 
     out = {
-        "description": "fedsecure SecAgg wire-protocol v1 test vectors; see protocols/secagg.md. Each party's "
+        "description": "fedsecure SecAgg wire-protocol v2 test vectors; see protocols/secagg.md. Each party's "
         "randomness is the AES-256-CTR keystream under SHA-256(label) (labels '<seed>/server', '<seed>/client/<id>', "
         "'<seed>/identity/<id>'), consumed in the order given in the spec.",
         "vectors": [],
