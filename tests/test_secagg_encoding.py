@@ -105,3 +105,31 @@ def test_stochastic_rounding_is_unbiased_within_one_level():
     q = enc.quantize(x)
     assert set(np.unique(q).tolist()) <= {0, 1}
     assert abs(q.mean() - 0.4) < 0.03
+
+
+@FAST
+@given(
+    n=st.integers(1, 10**4),
+    bits=st.integers(2, 32),
+    clip=st.floats(1e-3, 1e3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    data=st.data(),
+)
+def test_one_buffer_word_encoding_equals_the_int64_reference(n, bits, clip, dtype, data):
+    """The fast path (float -> int32 in the input's own precision) is bit-identical to round(x * scale) mod 2^bits."""
+    try:
+        enc = FixedPointEncoding.for_sum(n, clip, bits=bits)
+    except ConfigurationError:
+        return
+    c = float(dtype(clip))
+    c = np.nextafter(dtype(c), dtype(0)) if c > clip else c  # stay inside the clip range in x's precision
+    x = data.draw(hnp.arrays(dtype, data.draw(st.integers(1, 40)),
+                             elements=st.floats(-float(c), float(c), width=32 if dtype == np.float32 else 64)))
+    reference = np.rint(x.astype(np.float64) * enc.scale).astype(np.int64).astype(np.uint64) & np.uint64(enc.modulus_mask)
+    got = enc.encode(x)
+    assert got.dtype == np.uint32
+    assert np.array_equal(got.astype(np.uint64), reference)
+    # a non-power-of-two scale takes the general path and still matches the reference
+    odd = FixedPointEncoding(bits=bits, scale=enc.scale * 0.75, clip=enc.clip)
+    ref_odd = np.rint(x.astype(np.float64) * odd.scale).astype(np.int64).astype(np.uint64) & np.uint64(odd.modulus_mask)
+    assert np.array_equal(odd.encode(x).astype(np.uint64), ref_odd)

@@ -144,8 +144,9 @@ class FixedPointEncoding:
             raise ValueError(f"input must be a 1-D vector, got shape {x.shape}")
         if x.dtype.kind != "f":
             x = x.astype(np.float64)
-        top = float(np.max(np.abs(x))) if x.size else 0.0
-        if not top <= self.clip:  # also catches NaN and infinity in one pass
+        # max and -min instead of max(|x|): two reductions, no temporary array
+        top = max(float(x.max()), -float(x.min())) if x.size else 0.0
+        if not top <= self.clip:  # also catches NaN (max/min propagate it) and infinity
             bad = ~(np.abs(x) <= self.clip)
             i = int(np.argmax(bad))
             if not np.isfinite(x[i]):
@@ -155,7 +156,7 @@ class FixedPointEncoding:
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """``round(x * scale)`` as int64; refuses values outside ``[-clip, clip]`` or non-finite."""
-        y = self._checked(x) * self.scale  # float64 (scale is a Python float)
+        y = np.multiply(self._checked(x), self.scale, dtype=np.float64)  # float64 even for float32 input
         if self.stochastic:
             # Rounding randomness is not secret, but it still comes from the OS, never numpy.
             u = np.frombuffer(os.urandom(8 * y.size), dtype=np.uint64) >> np.uint64(11)
@@ -172,6 +173,8 @@ class FixedPointEncoding:
 
     def encode(self, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """Clip-checked quantization of ``x`` (plus integer ``noise``) into the ring."""
+        if noise is None and not self.stochastic and self._word_exact:
+            return self._encode_word(x)
         q = self.quantize(x)
         if noise is not None:
             noise = np.asarray(noise)
@@ -181,6 +184,28 @@ class FixedPointEncoding:
         r = q.astype(self.dtype)  # int64 -> uint32/uint64 keeps the low bits: the residue mod 2^32 / 2^64
         if self.bits not in (32, 64):
             r &= self.dtype(self.modulus_mask)
+        return r
+
+    @property
+    def _word_exact(self) -> bool:
+        """Whether :meth:`_encode_word` is exact: bits <= 32, power-of-two scale, |q| within int32."""
+        return (self.bits <= 32 and math.frexp(self.scale)[0] == 0.5
+                and math.ceil(self.clip * self.scale) <= 2 ** (self.bits - 1) - 1)
+
+    def _encode_word(self, x: np.ndarray) -> np.ndarray:
+        """The common case (deterministic rounding, no noise, bits <= 32) in one buffer.
+
+        ``x * scale`` is exact in x's own float type (``scale`` is a power of two), so rounding it
+        there equals rounding the float64 product. Capacity guarantees ``|round(x * scale)| <=
+        2^(bits-1) - 1``, so the float -> int32 cast is exact and its bits, viewed as uint32, are the
+        residue mod 2^32.
+        """
+        x = self._checked(x)
+        buf = np.multiply(x, x.dtype.type(self.scale))
+        np.rint(buf, out=buf)
+        r = buf.astype(np.int32).view(np.uint32)
+        if self.bits != 32:
+            r &= np.uint32(self.modulus_mask)
         return r
 
     def signed(self, r: np.ndarray) -> np.ndarray:
