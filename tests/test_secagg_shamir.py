@@ -84,3 +84,18 @@ def test_coefficients_are_uniform_field_elements():
     v = shamir.random_field_elements(20000)
     assert v.min() >= 0 and v.max() < shamir.PRIME
     assert abs(v.mean() / shamir.PRIME - 0.5) < 0.02
+
+
+@FAST
+@given(t=st.integers(1, 40), data=st.data())
+def test_python_integer_interpolation_equals_the_vectorised_one(t, data):
+    """Small thresholds interpolate in Python ints; both paths give the same limbs on arbitrary field elements."""
+    xs = data.draw(st.lists(st.integers(1, shamir.PRIME - 1), min_size=t, max_size=t, unique=True))
+    ys = np.array(data.draw(st.lists(st.lists(st.integers(0, shamir.PRIME - 1), min_size=shamir.LIMBS,
+                                              max_size=shamir.LIMBS), min_size=t, max_size=t)), dtype=np.int64)
+    lam = shamir.lagrange_at_zero(xs)
+    vectorised = [int(sum(int(lam[i]) * int(ys[i, j]) for i in range(t)) % shamir.PRIME) for j in range(shamir.LIMBS)]
+    assert shamir._reconstruct_small(xs, ys.tolist()) == vectorised
+    secret = os.urandom(32)
+    big = list(range(1, t + 1))
+    assert shamir.reconstruct(big, shamir.split(secret, big, t)) == secret  # either path, by t

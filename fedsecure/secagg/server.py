@@ -192,7 +192,10 @@ class SecAggServer:
         if sender in self._u3:
             raise m.ParseError("duplicate masked_input message")
         msg = m.MaskedInput.parse(self._open(sender, data), self.config.vector_length, self.config.bits)
-        y = unpack(msg.packed, self.config.bits, self.config.vector_length)
+        bits = self.config.bits
+        # Whole-word widths need no unpacking: add the message bytes in place (no copy of the vector).
+        y = (np.frombuffer(msg.packed, dtype=f"<u{bits // 8}") if bits in (32, 64)
+             else unpack(msg.packed, bits, self.config.vector_length))
         # Accumulate on arrival: the server never holds n vectors at once.
         np.add(self._total, y, out=self._total)
         self._u3.add(sender)

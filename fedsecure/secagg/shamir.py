@@ -138,11 +138,36 @@ def reconstruct(xs: Sequence[int], shares: np.ndarray) -> bytes:
         raise ValueError(f"shares must have shape ({len(xs)}, {LIMBS}), got {shares.shape}")
     if shares.min(initial=0) < 0 or shares.max(initial=0) >= PRIME:
         raise ValueError("share values must be field elements")
+    if len(xs) <= SMALL_T:
+        return limbs_to_bytes(np.array(_reconstruct_small(xs, shares.tolist()), dtype=np.int64))
     lam = lagrange_at_zero(xs)
     limbs = np.zeros(LIMBS, dtype=np.int64)
     for i in range(len(xs)):  # t terms; each product < 2^62
         limbs = (limbs + lam[i] * shares[i]) % PRIME
     return limbs_to_bytes(limbs)
+
+
+#: up to this threshold, interpolation in Python integers (O(t^2) operations) beats numpy's per-call overhead
+SMALL_T = 24
+
+
+def _reconstruct_small(xs: Sequence[int], shares: list[list[int]]) -> list[int]:
+    """The same Lagrange interpolation at 0 as :func:`lagrange_at_zero` + the weighted sum, in Python ints."""
+    x = [int(v) % PRIME for v in xs]
+    if len(set(x)) != len(x) or 0 in x:
+        raise ValueError("interpolation points must be distinct and non-zero")
+    limbs = [0] * LIMBS
+    for i, xi in enumerate(x):
+        num = den = 1
+        for j, xj in enumerate(x):
+            if j != i:
+                num = num * xj % PRIME
+                den = den * (xj - xi) % PRIME
+        lam = num * pow(den, PRIME - 2, PRIME) % PRIME
+        row = shares[i]
+        for limb in range(LIMBS):
+            limbs[limb] += lam * row[limb]
+    return [v % PRIME for v in limbs]
 
 
 def share_to_bytes(share: np.ndarray) -> bytes:
