@@ -14,7 +14,7 @@ coordinates), median over clients/repetitions:
   ``numpy.add`` into one accumulator -- the least any pairwise-mask client
   can do.
 
-Usage: python benchmarks/bench_secagg_floor.py [--ds 10000 100000] [--k 34] [--reps 5]
+Usage: python benchmarks/bench_secagg_floor.py [--ds 10000 100000] [--k 16 34] [--reps 5]
 """
 
 from __future__ import annotations
@@ -81,16 +81,17 @@ def measure(d: int, k: int, reps: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ds", type=int, nargs="+", default=[10_000, 100_000])
-    ap.add_argument("--k", type=int, default=34, help="neighbours (34 = choose_params(100, dropout 0.1))")
+    ap.add_argument("--k", type=int, nargs="+", default=[16, 34],
+                    help="neighbours (choose_params(100, dropout 0.1): 16 semi-honest, 34 active)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "secagg_floor.json"))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     rows = []
-    for d in args.ds:
-        r = measure(d, args.k, args.reps)
+    for d, k in [(d, k) for k in args.k for d in args.ds]:
+        r = measure(d, k, args.reps)
         rows.append(r)
-        print(f"d={d:7d} k={args.k}: floor {r['floor_seconds'] * 1e3:.2f} ms, masked-input stage "
+        print(f"d={d:7d} k={k}: floor {r['floor_seconds'] * 1e3:.2f} ms, masked-input stage "
               f"{r['masked_input_stage_seconds'] * 1e3:.2f} ms (x{r['ratio_stage_over_floor']:.2f}), mask application "
               f"{r['mask_application_seconds'] * 1e3:.2f} ms (x{r['ratio_application_over_floor']:.2f})", flush=True)
     out = {
