@@ -4,7 +4,8 @@ Each round is a full protocol run through the in-process simulator with the
 clients' cryptography spread over ``--workers`` forked processes (the server
 stays in the parent). Reported per n: wall-clock seconds, CPU seconds of
 clients and server, bytes up/down, the degree k and threshold t that
-``choose_params`` picks for 10% dropout (failure <= 1e-6), peak resident
+``choose_params`` picks for 10% dropout (failure <= 1e-6, privacy failure
+<= 2^-40; ``--threat-model``, default semi-honest), peak resident
 memory (parent and children, from ``getrusage``), and the fitted exponent of
 time (wall, and total CPU -- the latter is robust to other load on a shared
 machine) versus ``n log n``. Inputs are generated on demand from the client id so
@@ -63,11 +64,13 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dropout", type=float, default=0.0, help="fraction of clients dropping before their masked input")
+    ap.add_argument("--threat-model", default="semi-honest", choices=["semi-honest", "active"],
+                    help="rule for (k, t); the round itself runs the semi-honest protocol")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "secagg_scale.json"))
     args = ap.parse_args()
     rows = []
     for n in args.ns:
-        params = choose_params(n, dropout_rate=0.1, graph="sparse")
+        params = choose_params(n, dropout_rate=0.1, graph="sparse", threat_model=args.threat_model)
         enc = FixedPointEncoding.for_sum(n, 1.0)
         inputs = OnDemandInputs(n, args.d)
         step = int(round(1 / args.dropout)) if args.dropout else 0
@@ -78,7 +81,9 @@ def main() -> None:
         expect = sum(inputs.value(u) for u in r.included)
         err = float(np.abs(r.total - np.float32(1.0) * expect).max())
         row = {
-            "n": n, "d": args.d, "k": params.k, "t": params.t, "failure_probability": params.failure_probability,
+            "n": n, "d": args.d, "k": params.k, "t": params.t, "threat_model": params.threat_model,
+            "failure_probability": params.failure_probability,
+            "privacy_failure_probability": params.privacy_failure_probability,
             "dropped": len(dropouts), "included": len(r.included), "wall_seconds": wall,
             "client_cpu_seconds": r.client_seconds, "server_cpu_seconds": r.server_seconds,
             "stage_cpu_seconds": r.stage_seconds, "upload_bytes": r.upload_bytes, "download_bytes": r.download_bytes,
