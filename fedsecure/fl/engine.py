@@ -154,7 +154,8 @@ class SharedParameters:
     # the parameters' storage because torch's intra-op threads make these
     # small copies 5-20x slower when the cores are shared.
     def get(self) -> np.ndarray:
-        return np.concatenate([p.detach().numpy().reshape(-1) for p in self.params]).astype(np.float64)
+        """A float32 copy (the parameters' own precision; a wider copy only costs time per client)."""
+        return np.concatenate([p.detach().numpy().reshape(-1) for p in self.params])
 
     def set(self, flat: np.ndarray) -> None:
         if flat.shape != (self.size,):
@@ -249,7 +250,8 @@ class FederatedTrainer:
             self.model, examples, client_id=client_id, epochs=cfg.local_epochs,
             batch_size=cfg.batch_size, lr=cfg.lr, rng=rng, work_fraction=work,
         )
-        delta = (self.shared.get() - global_flat).astype(np.float32)
+        delta = self.shared.get()
+        np.subtract(delta, global_flat, out=delta)
         return ClientUpdate(client_id, delta, float(client.rows.size))
 
     def run_round(self, round_index: int) -> RoundRecord:
