@@ -52,6 +52,20 @@ def test_rdp_matches_opacus_accountant_object() -> None:
     assert ours.epsilon(1e-5) <= default and ours.epsilon(1e-5) == pytest.approx(default, rel=0.01)
 
 
+def test_epsilon_reported_after_every_step_matches_opacus_at_every_step() -> None:
+    # The aggregators report epsilon after each round; the one-step RDP is cached and scaled by the
+    # step count, which must give Opacus's number at every count, and the cache must not drift.
+    from opacus.accountants import RDPAccountant
+
+    o, ours = RDPAccountant(), acc.PrivacyAccountant("rdp")
+    for step in range(1, 8):
+        o.step(noise_multiplier=0.9, sample_rate=0.2)
+        ours.step(0.9, 0.2)
+        if step in (1, 7):
+            expected = o.get_epsilon(delta=1e-5, alphas=list(acc.RDP_ORDERS))
+            assert ours.epsilon(1e-5) == pytest.approx(expected, rel=1e-9)
+
+
 def test_stepping_composes_like_one_shot_and_mixed_histories_add_up() -> None:
     a = acc.PrivacyAccountant("dpa-pld")
     a.step(1.0, 0.05, 40)
