@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from fedsecure.fl.aggregation import Aggregator, FedAvg, PlainSum, SumProtocol
-from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, RoundRecord, sampled_count, train_central
+from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, RoundRecord, train_central
+from fedsecure.fl.sampling import FixedSizeSampling, PoissonSampling, sampled_count
 from fedsecure.fl.local import LocalTrainer, SGDTrainer
 from fedsecure.recsys.data import Interactions
 from fedsecure.recsys.evaluation import Evaluator
@@ -150,6 +151,7 @@ class Experiment:
         )
         self.aggregator = self._aggregator()
         self.trainer = self._trainer()
+        self.sampler = self._sampler()
         self.setup_seconds = time.perf_counter() - t0
 
 
@@ -201,10 +203,11 @@ class Experiment:
         """Clients add discrete Gaussian noise inside pairwise masking; only the noisy sum is decoded.
 
         The noise is calibrated to the fewest clients whose sum can ever be
-        unmasked: the Shamir threshold ``t`` for SecAgg (the protocol aborts
-        below it), and for SecAgg+ a lower bound on the survivors (three
-        standard deviations under the expected dropout), below which the
-        aggregator refuses to release the round.
+        unmasked: the Shamir threshold ``t`` for SecAgg at the low end of the
+        Poisson sample size (the protocol aborts below it), and for SecAgg+ a
+        lower bound on the survivors (three standard deviations under the
+        expected sample and dropout), below which the aggregator refuses to
+        release the round.
         """
         from fedsecure.dp.distributed import DiscreteGaussianNoise
         from fedsecure.dp.user_level import DistributedDPFedAvg, distributed_noise_multiplier_for
@@ -213,12 +216,16 @@ class Experiment:
         w = self.clients_per_round
         dim = sum(p.numel() for _, p in self.model.shared_parameters())
         plain = self._protocol()
+        q = w / population
+        # Clients are Poisson-sampled: the sample size is Binomial(N, q) and the survivors
+        # Binomial(N, q (1 - p)); three standard deviations under the mean is the low end planned for.
         if cfg.secure == "secagg":
-            min_clients = plain.params_for(w).t  # type: ignore[attr-defined]
+            low = max(2, int(w - 3 * np.sqrt(w * (1 - q))))
+            min_clients = plain.params_for(low).t  # type: ignore[attr-defined]
         else:
             p = max(cfg.dropout, 0.05)
-            min_clients = max(2, int(w * (1 - p) - 3 * np.sqrt(w * p * (1 - p))))
-        q = w / population
+            mean = w * (1 - p)
+            min_clients = max(2, int(mean - 3 * np.sqrt(mean * (1 - q * (1 - p)))))
 
         def build(z: float) -> tuple[Any, SumProtocol]:
             hook = DiscreteGaussianNoise(
@@ -246,6 +253,13 @@ class Experiment:
             dim=dim, population=population, client_noise=hook, **common,
         )
 
+    def _sampler(self) -> FixedSizeSampling | PoissonSampling:
+        """User-level DP accounts Poisson sampling at rate W / N: draw exactly that, from a secret source."""
+        cfg = self.config
+        if cfg.dp.startswith("user"):
+            return PoissonSampling(self.clients_per_round / len(self.clients), self._noise())
+        return FixedSizeSampling(cfg.clients_per_round, cfg.seed)
+
     def _noise(self) -> Any:
         from fedsecure.dp.noise import NoiseSource
 
@@ -267,7 +281,7 @@ class Experiment:
         """Train federatedly; return the full result (config, metrics per evaluation, timings, privacy, versions)."""
         trainer = FederatedTrainer(
             self.model, self.split.train, self.clients, config=self.fl_config,
-            aggregator=self.aggregator, trainer=self.trainer, evaluate=self.evaluator,
+            aggregator=self.aggregator, trainer=self.trainer, evaluate=self.evaluator, sampler=self.sampler,
         )
         t0 = time.perf_counter()
         history = trainer.run(on_round)
@@ -280,6 +294,7 @@ class Experiment:
                 "interactions": len(self.data), "clients": len(self.clients),
                 "clients_per_round": self.clients_per_round,
             },
+            "sampling": self.sampler.describe(),
             "protocol": self.evaluator.protocol,
             "final": evaluations[-1] if evaluations else {},
             "popularity": self.evaluator.popularity(),
@@ -295,7 +310,11 @@ class Experiment:
     def privacy(self) -> dict[str, Any]:
         """What the run spent, as the DP component reports it; says so when there is no DP."""
         report = self.trainer.privacy_report() or self.aggregator.privacy_report()
-        return report if report is not None else {"mechanism": "none", "epsilon": float("inf")}
+        if report is None:
+            return {"mechanism": "none", "epsilon": float("inf")}
+        if self.config.dp.startswith("user"):
+            report["client_sampling"] = self.sampler.describe()
+        return report
 
     def run_central(self, epochs: int | None = None) -> dict[str, Any]:
         """The same model and examples trained in one place for ``epochs`` passes (default: ``rounds``)."""

@@ -63,6 +63,24 @@ def test_user_level_central_dp_states_what_it_spent(data):
     assert "os.urandom" in privacy["noise_source"] and not privacy["privacy_claim_void"]
 
 
+def test_user_level_dp_samples_clients_by_poisson_from_the_secret_source(data):
+    """The accountant assumes Poisson sampling at q = W / N with a secret sample: the run draws exactly that."""
+    base = RunConfig(model="mf-implicit", setting="cross-device", dp="user-central", noise_multiplier=1.0,
+                     clients_per_round=0.5, delta=1e-3, rounds=1, seed=3)
+    ids = np.arange(40)
+    a, b = Experiment(base, data=data), Experiment(base, data=data)
+    assert a.sampler.describe()["sampling"] == "Poisson" and a.sampler.rate == pytest.approx(0.5)
+    # same --seed, different samples: the sample is not derivable from the seed
+    assert not np.array_equal(a.sampler.sample(ids, 1), b.sampler.sample(ids, 1))
+    plain = RunConfig(model="mf-implicit", setting="cross-device", clients_per_round=0.5, seed=3)
+    np.testing.assert_array_equal(Experiment(plain, data=data).sampler.sample(ids, 1),
+                                  Experiment(plain, data=data).sampler.sample(ids, 1))
+    _, result = run(data, setting="cross-device", dp="user-central", noise_multiplier=1.0, clip=0.5,
+                    clients_per_round=0.5, delta=1e-3, rounds=1)
+    sampling = result["privacy"]["client_sampling"]
+    assert sampling["sampling"] == "Poisson" and "os.urandom" in sampling["randomness"]
+
+
 def test_user_level_distributed_dp_runs_inside_secagg(data):
     _, result = run(data, setting="cross-device", dp="user-distributed", secure="secagg", noise_multiplier=1.0,
                     clip=0.5, clients_per_round=10, delta=1e-3, rounds=1)

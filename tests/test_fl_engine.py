@@ -20,7 +20,9 @@ from fedsecure.fl.aggregation import (
     SumProtocol,
     SumResult,
 )
+from fedsecure.dp.noise import NoiseSource
 from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, ServerOptimizer, SharedParameters
+from fedsecure.fl.sampling import FixedSizeSampling, PoissonSampling
 from fedsecure.recsys.models import build_model
 from fedsecure.recsys.partition import cross_device, cross_silo
 from fedsecure.recsys.split import leave_last_out
@@ -177,6 +179,48 @@ def test_sampling_dropout_and_stragglers_are_recorded(small):
         assert r.included + len(r.excluded) == 10
     assert sum(len(r.excluded) for r in history.rounds) > 0
     assert sum(r.stragglers for r in history.rounds) > 0
+
+
+def test_fixed_size_sampling_is_exact_and_seeded():
+    ids = np.arange(100, 300)
+    a, b = FixedSizeSampling(0.25, seed=4), FixedSizeSampling(0.25, seed=4)
+    first = a.sample(ids, 1)
+    assert first.size == 50 and np.unique(first).size == 50 and np.isin(first, ids).all()
+    np.testing.assert_array_equal(first, b.sample(ids, 1))
+    assert not np.array_equal(first, a.sample(ids, 2))
+
+
+def test_poisson_sampling_includes_each_client_at_its_rate_from_the_secret_source():
+    ids, q, rounds = np.arange(1000), 0.2, 30
+    sampler = PoissonSampling(q, NoiseSource())
+    draws = [sampler.sample(ids, r) for r in range(rounds)]
+    sizes = np.array([d.size for d in draws])
+    sd = np.sqrt(rounds * ids.size * q * (1 - q))
+    assert abs(sizes.sum() - rounds * ids.size * q) < 5 * sd
+    assert len({d.size for d in draws}) > 1  # not a fixed-size sample
+    for d in draws:
+        assert np.all(np.diff(d) > 0) and np.isin(d, ids).all()
+    # a second source keyed from the OS draws a different sample for the same round
+    assert not np.array_equal(PoissonSampling(q, NoiseSource()).sample(ids, 0), draws[0])
+    np.testing.assert_array_equal(PoissonSampling(1.0, NoiseSource()).sample(ids[::-1], 0), ids)
+    with pytest.raises(ValueError, match="rate must be in"):
+        PoissonSampling(0.0, NoiseSource())
+
+
+def test_a_round_that_samples_nobody_changes_nothing(small):
+    class Nobody:
+        def sample(self, ids, round_index):
+            return ids[:0]
+
+        def describe(self):
+            return {"sampling": "none"}
+
+    t = make_trainer(small, rounds=1)
+    t.sampler = Nobody()
+    before = t.shared.get()
+    record = t.run().rounds[0]
+    assert record.sampled == 0 and record.error == "no client sampled"
+    np.testing.assert_array_equal(t.shared.get(), before)
 
 
 def test_an_aborted_aggregation_leaves_the_global_model_unchanged(small):

@@ -4,7 +4,8 @@ Each local step (Abadi et al. 2016):
 
 1. Poisson sampling: every example of the client joins the step's batch
    independently with probability ``q = batch_size / n`` (``n`` the client's
-   examples); the batch may be empty, the step is still taken.
+   examples), drawn from the secret noise source (amplification assumes
+   nobody knows the batch); the batch may be empty, the step is still taken.
 2. Per-sample gradients ``g_i`` of the loss over ALL trainable parameters
    (private user tables included), clipped to norm ``C``:
    ``c_i = min(1, C / (|g_i| + 1e-6))``.
@@ -61,10 +62,15 @@ Mode = Literal["fast", "ghost", "hooks"]
 MODES: tuple[str, ...] = ("fast", "ghost", "hooks")
 
 
-def poisson_batch(examples: Batch, sample_rate: float, rng: np.random.Generator) -> Batch:
-    """Each example independently with probability ``sample_rate`` (sampling is data, not noise: seeded rng)."""
+def poisson_batch(examples: Batch, sample_rate: float, source: NoiseSource) -> Batch:
+    """Each example independently with probability ``sample_rate``.
+
+    The draws come from the secret ``source``, not the run's seeded generator:
+    amplification by subsampling, which the accountant counts on, holds only
+    while nobody can tell which examples a step used.
+    """
     n = batch_size_of(examples)
-    keep = torch.from_numpy(np.flatnonzero(rng.random(n) < sample_rate))
+    keep = torch.from_numpy(np.flatnonzero(source.uniform_np(n) < sample_rate))
     return {k: v[keep] for k, v in examples.items()}
 
 
@@ -335,7 +341,7 @@ class DPSGDTrainer(LocalTrainer):
         )
         try:
             for step in range(steps):
-                batch = poisson_batch(examples, plan.sample_rate, rng)
+                batch = poisson_batch(examples, plan.sample_rate, self.noise)
                 noisy = {p: self.noise.gaussian(p.shape, std, dtype=p.dtype) for p in params}
                 if batch_size_of(batch) > 0:
                     if opacus is None:

@@ -2,7 +2,8 @@
 
 One round of :class:`FederatedTrainer`:
 
-1. sample clients (a fraction or a count, seeded per round);
+1. sample clients (:mod:`fedsecure.fl.sampling`: a fraction or a count,
+   seeded per round; or Poisson sampling from a secret source in DP runs);
 2. decide who drops out (probability ``dropout``; each drop happens at a stage
    of the aggregator's protocol, chosen uniformly) and who straggles
    (probability ``straggler``; a straggler completes only ``straggler_work``
@@ -18,7 +19,8 @@ One round of :class:`FederatedTrainer`:
 
 Everything random (sampling, dropouts, local shuffling, negatives, model
 initialisation) derives from ``seed``, so a run is reproducible; protocol
-keys, masks and DP noise do not, by design.
+keys, masks, DP noise and the Poisson sample that DP accounting relies on do
+not, by design.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 from fedsecure.fl.aggregation import AggregationError, Aggregator, ClientUpdate, FedAvg
 from fedsecure.fl.local import LocalTrainer, SGDTrainer
+from fedsecure.fl.sampling import ClientSampler, FixedSizeSampling
 from fedsecure.recsys.data import Interactions
 from fedsecure.recsys.models import Recommender
 from fedsecure.recsys.partition import ClientData
@@ -81,16 +84,6 @@ class FederatedConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-    def n_sampled(self, n_clients: int) -> int:
-        return sampled_count(self.clients_per_round, n_clients)
-
-
-def sampled_count(clients_per_round: float, n_clients: int) -> int:
-    """Clients sampled per round: a fraction (<= 1) of ``n_clients``, at least one, or a count (> 1)."""
-    if clients_per_round <= 1:
-        return max(1, round(clients_per_round * n_clients))
-    return min(int(clients_per_round), n_clients)
 
 
 class ServerOptimizer:
@@ -210,6 +203,7 @@ class FederatedTrainer:
         aggregator: Aggregator | None = None,
         trainer: LocalTrainer | None = None,
         evaluate: Evaluator | None = None,
+        sampler: ClientSampler | None = None,
     ) -> None:
         if not clients:
             raise ValueError("no clients: the partition produced no client with training data")
@@ -222,6 +216,7 @@ class FederatedTrainer:
         self.aggregator = aggregator or FedAvg()
         self.trainer = trainer or SGDTrainer()
         self.evaluate = evaluate
+        self.sampler = sampler or FixedSizeSampling(self.config.clients_per_round, self.config.seed)
         self.shared = SharedParameters(model)
         self.server_opt = ServerOptimizer(self.config.server_optimizer, self.config.server_lr)
         self.history = History()
@@ -230,8 +225,8 @@ class FederatedTrainer:
     def _plan(self, round_index: int) -> tuple[np.ndarray, dict[int, str], set[int]]:
         """Sampled clients (sorted), who drops at which stage, and who straggles."""
         cfg = self.config
+        sampled = self.sampler.sample(self._ids, round_index)
         rng = np.random.default_rng([cfg.seed, round_index, 0x5A])
-        sampled = np.sort(rng.choice(self._ids, size=cfg.n_sampled(self._ids.size), replace=False))
         stages = self.aggregator.stages
         drop = rng.random(sampled.size) < cfg.dropout
         stage_idx = rng.integers(0, len(stages), size=sampled.size)
@@ -257,6 +252,9 @@ class FederatedTrainer:
     def run_round(self, round_index: int) -> RoundRecord:
         cfg = self.config
         sampled, dropouts, stragglers = self._plan(round_index)
+        if sampled.size == 0:  # Poisson sampling can draw nobody: nothing to aggregate, nothing released
+            return RoundRecord(round=round_index, sampled=0, included=0, excluded={}, stragglers=0,
+                               train_seconds=0.0, aggregate_seconds=0.0, error="no client sampled")
         global_flat = self.shared.get()
         t0 = time.perf_counter()
         updates = [
