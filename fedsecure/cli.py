@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, help="DP delta (default: min(1e-5, 1/(10 n)))")
     p.add_argument(
         "--insecure-seeded-noise", action="store_true",
-        help="draw DP noise from --seed (reproducible); VOIDS the privacy claim, and the output says so",
+        help="draw DP noise and the Poisson sampling DP relies on from --seed (reproducible); "
+             "VOIDS the privacy claim, and the output says so",
     )
     o = run.add_argument_group("output")
     o.add_argument("--json", type=Path, metavar="PATH", help="write the full result as JSON")
