@@ -226,7 +226,7 @@ class FederatedTrainer:
         """Sampled clients (sorted), who drops at which stage, and who straggles."""
         cfg = self.config
         sampled = self.sampler.sample(self._ids, round_index)
-        rng = np.random.default_rng([cfg.seed, round_index, 0x5A])
+        rng = np.random.default_rng([cfg.seed, round_index, 0x5B])  # 0x5A seeds the fixed-size sample
         stages = self.aggregator.stages
         drop = rng.random(sampled.size) < cfg.dropout
         stage_idx = rng.integers(0, len(stages), size=sampled.size)
