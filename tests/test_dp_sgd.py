@@ -177,6 +177,19 @@ def test_modes_train_identically_without_noise() -> None:
             torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
+def test_poisson_batches_come_from_the_secret_source_not_the_seed() -> None:
+    """Same --seed generator, noise off, two OS-keyed sources: different batches, so different models."""
+    examples = _mf_client()
+    finals = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = MatrixFactorization(20, 400, dim=8)
+        trainer = DPSGDTrainer(noise_multiplier=0.0, max_grad_norm=0.5, delta=1e-3, noise=NoiseSource())
+        trainer.train(model, examples, client_id=0, epochs=1, batch_size=40, lr=0.5, rng=np.random.default_rng(7))
+        finals.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert not torch.equal(finals[0], finals[1])
+
+
 def test_noise_has_the_right_std_on_every_coordinate() -> None:
     """One full-batch step (q = 1) with lr 1: update * n + clipped sum is the noise, N(0, (zC)^2)."""
     torch.manual_seed(2)
