@@ -156,7 +156,6 @@ def main() -> int:
         "what": "federated vs central training of the same model, same passes, same local optimizer/lr/batch; "
                 "mean over seeds; relative gap = (central - federated) / central of full-catalogue HR@10",
         "data": args.data,
-        "seeds": seeds,
         "results": results,
         "markdown": md,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
