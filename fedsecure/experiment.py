@@ -172,7 +172,11 @@ class Experiment:
             )
         from fedsecure.ckks.sum import CKKSSum
 
-        return CKKSSum(max_clients=max(self.clients_per_round, 1))
+        # User-level DP samples Poisson(W / N) rounds: Binomial(N, W / N) clients, so only the population
+        # bounds a round's size; sizing CKKS for it loses no round to the limit (the per-client input bound,
+        # max_abs_sum / N, is 2^18 / N: 430 for ml-latest-small's 610 users, far above any clip norm).
+        poisson = cfg.dp.startswith("user")
+        return CKKSSum(max_clients=len(self.clients) if poisson else max(self.clients_per_round, 1))
 
     def _delta(self, population: int) -> float:
         return self.config.delta if self.config.delta is not None else min(1e-5, 1.0 / (10 * population))
@@ -220,7 +224,7 @@ class Experiment:
         # Clients are Poisson-sampled: the sample size is Binomial(N, q) and the survivors
         # Binomial(N, q (1 - p)); three standard deviations under the mean is the low end planned for.
         if cfg.secure == "secagg":
-            low = max(2, int(w - 3 * np.sqrt(w * (1 - q))))
+            low = max(3, int(w - 3 * np.sqrt(w * (1 - q))))  # secure aggregation needs 3 clients
             min_clients = plain.params_for(low).t  # type: ignore[attr-defined]
         else:
             p = max(cfg.dropout, 0.05)

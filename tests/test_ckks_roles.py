@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from fedsecure.ckks import (
     CKKSError,
     ClientEncryptor,
+    ClientIdentity,
     KeyHolder,
     StreamingAggregator,
     TooFewContributionsError,
 )
 from fedsecure.ckks.wire import ContextBlob
 
+IDS = [ClientIdentity(i) for i in range(4)]
+
 
 @pytest.fixture(scope="module")
 def holder():
-    return KeyHolder(min_contributions=2)
+    return KeyHolder(min_contributions=2, clients=[c.registration for c in IDS])
 
 
-def _aggregate(holder, xs, length):
-    enc = ClientEncryptor(holder.public_context())
-    agg = StreamingAggregator(holder.aggregator_context(), length)
-    for i, x in enumerate(xs):
-        agg.add(enc.encrypt(x, client_id=i), sender=i)
+def _aggregate(holder, xs, length, round_id=None):
+    round_id = round_id or os.urandom(16)
+    agg = StreamingAggregator(holder.aggregator_context(), length, round_id=round_id, clients=holder.registrations)
+    for ident, x in zip(IDS, xs):
+        agg.add(ClientEncryptor(holder.public_context(), ident).encrypt(x, round_id=round_id), sender=ident.client_id)
     return agg.aggregate()
 
 
@@ -39,26 +44,32 @@ def test_public_context_carries_no_secret_key_and_aggregator_context_no_public_k
     pub = ContextBlob.from_bytes(holder.public_context(), public=True)
     agg = ContextBlob.from_bytes(holder.aggregator_context(), public=False)
     assert pub.public_key is not None and agg.public_key is None
-    secret = holder.export_secret_key()
-    # SEAL's serialized secret key shares no 64-byte window with what clients or the aggregator receive
-    windows = {secret[i : i + 64] for i in range(16, len(secret) - 64, 64)}
-    for blob in (holder.public_context(), holder.aggregator_context()):
-        assert not any(w in blob for w in windows)
+    assert pub.exchange_public is not None and agg.exchange_public is None
+    for secret in (holder.export_secret_key(), holder.export_exchange_key()):
+        step = 64 if len(secret) > 64 else 16
+        windows = {secret[i : i + step] for i in range(min(16, len(secret) - step), len(secret) - step + 1, step)}
+        for blob in (holder.public_context(), holder.aggregator_context()):
+            assert not any(w in blob for w in windows)
     # the aggregator context is parameters only: a client cannot be built from it
     with pytest.raises(CKKSError, match="expected a public context"):
-        ClientEncryptor(holder.aggregator_context())
+        ClientEncryptor(holder.aggregator_context(), IDS[0])
 
 
 def test_whoever_lacks_the_secret_key_decrypts_noise(holder):
-    """A party with the public context and any other secret key (same parameters) learns nothing useful."""
+    """A party with the public context and another CKKS secret key (same parameters, same masks) learns nothing."""
     xs = np.full((2, 4096), 0.5)
     aggregate = _aggregate(holder, xs, 4096)
-    impostor = KeyHolder(min_contributions=1)
-    # same public context, another secret key: what a client or the aggregator could try
-    forged = KeyHolder.from_secret_key(holder.public_context(), impostor.export_secret_key())
-    garbage = forged.decrypt(aggregate)
-    assert np.median(np.abs(garbage - xs.sum(0))) > 1e3
-    honest = KeyHolder.from_secret_key(holder.public_context(), holder.export_secret_key(), min_contributions=2)
+    impostor = KeyHolder()
+    forged = KeyHolder.from_secret_key(
+        holder.public_context(), impostor.export_secret_key(), holder.export_exchange_key(),
+        clients=holder.registrations, max_abs_input=1.0,
+    )
+    with pytest.raises(CKKSError, match="did not cancel"):
+        forged.decrypt(aggregate)
+    honest = KeyHolder.from_secret_key(
+        holder.public_context(), holder.export_secret_key(), holder.export_exchange_key(),
+        min_contributions=2, clients=holder.registrations,
+    )
     assert np.max(np.abs(honest.decrypt(aggregate) - 1.0)) <= holder.error_bound(2, 4096)
 
 
@@ -70,23 +81,33 @@ def test_roles_expose_no_decryption():
 
 def test_decryptor_refuses_too_few_contributions(holder):
     x = np.ones((1, 10))
-    with pytest.raises(TooFewContributionsError, match="1 contributions.*minimum is 2"):
+    with pytest.raises(TooFewContributionsError, match="1 verified contributions.*minimum is 2"):
         holder.decrypt(_aggregate(holder, x, 10))
 
 
 def test_decryptor_refuses_an_aggregate_of_another_deployment(holder):
-    other = KeyHolder(min_contributions=1)
+    other = KeyHolder(clients=[c.registration for c in IDS])
     with pytest.raises(CKKSError, match="another context"):
         holder.decrypt(_aggregate(other, np.ones((2, 10)), 10))
 
 
 def test_error_model_matches_measured_noise():
-    """Per-slot noise std computed from the key predicts the measured error (z-scores of unit variance)."""
-    kh = KeyHolder()
+    """Per-slot noise std computed from the key, plus the flooding std, predicts the measured error."""
+    kh = KeyHolder(clients=[c.registration for c in IDS])
     d = 4096 * 24
     xs = np.random.default_rng(2).uniform(-1, 1, (2, d))
     err = kh.decrypt(_aggregate(kh, xs, d)) - xs.sum(0)
-    z = err.reshape(-1, 2, 2048) / (kh.slot_noise_std * np.sqrt(2))
+    z = err.reshape(-1, 2, 2048) / np.sqrt(2 * kh.slot_noise_std**2 + kh.flood_std**2)
     assert 0.9 < np.std(z) < 1.1
     kurtosis = np.mean(z**4) / np.mean(z**2) ** 2
     assert 2.7 < kurtosis < 3.3  # Gaussian given the key, as the bound assumes
+
+
+def test_unflooded_error_model_still_holds():
+    """With flooding off, the per-slot model alone predicts the error (the CKKS part of the budget)."""
+    kh = KeyHolder(clients=[c.registration for c in IDS], flood_std=0.0)
+    d = 4096 * 24
+    xs = np.random.default_rng(3).uniform(-1, 1, (2, d))
+    err = kh.decrypt(_aggregate(kh, xs, d)) - xs.sum(0)
+    z = err.reshape(-1, 2, 2048) / (kh.slot_noise_std * np.sqrt(2))
+    assert 0.9 < np.std(z) < 1.1

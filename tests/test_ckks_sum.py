@@ -7,16 +7,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedsecure.ckks import CKKSSum, ClientEncryptor, KeyHolder, StreamingAggregator
+import os
+
+from fedsecure.ckks import CKKSSum, ClientEncryptor, ClientIdentity, KeyHolder, StreamingAggregator
 from fedsecure.fl.aggregation import AggregationError, ClientUpdate, FedAvg
 
 SLOTS = 4096  # values per ciphertext at the default parameters
 EDGE_LENGTHS = [1, 2, SLOTS // 2 - 1, SLOTS // 2, SLOTS // 2 + 1, SLOTS - 1, SLOTS, SLOTS + 1, 3 * SLOTS + 7]
+IDS = [ClientIdentity(i) for i in range(8)]
 
 
 @pytest.fixture(scope="module")
 def holder():
-    return KeyHolder()
+    return KeyHolder(clients=[c.registration for c in IDS])
+
+
+@pytest.fixture(scope="module")
+def encryptors(holder):
+    return [ClientEncryptor(holder.public_context(), c) for c in IDS]
+
+
+def _round(holder, length):
+    r = os.urandom(16)
+    return r, StreamingAggregator(holder.aggregator_context(), length, round_id=r, clients=holder.registrations)
 
 
 @given(
@@ -27,14 +40,13 @@ def holder():
     weighted=st.booleans(),
 )
 @settings(max_examples=30, deadline=None)
-def test_decrypted_sum_matches_numpy(holder, length, n, seed, magnitude, weighted):
+def test_decrypted_sum_matches_numpy(holder, encryptors, length, n, seed, magnitude, weighted):
     rng = np.random.default_rng(seed)
     xs = rng.uniform(-magnitude, magnitude, (n, length))
     ws = rng.uniform(0, 1, n) if weighted else np.ones(n)
-    enc = ClientEncryptor(holder.public_context())
-    agg = StreamingAggregator(holder.aggregator_context(), length)
+    r, agg = _round(holder, length)
     for i in range(n):
-        agg.add(enc.encrypt(xs[i], client_id=i, weight=ws[i]), sender=i)
+        agg.add(encryptors[i].encrypt(xs[i], round_id=r, weight=ws[i]), sender=i)
     assert agg.count == n
     out = holder.decrypt(agg.aggregate())
     expected = (ws[:, None] * xs).sum(0)
@@ -42,14 +54,13 @@ def test_decrypted_sum_matches_numpy(holder, length, n, seed, magnitude, weighte
     assert np.max(np.abs(out - expected)) <= holder.error_bound(n, length)
 
 
-def test_millions_of_values(holder):
+def test_millions_of_values(holder, encryptors):
     length = 1_048_577  # 2^20 + 1: 257 ciphertexts, the last with one value
     rng = np.random.default_rng(7)
     xs = rng.uniform(-1, 1, (2, length))
-    enc = ClientEncryptor(holder.public_context())
-    agg = StreamingAggregator(holder.aggregator_context(), length)
+    r, agg = _round(holder, length)
     for i in range(2):
-        blob = enc.encrypt(xs[i], client_id=i)
+        blob = encryptors[i].encrypt(xs[i], round_id=r)
         assert len(blob) / length < 16.1  # bytes per value: about 4x float32
         agg.add(blob, sender=i)
     out = holder.decrypt(agg.aggregate())
@@ -124,3 +135,19 @@ def test_fedavg_over_ckks_matches_plaintext_fedavg():
     bound = secure.stats["error_bound"] * (1 + 1 / secure.stats["total_weight"]) / secure.stats["total_weight"]
     assert np.max(np.abs(secure.delta - plain.delta)) <= bound
     assert secure.stats["clipped_coordinates"] == 0
+
+
+def test_every_round_gets_a_fresh_round_id_and_decrypts_once():
+    """The adapter runs each call as its own round: a new round id, one decryption, the key holder's policy."""
+    proto = CKKSSum()
+    vectors = {i: np.full(100, 0.25) for i in range(3)}
+    first, second = proto.sum(vectors), proto.sum(vectors)
+    assert first.stats["round_id"] != second.stats["round_id"]
+    assert len(proto._keys().used_rounds) == 2
+    assert np.max(np.abs(second.total - 0.75)) <= second.stats["error_bound"]
+
+
+def test_more_clients_than_max_clients_is_an_explicit_error():
+    proto = CKKSSum(max_clients=3)
+    with pytest.raises(AggregationError, match="4 clients exceed max_clients=3"):
+        proto.sum({i: np.zeros(10) for i in range(4)})

@@ -1,30 +1,46 @@
-"""CKKS homomorphic summation with TenSEAL (SEAL): clients encrypt, the aggregator adds, one key holder decrypts.
+"""CKKS homomorphic summation with TenSEAL (SEAL): clients encrypt and mask, the aggregator adds, one key holder decrypts.
 
 Public surface::
 
-    KeyHolder(params=None, *, security_bits=128, min_contributions=1)   # the decryptor
-    ClientEncryptor(public_context_bytes).encrypt(x, client_id=..., weight=1.0) -> bytes
-    StreamingAggregator(aggregator_context_bytes, length).add(blob, sender=...)
-    CKKSSum(...)                                                        # engine adapter
-    CKKSParams, summation_params(security_bits)                         # parameter sets
+    ClientIdentity(client_id)                          # a client's X25519 + Ed25519 keys; .registration is public
+    KeyHolder(params=None, *, clients=(), min_contributions=1, max_abs_input=None, flood_std=2**-24)
+    KeyHolder.register(registration); .public_context(); .aggregator_context(); .decrypt(aggregate)
+    ClientEncryptor(public_context, identity).encrypt(x, round_id=..., weight=1.0) -> bytes
+    StreamingAggregator(aggregator_context, length, round_id=..., clients=registrations).add(blob, sender=...)
+    CKKSSum(...)                                       # engine adapter
+    CKKSParams, summation_params(security_bits)        # parameter sets
 
-Specification: ``protocols/ckks.md``.
+Specification: ``protocols/ckks.md`` (wire format v2).
 """
 
 from fedsecure.ckks.aggregator import StreamingAggregator
-from fedsecure.ckks.errors import CKKSError, ContributionError, InsecureParametersError, TooFewContributionsError
+from fedsecure.ckks.errors import (
+    AggregateMismatchError,
+    CKKSError,
+    ContributionError,
+    EvidenceError,
+    InsecureParametersError,
+    RoundReusedError,
+    TooFewContributionsError,
+)
+from fedsecure.ckks.keys import ClientIdentity, ClientRegistration
 from fedsecure.ckks.params import CKKSParams, summation_params
 from fedsecure.ckks.roles import ClientEncryptor, KeyHolder
 from fedsecure.ckks.sum import CKKSSum
 
 __all__ = [
+    "AggregateMismatchError",
     "CKKSError",
     "CKKSParams",
     "CKKSSum",
     "ClientEncryptor",
+    "ClientIdentity",
+    "ClientRegistration",
     "ContributionError",
+    "EvidenceError",
     "InsecureParametersError",
     "KeyHolder",
+    "RoundReusedError",
     "StreamingAggregator",
     "TooFewContributionsError",
     "summation_params",

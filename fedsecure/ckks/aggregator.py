@@ -1,53 +1,79 @@
-"""The aggregator: adds encrypted contributions as they arrive.
+"""The aggregator: checks and adds the contributions of one round as they arrive.
 
 Memory is the running sum (one ciphertext per chunk) plus the contribution
 being checked, whatever the number of clients. A contribution enters only
-after every check has passed, so a bad one leaves the sum as it was.
+after every check has passed (including its sender's Ed25519 signature), so
+a bad one leaves the sum as it was and the round goes on without it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fedsecure.ckks import _sealio
 from fedsecure.ckks.context import SealRole
 from fedsecure.ckks.errors import CKKSError, ContributionError
+from fedsecure.ckks.keys import ClientRegistration, contribution_message, verify
 from fedsecure.ckks.packing import chunk_count
-from fedsecure.ckks.wire import AggregateBlob, ContextBlob, ContributionBlob
+from fedsecure.ckks.wire import ROUND_ID_SIZE, AggregateBlob, ContextBlob, ContributionBlob, Evidence, chunks_digest
 
 
 class StreamingAggregator:
-    """Sums contributions of vectors of ``length`` values under the aggregator context."""
+    """Sums one round's contributions of vectors of ``length`` values under the aggregator context."""
 
-    def __init__(self, aggregator_context: bytes, length: int) -> None:
+    def __init__(
+        self,
+        aggregator_context: bytes,
+        length: int,
+        *,
+        round_id: bytes,
+        clients: Iterable[ClientRegistration],
+    ) -> None:
         self._role = SealRole(ContextBlob.from_bytes(aggregator_context, public=False))
         self.params = self._role.params
         self.context_id = self._role.context_id
+        if not isinstance(round_id, (bytes, bytearray)) or len(round_id) != ROUND_ID_SIZE:
+            raise CKKSError(f"round id must be {ROUND_ID_SIZE} bytes")
+        self.round_id = bytes(round_id)
         self.length = int(length)
-        self.chunks = chunk_count(self.length, self.params.values_per_ciphertext)
+        self.chunks = chunk_count(self.length, self.params.values_per_ciphertext) if self.length >= 1 else 0
+        if self.chunks == 0:
+            raise CKKSError(f"vector length must be >= 1, got {length}")
+        self._keys = {r.client_id: r.signing_public for r in clients}
         self._sum: list | None = None
-        self._contributors: list[int] = []
+        self._evidence: list[Evidence] = []
 
     @property
     def count(self) -> int:
         """How many contributions are in the sum."""
-        return len(self._contributors)
+        return len(self._evidence)
 
     @property
     def contributors(self) -> tuple[int, ...]:
-        return tuple(self._contributors)
+        return tuple(e.client_id for e in self._evidence)
 
     def add(self, contribution: bytes, *, sender: int) -> None:
         """Add ``sender``'s contribution, or raise :class:`ContributionError` and change nothing."""
         blob = ContributionBlob.from_bytes(contribution, sender=sender)
         if blob.context_id != self.context_id:
             raise ContributionError(sender, "encrypted under another context (context id mismatch)")
+        if blob.round_id != self.round_id:
+            raise ContributionError(sender, f"for another round ({blob.round_id.hex()}, this is {self.round_id.hex()})")
         if blob.client_id != sender:
             raise ContributionError(sender, f"claims to come from client {blob.client_id}")
-        if sender in self._contributors:
+        key = self._keys.get(sender)
+        if key is None:
+            raise ContributionError(sender, "unknown client (not registered)")
+        if sender in self.contributors:
             raise ContributionError(sender, "already contributed to this aggregate")
         if blob.length != self.length:
             raise ContributionError(sender, f"wrong length {blob.length} (expected {self.length})")
         if len(blob.chunks) != self.chunks:
             raise ContributionError(sender, f"wrong number of chunks {len(blob.chunks)} (expected {self.chunks})")
+        digest = chunks_digest(blob.chunks)
+        msg = contribution_message(self.context_id, self.round_id, sender, self.length, digest)
+        if not verify(key, blob.signature, msg):
+            raise ContributionError(sender, "signature does not verify (forged or altered contribution)")
         cts = []
         for i, data in enumerate(blob.chunks):
             try:
@@ -59,11 +85,11 @@ class StreamingAggregator:
         else:
             for acc, ct in zip(self._sum, cts):
                 self._role.evaluator.add_inplace(acc, ct)
-        self._contributors.append(int(sender))
+        self._evidence.append(Evidence(int(sender), digest, blob.signature))
 
     def aggregate(self) -> bytes:
-        """The sum so far, for the decryptor."""
+        """The sum so far and each contributor's evidence, for the key holder."""
         if self._sum is None:
             raise CKKSError("aggregate: no contribution has been added")
         chunks = tuple(_sealio.save(ct) for ct in self._sum)
-        return AggregateBlob(self.context_id, self.length, self.contributors, chunks).to_bytes()
+        return AggregateBlob(self.context_id, self.round_id, self.length, tuple(self._evidence), chunks).to_bytes()

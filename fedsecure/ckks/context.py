@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import tenseal.sealapi as sa
 
 from fedsecure.ckks import _sealio
@@ -19,7 +20,7 @@ from fedsecure.ckks.errors import CKKSError
 from fedsecure.ckks.params import CKKSParams
 from fedsecure.ckks.wire import ContextBlob
 
-_ID_DOMAIN = b"fedsecure/ckks/v1 context id"
+_ID_DOMAIN = b"fedsecure/ckks/v2 context id"
 
 
 def build_seal_context(params: CKKSParams) -> sa.SEALContext:
@@ -40,9 +41,9 @@ def _context_from_parms(parms: sa.EncryptionParameters, params: CKKSParams) -> s
     return ctx
 
 
-def context_id(seal_parameters: bytes, public_key: bytes) -> bytes:
-    """16 bytes naming a deployment: ``SHA-256(domain || parameters || public key)[:16]``."""
-    return hashlib.sha256(_ID_DOMAIN + seal_parameters + public_key).digest()[:16]
+def context_id(seal_parameters: bytes, public_key: bytes, exchange_public: bytes) -> bytes:
+    """16 bytes naming a deployment: ``SHA-256(domain || parameters || public key || key holder X25519 key)[:16]``."""
+    return hashlib.sha256(_ID_DOMAIN + seal_parameters + public_key + exchange_public).digest()[:16]
 
 
 class SealRole:
@@ -64,6 +65,7 @@ class SealRole:
             raise CKKSError("context: SEAL parameters disagree with the stated ring degree / prime sizes")
         self.seal = _context_from_parms(parms, blob.params)
         self.parms_id = self.seal.first_parms_id()
+        self.moduli = np.array([m.value() for m in self.seal.first_context_data().parms().coeff_modulus()], dtype=np.uint64)
         self.evaluator = sa.Evaluator(self.seal)
 
     def load_ciphertext(self, data: bytes) -> sa.Ciphertext:

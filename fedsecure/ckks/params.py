@@ -52,6 +52,9 @@ MAX_LOG_Q: dict[int, dict[int, int]] = {
 NOISE_STD = 3.2
 #: the failure probability the stated error bound is computed for
 DEFAULT_FAILURE_PROBABILITY = 2.0**-40
+#: standard deviation (in value units) of the flooding noise the key holder adds to every released value;
+#: 2^-24 at Delta = 2^40 is 2^16 / sqrt(N/2) ~ 1448 per plaintext coefficient (see protocols/ckks.md)
+DEFAULT_FLOOD_STD = 2.0**-24
 
 
 def security_level(poly_modulus_degree: int, log_q: int) -> int:
@@ -126,6 +129,7 @@ def error_bound(
     *,
     max_abs: float = 1.0,
     failure_probability: float = DEFAULT_FAILURE_PROBABILITY,
+    flood_std: float = 0.0,
 ) -> float:
     """Bound on ``max_i |decrypted_i - sum_i|`` over ``length`` values, exceeded with probability <= p.
 
@@ -133,11 +137,13 @@ def error_bound(
     of one fresh ciphertext; a sum of ``n`` has ``sqrt(n) slot_std[k]``. Each
     slot position holds at most ``2 ceil(length / N)`` values. The bound is the
     smallest ``t`` with ``sum_k m 2 exp(-t^2 / (2 n slot_std[k]^2)) <= p``
-    (bisection), plus ``max(max_abs, 1) 2^-45`` for the float64 FFTs.
+    (bisection), plus ``max(max_abs, 1) 2^-45`` for the float64 FFTs. Flooding
+    noise of standard deviation ``flood_std`` per value adds its variance:
+    ``n slot_std[k]^2 + flood_std^2``.
     """
     if not 0 < failure_probability < 1:
         raise ValueError(f"failure_probability must be in (0, 1), got {failure_probability}")
-    sd = np.asarray(slot_std, dtype=np.float64) * math.sqrt(max(1, n_contributions))
+    sd = np.sqrt(np.asarray(slot_std, dtype=np.float64) ** 2 * max(1, n_contributions) + float(flood_std) ** 2)
     per_slot = 2 * -(-max(1, length) // (2 * sd.size))
     lo, hi = 0.0, float(sd.max()) * 64.0
 

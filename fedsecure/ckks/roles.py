@@ -1,36 +1,81 @@
-"""The three roles and what each may hold.
+"""The roles and what each may hold.
 
-* :class:`KeyHolder` -- the decryptor. Creates the keys, keeps the secret key,
-  hands out two contexts, and decrypts aggregates of at least
-  ``min_contributions`` clients. It must not be the aggregator.
+* :class:`KeyHolder` -- the decryptor. Creates the CKKS keys and an X25519
+  key pair, pins the registered clients' public keys, hands out two
+  contexts, and decrypts at most one aggregate per round id, only with
+  verified evidence from at least ``min_contributions`` registered clients,
+  removing their masks, and releasing the sum with flooding noise. It must
+  not be the aggregator.
 * :class:`ClientEncryptor` -- built from the *public context* (parameters +
-  public key): it can encrypt, it cannot decrypt (it has no secret key).
+  public key + the key holder's X25519 key) and the client's
+  :class:`~fedsecure.ckks.keys.ClientIdentity`: it encrypts, masks and signs
+  one contribution per round id; it cannot decrypt.
 * :class:`fedsecure.ckks.aggregator.StreamingAggregator` -- built from the
-  *aggregator context* (parameters only): it can add ciphertexts, nothing else.
+  *aggregator context* (parameters only) and the clients' signing keys: it
+  checks and adds contributions, nothing else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import tenseal.sealapi as sa
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedsecure.ckks import _sealio
+from fedsecure.ckks import _sealio, _sealraw
 from fedsecure.ckks.context import SealRole, build_seal_context, context_id
-from fedsecure.ckks.errors import CKKSError, TooFewContributionsError
+from fedsecure.ckks.errors import (
+    AggregateMismatchError,
+    CKKSError,
+    EvidenceError,
+    RoundReusedError,
+    TooFewContributionsError,
+)
+from fedsecure.ckks.flooding import gaussian
+from fedsecure.ckks.keys import (
+    ClientIdentity,
+    ClientRegistration,
+    _raw_private,
+    contribution_message,
+    exchange,
+    mask,
+    mask_seed,
+    verify,
+)
 from fedsecure.ckks.packing import chunk_count, pack, unpack
 from fedsecure.ckks.params import (
     DEFAULT_FAILURE_PROBABILITY,
+    DEFAULT_FLOOD_STD,
     NOISE_STD,
     CKKSParams,
     check_security,
     error_bound,
     summation_params,
 )
-from fedsecure.ckks.wire import AggregateBlob, ContextBlob, ContributionBlob
+from fedsecure.ckks.wire import ROUND_ID_SIZE, AggregateBlob, ContextBlob, ContributionBlob, chunks_digest
+
+
+def _check_round_id(round_id: object) -> bytes:
+    if not isinstance(round_id, (bytes, bytearray)) or len(round_id) != ROUND_ID_SIZE:
+        raise CKKSError(f"round id must be {ROUND_ID_SIZE} bytes")
+    return bytes(round_id)
 
 
 class KeyHolder:
-    """Owns the secret key; the only party that can decrypt (and only aggregates)."""
+    """Owns the secret key; the only party that can decrypt, and it decides what it decrypts.
+
+    Policy, enforced here whatever the aggregator says:
+
+    * one decryption per round id (a second request raises :class:`RoundReusedError`);
+    * every listed contributor is a registered client whose Ed25519 signature
+      on ``(context, round, id, length, digest)`` verifies, else :class:`EvidenceError`;
+    * at least ``min_contributions`` such contributors, else :class:`TooFewContributionsError`;
+    * the masks of exactly the listed clients are removed: anything but each
+      listed client's own round contribution, once, leaves a uniform residue
+      that fails the range check (:class:`AggregateMismatchError`);
+    * the released sum carries Gaussian flooding noise of ``flood_std`` per value.
+    """
 
     def __init__(
         self,
@@ -39,6 +84,9 @@ class KeyHolder:
         security_bits: int = 128,
         force_insecure: bool = False,
         min_contributions: int = 1,
+        clients: Iterable[ClientRegistration] = (),
+        max_abs_input: float | None = None,
+        flood_std: float = DEFAULT_FLOOD_STD,
     ) -> None:
         params = params or summation_params(security_bits)
         check_security(params, security_bits, force_insecure=force_insecure)
@@ -49,21 +97,68 @@ class KeyHolder:
         parms = seal.key_context_data().parms()
         seal_parameters = _sealio.save(parms)
         pk = _sealio.save(public_key)
-        blob = ContextBlob(params, context_id(seal_parameters, pk), seal_parameters, pk)
-        self._init(blob, keygen.secret_key(), min_contributions)
+        xkey = X25519PrivateKey.generate()
+        xpub = xkey.public_key().public_bytes(*_RAWPUB)
+        blob = ContextBlob(params, context_id(seal_parameters, pk, xpub), seal_parameters, pk, xpub)
+        self._init(blob, keygen.secret_key(), xkey, min_contributions, clients, max_abs_input, flood_std)
 
-    def _init(self, blob: ContextBlob, secret_key: sa.SecretKey, min_contributions: int) -> None:
+    def _init(
+        self,
+        blob: ContextBlob,
+        secret_key: sa.SecretKey,
+        exchange_key: X25519PrivateKey,
+        min_contributions: int,
+        clients: Iterable[ClientRegistration],
+        max_abs_input: float | None,
+        flood_std: float,
+    ) -> None:
         if min_contributions < 1:
-            raise ValueError(f"min_contributions must be >= 1, got {min_contributions}")
+            raise CKKSError(f"min_contributions must be >= 1, got {min_contributions}")
+        if not (np.isfinite(flood_std) and flood_std >= 0):
+            raise CKKSError(f"flood_std must be finite and >= 0, got {flood_std}")
+        if max_abs_input is not None and not (np.isfinite(max_abs_input) and max_abs_input > 0):
+            raise CKKSError(f"max_abs_input must be finite and > 0, got {max_abs_input}")
         self._public = blob
         self._role = SealRole(blob)
         self.params = blob.params
         self.context_id = blob.context_id
         self.min_contributions = int(min_contributions)
+        self.max_abs_input = None if max_abs_input is None else float(max_abs_input)
+        self.flood_std = float(flood_std)
         self._decryptor = sa.Decryptor(self._role.seal, secret_key)
         self._secret_key = secret_key
+        self._exchange = exchange_key
         self._encoder = sa.CKKSEncoder(self._role.seal)
+        self._clients: dict[int, ClientRegistration] = {}
+        self._secrets: dict[int, bytes] = {}
+        self._used_rounds: set[bytes] = set()
+        for reg in clients:
+            self.register(reg)
         self.slot_noise_std = self._slot_noise_std()
+
+    # ------------------------------------------------------------------ keys and clients
+
+    def register(self, registration: ClientRegistration) -> None:
+        """Pin a client's public keys; a different key for an already registered id is refused."""
+        if not isinstance(registration, ClientRegistration):
+            raise CKKSError(f"expected a ClientRegistration, got {type(registration).__name__}")
+        cid = registration.client_id
+        known = self._clients.get(cid)
+        if known is not None:
+            if known != registration:
+                raise CKKSError(f"client {cid} is already registered with other keys")
+            return
+        self._secrets[cid] = exchange(self._exchange, registration.exchange_public, cid)
+        self._clients[cid] = registration
+
+    @property
+    def registrations(self) -> tuple[ClientRegistration, ...]:
+        """The pinned clients (for the aggregator, which checks signatures against them)."""
+        return tuple(self._clients.values())
+
+    @property
+    def used_rounds(self) -> frozenset[bytes]:
+        return frozenset(self._used_rounds)
 
     def _slot_noise_std(self) -> np.ndarray:
         """Per-slot error std of one fresh encryption under this key (see :mod:`fedsecure.ckks.params`).
@@ -84,10 +179,11 @@ class KeyHolder:
     def error_bound(
         self, n_contributions: int, length: int, *, failure_probability: float = DEFAULT_FAILURE_PROBABILITY
     ) -> float:
-        """The stated bound on the error of a decrypted sum of ``n`` contributions of ``length`` values.
+        """The stated bound on the error of a released sum of ``n`` contributions of ``length`` values.
 
-        Valid for inputs whose sum stays within ``n * input range``; the float64
-        term assumes ``|sum| <= params.max_abs_sum``.
+        CKKS error plus this key holder's flooding noise; valid except with
+        probability ``failure_probability``; the float64 term assumes
+        ``|sum| <= params.max_abs_sum``.
         """
         return error_bound(
             self.slot_noise_std,
@@ -95,13 +191,22 @@ class KeyHolder:
             length,
             max_abs=self.params.max_abs_sum,
             failure_probability=failure_probability,
+            flood_std=self.flood_std,
         )
 
     @classmethod
     def from_secret_key(
-        cls, public_context: bytes, secret_key: bytes, *, min_contributions: int = 1
+        cls,
+        public_context: bytes,
+        secret_key: bytes,
+        exchange_key: bytes,
+        *,
+        min_contributions: int = 1,
+        clients: Iterable[ClientRegistration] = (),
+        max_abs_input: float | None = None,
+        flood_std: float = DEFAULT_FLOOD_STD,
     ) -> KeyHolder:
-        """Rebuild a key holder from its public context and :meth:`export_secret_key` bytes."""
+        """Rebuild a key holder from its public context and its exported secrets (round history is not kept)."""
         blob = ContextBlob.from_bytes(public_context, public=True)
         self = cls.__new__(cls)
         role = SealRole(blob)
@@ -109,15 +214,25 @@ class KeyHolder:
             sk = _sealio.load(sa.SecretKey(), secret_key, role.seal)
         except Exception as e:
             raise CKKSError(f"secret key does not load for these parameters ({e})") from None
-        self._init(blob, sk, min_contributions)
+        try:
+            xkey = X25519PrivateKey.from_private_bytes(exchange_key)
+        except ValueError as e:
+            raise CKKSError(f"exchange key: {e}") from None
+        if xkey.public_key().public_bytes(*_RAWPUB) != blob.exchange_public:
+            raise CKKSError("exchange key does not match the public context's X25519 key")
+        self._init(blob, sk, xkey, min_contributions, clients, max_abs_input, flood_std)
         return self
 
     def export_secret_key(self) -> bytes:
-        """DANGEROUS: the secret key in SEAL's format. Whoever holds it decrypts every contribution."""
+        """DANGEROUS: the CKKS secret key in SEAL's format."""
         return _sealio.save(self._secret_key)
 
+    def export_exchange_key(self) -> bytes:
+        """DANGEROUS: the X25519 private key; with it anyone can compute every client's masks."""
+        return _raw_private(self._exchange)
+
     def public_context(self) -> bytes:
-        """For clients: parameters and public key (encrypt only)."""
+        """For clients: parameters, public key, the key holder's X25519 key (encrypt only)."""
         return self._public.to_bytes()
 
     def aggregator_context(self) -> bytes:
@@ -125,67 +240,127 @@ class KeyHolder:
         b = self._public
         return ContextBlob(b.params, b.context_id, b.seal_parameters, None).to_bytes()
 
+    # ------------------------------------------------------------------ decryption
+
     def decrypt(self, aggregate: bytes) -> np.ndarray:
-        """The float64 sum inside ``aggregate``, if it holds at least ``min_contributions`` clients."""
+        """The flooded float64 sum inside ``aggregate``, if every policy check passes (see the class)."""
         blob = AggregateBlob.from_bytes(aggregate)
         if blob.context_id != self.context_id:
             raise CKKSError("aggregate: encrypted under another context (context id mismatch)")
-        if len(blob.contributors) < self.min_contributions:
-            raise TooFewContributionsError(
-                f"aggregate holds {len(blob.contributors)} contributions, "
-                f"the decryptor's minimum is {self.min_contributions}"
-            )
-        want = chunk_count(blob.length, self.params.values_per_ciphertext)
+        if blob.round_id in self._used_rounds:
+            raise RoundReusedError(f"aggregate: round {blob.round_id.hex()} was already decrypted (one per round)")
+        n_values = self.params.values_per_ciphertext
+        if blob.length < 1:
+            raise CKKSError("aggregate: length must be >= 1")
+        want = chunk_count(blob.length, n_values)
         if len(blob.chunks) != want:
             raise CKKSError(f"aggregate: {len(blob.chunks)} chunks for length {blob.length} (expected {want})")
-        slots = np.empty((want, self.params.poly_modulus_degree // 2), dtype=np.complex128)
+        for ev in blob.evidence:
+            reg = self._clients.get(ev.client_id)
+            if reg is None:
+                raise EvidenceError(f"aggregate: client {ev.client_id} is not registered with the key holder")
+            msg = contribution_message(self.context_id, blob.round_id, ev.client_id, blob.length, ev.chunks_digest)
+            if not verify(reg.signing_public, ev.signature, msg):
+                raise EvidenceError(f"aggregate: client {ev.client_id}'s signature does not verify for this round")
+        n = len(blob.evidence)
+        if n < self.min_contributions:
+            raise TooFewContributionsError(
+                f"aggregate holds {n} verified contributions, the key holder's minimum is {self.min_contributions}"
+            )
+        # From here on the round is spent, whatever happens: nothing below may be retried.
+        self._used_rounds.add(blob.round_id)
+        N, moduli = self.params.poly_modulus_degree, self._role.moduli
+        total = np.zeros((want, moduli.size, N), dtype=np.uint64)
+        for ev in blob.evidence:
+            seed = mask_seed(self._secrets[ev.client_id], self.context_id, blob.round_id, ev.client_id)
+            total = _sealraw.add_mod(total, mask(seed, want, N, moduli), moduli)
+        slots = np.empty((want, N // 2), dtype=np.complex128)
         plain = sa.Plaintext()
         for i, data in enumerate(blob.chunks):
             try:
-                ct = self._role.load_ciphertext(data)
+                version, prefix, res = _sealraw.read_ciphertext(data, N, moduli.size)
+                res = res.copy()
+                res[0] = _sealraw.sub_mod(res[0], total[i], moduli)
+                ct = self._role.load_ciphertext(_sealraw.write_ciphertext(version, prefix, res))
             except CKKSError as e:
                 raise CKKSError(f"aggregate chunk {i}: {e}") from None
             self._decryptor.decrypt(ct, plain)
             slots[i] = self._encoder.decode_complex(plain)
-        return unpack(slots, blob.length)
+        out = unpack(slots, blob.length)
+        bound = self.error_bound(n, blob.length)
+        limit = self.params.max_abs_sum
+        if self.max_abs_input is not None:
+            limit = min(limit, n * self.max_abs_input + bound)
+        top = float(np.max(np.abs(out))) if out.size else 0.0
+        if not np.isfinite(top) or top > limit:
+            raise AggregateMismatchError(
+                f"aggregate of round {blob.round_id.hex()}: decrypts to |value| {top:.3g} > {limit:.3g}; the masks "
+                "did not cancel (a listed contribution missing, duplicated, from another round or tampered with); "
+                "round consumed, nothing released"
+            )
+        return out + gaussian(out.size, self.flood_std)
 
 
 class ClientEncryptor:
-    """Encrypts a client's vector under the key holder's public key."""
+    """Encrypts, masks and signs one client's vector per round under the key holder's public key."""
 
-    def __init__(self, public_context: bytes) -> None:
+    def __init__(self, public_context: bytes, identity: ClientIdentity) -> None:
         blob = ContextBlob.from_bytes(public_context, public=True)
-        if context_id(blob.seal_parameters, blob.public_key) != blob.context_id:
-            raise CKKSError("public context: context id does not match its parameters and public key")
+        if context_id(blob.seal_parameters, blob.public_key, blob.exchange_public) != blob.context_id:
+            raise CKKSError("public context: context id does not match its parameters and keys")
+        if not isinstance(identity, ClientIdentity):
+            raise CKKSError(f"expected a ClientIdentity, got {type(identity).__name__}")
         self._role = SealRole(blob)
         self.params = blob.params
         self.context_id = blob.context_id
+        self.identity = identity
+        self.client_id = identity.client_id
         try:
             pk = _sealio.load(sa.PublicKey(), blob.public_key, self._role.seal)
         except Exception as e:
             raise CKKSError(f"public context: public key does not load ({e})") from None
+        self._secret = identity.shared_secret(blob.exchange_public)
         self._encryptor = sa.Encryptor(self._role.seal, pk)
         self._encoder = sa.CKKSEncoder(self._role.seal)
+        self._used_rounds: set[bytes] = set()
 
-    def encrypt(self, x: np.ndarray, *, client_id: int, weight: float = 1.0) -> bytes:
-        """Contribution bytes for ``weight * x`` (the weight is applied in float64 before encryption)."""
+    def encrypt(self, x: np.ndarray, *, round_id: bytes, weight: float = 1.0) -> bytes:
+        """Contribution bytes for ``weight * x`` in round ``round_id`` (one per round: the mask is a one-time pad)."""
+        cid = self.client_id
+        round_id = _check_round_id(round_id)
+        if round_id in self._used_rounds:
+            raise RoundReusedError(f"client {cid}: already contributed to round {round_id.hex()}")
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 1 or x.size == 0:
-            raise CKKSError(f"client {client_id}: expected a non-empty 1-D vector, got shape {x.shape}")
+            raise CKKSError(f"client {cid}: expected a non-empty 1-D vector, got shape {x.shape}")
         if not np.isfinite(weight) or weight < 0:
-            raise CKKSError(f"client {client_id}: weight must be finite and >= 0, got {weight}")
+            raise CKKSError(f"client {cid}: weight must be finite and >= 0, got {weight}")
         if weight != 1.0:
             x = x * weight
         if not np.all(np.isfinite(x)):
-            raise CKKSError(f"client {client_id}: vector has non-finite values")
+            raise CKKSError(f"client {cid}: vector has non-finite values")
         top = float(np.max(np.abs(x)))
         if top > self.params.max_abs_sum:
-            raise CKKSError(f"client {client_id}: |value| {top:g} exceeds the range {self.params.max_abs_sum:g}")
+            raise CKKSError(f"client {cid}: |value| {top:g} exceeds the range {self.params.max_abs_sum:g}")
+        self._used_rounds.add(round_id)
+        N, moduli = self.params.poly_modulus_degree, self._role.moduli
+        rows = pack(x, self.params.values_per_ciphertext)
+        masks = mask(mask_seed(self._secret, self.context_id, round_id, cid), rows.shape[0], N, moduli)
         chunks = []
         plain = sa.Plaintext()
         ct = sa.Ciphertext(self._role.seal)
-        for row in pack(x, self.params.values_per_ciphertext):
+        for i, row in enumerate(rows):
             self._encoder.encode(row, self.params.scale, plain)
             self._encryptor.encrypt(plain, ct)
-            chunks.append(_sealio.save(ct))
-        return ContributionBlob(self.context_id, int(client_id), x.size, tuple(chunks)).to_bytes()
+            version, prefix, res = _sealraw.read_ciphertext(_sealio.save(ct), N, moduli.size)
+            res = res.copy()
+            res[0] = _sealraw.add_mod(res[0], masks[i], moduli)
+            chunks.append(_sealraw.write_ciphertext(version, prefix, res))
+        chunks_t = tuple(chunks)
+        sig = self.identity.sign(contribution_message(self.context_id, round_id, cid, x.size, chunks_digest(chunks_t)))
+        return ContributionBlob(self.context_id, round_id, cid, x.size, chunks_t, sig).to_bytes()
+
+
+from cryptography.hazmat.primitives import serialization as _ser  # noqa: E402
+
+_RAWPUB = (_ser.Encoding.Raw, _ser.PublicFormat.Raw)

@@ -1,15 +1,19 @@
 """CKKS summation behind the engine's :class:`~fedsecure.fl.aggregation.SumProtocol`.
 
-One call of :meth:`CKKSSum.sum` plays every role in process over the real
-serialized bytes: the key holder (created once, reused across rounds) hands
-out the public and aggregator contexts; each client encrypts its vector; the
-aggregator adds each contribution as it arrives; the key holder decrypts the
-aggregate. The engine sends ``[w * delta, w]`` with ``w`` in ``[0, 1]``; the
+One call of :meth:`CKKSSum.sum` is one round, playing every role in process
+over the real serialized bytes: the key holder (created once, reused across
+rounds) hands out the public and aggregator contexts and pins each client's
+identity keys (created on the client's first round); each client encrypts,
+masks and signs its vector under a fresh round id; the aggregator checks and
+adds each contribution as it arrives; the key holder verifies the evidence,
+removes the masks, decrypts once and releases the flooded sum. The engine sends ``[w * delta, w]`` with ``w`` in ``[0, 1]``; the
 weight is applied before encryption, so the sum is the weighted sum.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -18,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from fedsecure.ckks.aggregator import StreamingAggregator
-from fedsecure.ckks.errors import CKKSError, ContributionError, TooFewContributionsError
+from fedsecure.ckks.errors import CKKSError, ContributionError
+from fedsecure.ckks.keys import ClientIdentity
 from fedsecure.ckks.params import CKKSParams, check_security, summation_params
 from fedsecure.ckks.roles import ClientEncryptor, KeyHolder
 from fedsecure.fl.aggregation import AggregationError, SumProtocol, SumResult
@@ -29,8 +34,12 @@ class CKKSSum(SumProtocol):
 
     ``input_bound`` is ``params.max_abs_sum / max_clients``: with every
     coordinate inside it, no sum of up to ``max_clients`` contributions
-    leaves the range CKKS decrypts correctly. The error of the result is at
-    most ``stats['error_bound']`` except with probability 2^-40.
+    leaves the range CKKS decrypts correctly; the key holder is told the same
+    bound and refuses to release a sum outside ``n * input_bound``. The error
+    of the result (CKKS error plus flooding noise) is at most
+    ``stats['error_bound']`` except with probability 2^-40. More than
+    ``max_clients`` vectors in one call raise :class:`AggregationError`
+    before anything is encrypted.
     """
 
     name = "ckks"
@@ -55,6 +64,9 @@ class CKKSSum(SumProtocol):
         self.max_clients = int(max_clients)
         self.input_bound: float | None = self.params.max_abs_sum / self.max_clients
         self._key_holder: KeyHolder | None = None
+        self._clients: dict[int, ClientEncryptor] = {}
+        self._session = os.urandom(8)
+        self._round = 0
 
     def _keys(self) -> KeyHolder:
         if self._key_holder is None:
@@ -63,8 +75,23 @@ class CKKSSum(SumProtocol):
                 security_bits=self.security_bits,
                 force_insecure=self.force_insecure,
                 min_contributions=self.min_contributions,
+                max_abs_input=self.input_bound,
             )
         return self._key_holder
+
+    def _client(self, cid: int) -> ClientEncryptor:
+        """The client's encryptor; on first sight its identity keys are created and pinned by the key holder."""
+        enc = self._clients.get(cid)
+        if enc is None:
+            keys = self._keys()
+            identity = ClientIdentity(cid)
+            keys.register(identity.registration)
+            enc = self._clients[cid] = ClientEncryptor(keys.public_context(), identity)
+        return enc
+
+    def _next_round_id(self) -> bytes:
+        self._round += 1
+        return self._session + struct.pack(">Q", self._round)
 
     def sum(
         self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None
@@ -80,8 +107,14 @@ class CKKSSum(SumProtocol):
         sizes = Counter(np.asarray(v).size for v in vectors.values())
         length = sizes.most_common(1)[0][0]
         keys = self._keys()
-        encryptor = ClientEncryptor(keys.public_context())
-        aggregator = StreamingAggregator(keys.aggregator_context(), length)
+        round_id = self._next_round_id()
+        for cid in vectors:
+            if not isinstance(cid, (int, np.integer)):
+                raise AggregationError(f"ckks sum: client id {cid!r} is not an integer")
+            self._client(int(cid))
+        aggregator = StreamingAggregator(
+            keys.aggregator_context(), length, round_id=round_id, clients=keys.registrations
+        )
         excluded: dict[int, str] = {}
         enc_s = agg_s = 0.0
         wire_bytes = 0
@@ -96,7 +129,7 @@ class CKKSSum(SumProtocol):
                 continue
             t0 = time.perf_counter()
             try:
-                blob = encryptor.encrypt(x, client_id=cid)
+                blob = self._client(int(cid)).encrypt(x, round_id=round_id)
             except CKKSError as e:
                 excluded[cid] = str(e)
                 continue
@@ -119,7 +152,7 @@ class CKKSSum(SumProtocol):
         t0 = time.perf_counter()
         try:
             total = keys.decrypt(aggregate)
-        except TooFewContributionsError as e:
+        except CKKSError as e:
             raise AggregationError(f"ckks sum: {e}") from None
         dec_s = time.perf_counter() - t0
         n = aggregator.count
@@ -133,6 +166,8 @@ class CKKSSum(SumProtocol):
             "aggregate_bytes": len(aggregate),
             "contributions": n,
             "error_bound": keys.error_bound(n, length),
+            "flood_std": keys.flood_std,
+            "round_id": round_id.hex(),
             "params": self.params.describe(),
         }
         return SumResult(total=total, included=aggregator.contributors, excluded=excluded, stats=stats)
@@ -156,5 +191,6 @@ class CKKSSum(SumProtocol):
             "min_contributions": self.min_contributions,
             "max_clients": self.max_clients,
             "input_bound": self.input_bound,
+            "flood_std": self._keys().flood_std if self._key_holder else None,
             "params": self.params.describe(),
         }

@@ -3,14 +3,15 @@
 Every blob is ``header || body || SHA-256(header || body)``. The header is
 ``b"FSCK" || version:u8 || kind:u8``; integers are big-endian. The digest
 catches corruption and truncation (SEAL itself loads many bit flips without
-complaint); it is not authentication, which the transport provides.
+complaint); it is not authentication: contributions carry the client's
+Ed25519 signature, and aggregates carry every contributor's signature.
 
 Kinds:
 
-* ``1`` public context (clients: parameters + public key),
+* ``1`` public context (clients: parameters + public key + key holder's X25519 key),
 * ``2`` aggregator context (parameters only: it can add, not encrypt or decrypt),
-* ``3`` contribution (one client's encrypted vector),
-* ``4`` aggregate (the aggregator's sum, for the decryptor).
+* ``3`` contribution (one client's masked, encrypted vector for one round, signed),
+* ``4`` aggregate (the aggregator's sum for one round and each contributor's evidence).
 
 SEAL objects travel as SEAL's own serialization (its header and zstd
 payload), each prefixed by its length.
@@ -23,10 +24,11 @@ import struct
 from dataclasses import dataclass
 
 from fedsecure.ckks.errors import CKKSError, ContributionError
+from fedsecure.ckks.keys import KEY_SIZE, SIGNATURE_SIZE
 from fedsecure.ckks.params import CKKSParams
 
 MAGIC = b"FSCK"
-VERSION = 1
+VERSION = 2
 KIND_PUBLIC_CONTEXT = 1
 KIND_AGGREGATOR_CONTEXT = 2
 KIND_CONTRIBUTION = 3
@@ -34,6 +36,7 @@ KIND_AGGREGATE = 4
 _KIND_NAMES = {1: "public context", 2: "aggregator context", 3: "contribution", 4: "aggregate"}
 DIGEST_SIZE = 32
 CONTEXT_ID_SIZE = 16
+ROUND_ID_SIZE = 16
 #: refuse absurd sizes before allocating anything
 MAX_SEAL_OBJECT = 1 << 28
 MAX_CHUNKS = 1 << 24
@@ -110,6 +113,14 @@ def _chunks_out(chunks: tuple[bytes, ...]) -> list[bytes]:
     return out
 
 
+def chunks_digest(chunks: tuple[bytes, ...]) -> bytes:
+    """SHA-256 of the chunks as encoded on the wire (count, then each length and bytes): what clients sign."""
+    h = hashlib.sha256()
+    for piece in _chunks_out(chunks):
+        h.update(piece)
+    return h.digest()
+
+
 def _chunks_in(r: _Reader) -> tuple[bytes, ...]:
     (n,) = r.unpack("I", "chunk count")
     if n > MAX_CHUNKS:
@@ -125,6 +136,7 @@ class ContextBlob:
     context_id: bytes
     seal_parameters: bytes
     public_key: bytes | None
+    exchange_public: bytes | None = None  # the key holder's X25519 key (public context only)
 
     def to_bytes(self) -> bytes:
         p = self.params
@@ -135,6 +147,7 @@ class ContextBlob:
         if self.public_key is not None:
             kind = KIND_PUBLIC_CONTEXT
             body += struct.pack(">I", len(self.public_key)) + self.public_key
+            body += self.exchange_public or b""
         return _seal(kind, body)
 
     @classmethod
@@ -151,22 +164,25 @@ class ContextBlob:
         context_id = r.take(CONTEXT_ID_SIZE, "context id")
         seal_parameters = r.seal_object("SEAL parameters")
         public_key = r.seal_object("public key") if public else None
+        exchange_public = r.take(KEY_SIZE, "key holder X25519 key") if public else None
         r.done()
-        return cls(params, context_id, seal_parameters, public_key)
+        return cls(params, context_id, seal_parameters, public_key, exchange_public)
 
 
 @dataclass(frozen=True)
 class ContributionBlob:
-    """One client's encrypted vector: ``ceil(length / N)`` SEAL ciphertexts."""
+    """One client's masked, encrypted vector for one round: ``ceil(length / N)`` SEAL ciphertexts, signed."""
 
     context_id: bytes
+    round_id: bytes
     client_id: int
     length: int
     chunks: tuple[bytes, ...]
+    signature: bytes
 
     def to_bytes(self) -> bytes:
-        head = self.context_id + struct.pack(">qQ", self.client_id, self.length)
-        return _seal(KIND_CONTRIBUTION, head, *_chunks_out(self.chunks))
+        head = self.context_id + self.round_id + struct.pack(">qQ", self.client_id, self.length)
+        return _seal(KIND_CONTRIBUTION, head, *_chunks_out(self.chunks), self.signature)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, sender: object) -> ContributionBlob:
@@ -174,38 +190,60 @@ class ContributionBlob:
         try:
             r = _open(data, KIND_CONTRIBUTION)
             context_id = r.take(CONTEXT_ID_SIZE, "context id")
+            round_id = r.take(ROUND_ID_SIZE, "round id")
             client_id, length = r.unpack("qQ", "client id and length")
             chunks = _chunks_in(r)
+            signature = r.take(SIGNATURE_SIZE, "signature")
             r.done()
         except CKKSError as e:
             raise ContributionError(sender, str(e)) from None
-        return cls(context_id, client_id, length, chunks)
+        return cls(context_id, round_id, client_id, length, chunks, signature)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Per contributor, what lets the key holder check it signed a contribution to this round."""
+
+    client_id: int
+    chunks_digest: bytes
+    signature: bytes
+
+
+_EVIDENCE = struct.Struct(f">q{DIGEST_SIZE}s{SIGNATURE_SIZE}s")
 
 
 @dataclass(frozen=True)
 class AggregateBlob:
-    """The aggregator's sum: who is in it, and the summed ciphertexts."""
+    """The aggregator's sum for one round: each contributor's evidence, and the summed ciphertexts."""
 
     context_id: bytes
+    round_id: bytes
     length: int
-    contributors: tuple[int, ...]
+    evidence: tuple[Evidence, ...]
     chunks: tuple[bytes, ...]
 
+    @property
+    def contributors(self) -> tuple[int, ...]:
+        return tuple(e.client_id for e in self.evidence)
+
     def to_bytes(self) -> bytes:
-        body = self.context_id + struct.pack(">QI", self.length, len(self.contributors))
-        body += struct.pack(f">{len(self.contributors)}q", *self.contributors)
+        body = self.context_id + self.round_id + struct.pack(">QI", self.length, len(self.evidence))
+        body += b"".join(_EVIDENCE.pack(e.client_id, e.chunks_digest, e.signature) for e in self.evidence)
         return _seal(KIND_AGGREGATE, body, *_chunks_out(self.chunks))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AggregateBlob:
         r = _open(data, KIND_AGGREGATE)
         context_id = r.take(CONTEXT_ID_SIZE, "context id")
+        round_id = r.take(ROUND_ID_SIZE, "round id")
         length, count = r.unpack("QI", "length and contributor count")
         if count > MAX_CONTRIBUTORS:
             raise CKKSError(f"aggregate: {count} contributors exceeds the limit {MAX_CONTRIBUTORS}")
-        contributors = r.unpack(f"{count}q", "contributor ids")
-        if len(set(contributors)) != len(contributors):
+        raw = r.take(count * _EVIDENCE.size, "contributor evidence")
+        evidence = tuple(Evidence(*_EVIDENCE.unpack_from(raw, i * _EVIDENCE.size)) for i in range(count))
+        ids = [e.client_id for e in evidence]
+        if len(set(ids)) != len(ids):
             raise CKKSError("aggregate: a contributor is listed twice")
         chunks = _chunks_in(r)
         r.done()
-        return cls(context_id, length, tuple(contributors), chunks)
+        return cls(context_id, round_id, length, evidence, chunks)

@@ -1,0 +1,122 @@
+"""Coefficient access to serialized SEAL ciphertexts (dangerous primitive: no SEAL validation here).
+
+TenSEAL's binding gives no buffer access to a ciphertext's coefficients, so
+the mask layer reads and writes SEAL's own serialization. A SEAL object on
+the wire is ``header(16) || payload``; the header says how the payload is
+compressed. We read ``none`` and ``zstd`` frames made of raw or RLE blocks
+(what SEAL's zstd writer produces for uniformly random residues, which it
+cannot compress) and refuse any other frame; we always write ``none``, which
+SEAL loads and validates (``is_valid_for``: parms_id, sizes, every residue
+below its prime) when the object is loaded into a context.
+
+Ciphertext payload (SEAL 4.x ``Ciphertext::save_members``), little-endian::
+
+    parms_id 4 x u64 | is_ntt_form u8 | size u64 | N u64 | k u64 | scale f64 |
+    correction_factor u64 | DynArray (its own 16-byte header | count u64 | count x u64)
+
+with the residues ordered polynomial, prime, coefficient.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from fedsecure.ckks.errors import CKKSError
+
+SEAL_MAGIC = 0xA15E
+_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compr mode, reserved, total size
+_COMPR_NONE, _COMPR_ZSTD = 0, 2
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_META = struct.Struct("<32sBQQQdQ")
+_PREFIX = _META.size + _HEADER.size + 8  # 97 bytes before the first residue
+
+
+def _payload(data: bytes | memoryview) -> tuple[tuple[int, int], bytes]:
+    """SEAL's (major, minor) version and the uncompressed payload of a serialized object."""
+    if len(data) < _HEADER.size:
+        raise CKKSError(f"SEAL object truncated: {len(data)} bytes")
+    magic, hsize, major, minor, compr, _, size = _HEADER.unpack_from(data, 0)
+    if magic != SEAL_MAGIC or hsize != _HEADER.size:
+        raise CKKSError("not a SEAL object (bad header magic)")
+    if size != len(data):
+        raise CKKSError(f"SEAL object says {size} bytes, has {len(data)}")
+    body = memoryview(data)[_HEADER.size :]
+    if compr == _COMPR_NONE:
+        return (major, minor), bytes(body)
+    if compr != _COMPR_ZSTD:
+        raise CKKSError(f"SEAL object uses compression mode {compr} (only none and zstd are read)")
+    return (major, minor), _zstd_stored(body)
+
+
+def _zstd_stored(z: memoryview) -> bytes:
+    """The content of a zstd frame made of raw and RLE blocks only (no entropy-coded block)."""
+    if bytes(z[:4]) != _ZSTD_MAGIC or len(z) < 5:
+        raise CKKSError("SEAL object: bad zstd frame magic")
+    fhd = z[4]
+    pos = 5
+    single, fcs_flag, did = (fhd >> 5) & 1, fhd >> 6, fhd & 3
+    if (fhd >> 3) & 1:
+        raise CKKSError("SEAL object: reserved zstd frame bit set")
+    pos += (0 if single else 1) + (0, 1, 2, 4)[did] + ((1 if single else 0), 2, 4, 8)[fcs_flag]
+    out = []
+    while True:
+        if pos + 3 > len(z):
+            raise CKKSError("SEAL object: zstd frame truncated")
+        bh = int.from_bytes(z[pos : pos + 3], "little")
+        pos += 3
+        last, kind, size = bh & 1, (bh >> 1) & 3, bh >> 3
+        if kind == 0:
+            if pos + size > len(z):
+                raise CKKSError("SEAL object: zstd raw block truncated")
+            out.append(bytes(z[pos : pos + size]))
+            pos += size
+        elif kind == 1:
+            if pos + 1 > len(z):
+                raise CKKSError("SEAL object: zstd RLE block truncated")
+            out.append(bytes(z[pos : pos + 1]) * size)
+            pos += 1
+        else:
+            raise CKKSError("SEAL object: entropy-coded zstd block (a ciphertext of uniform residues never has one)")
+        if last:
+            break
+    if (fhd >> 2) & 1:
+        pos += 4  # content checksum; SEAL does not write one, and SEAL validates the residues on load
+    if pos != len(z):
+        raise CKKSError(f"SEAL object: {len(z) - pos} bytes after the zstd frame")
+    return b"".join(out)
+
+
+def read_ciphertext(data: bytes, n: int, k: int) -> tuple[tuple[int, int], bytes, np.ndarray]:
+    """``(version, metadata prefix, residues[size, k, n])`` of a serialized 2-polynomial ciphertext."""
+    version, body = _payload(data)
+    if len(body) < _PREFIX:
+        raise CKKSError("ciphertext payload truncated")
+    _, ntt, size, got_n, got_k, _, _ = _META.unpack_from(body, 0)
+    count = struct.unpack_from("<Q", body, _META.size + _HEADER.size)[0]
+    if (size, got_n, got_k) != (2, n, k) or ntt != 1:
+        raise CKKSError(f"ciphertext shape (size {size}, N {got_n}, primes {got_k}, ntt {ntt}) is not (2, {n}, {k}, 1)")
+    if count != 2 * n * k or len(body) != _PREFIX + 8 * count:
+        raise CKKSError("ciphertext payload length disagrees with its shape")
+    residues = np.frombuffer(body, dtype="<u8", count=count, offset=_PREFIX).reshape(2, k, n)
+    return version, body[:_PREFIX], residues
+
+
+def write_ciphertext(version: tuple[int, int], prefix: bytes, residues: np.ndarray) -> bytes:
+    """Serialize (uncompressed) a ciphertext read by :func:`read_ciphertext` with new residues."""
+    payload = prefix + np.ascontiguousarray(residues, dtype="<u8").tobytes()
+    return _HEADER.pack(SEAL_MAGIC, _HEADER.size, version[0], version[1], _COMPR_NONE, 0, _HEADER.size + len(payload)) + payload
+
+
+def add_mod(a: np.ndarray, b: np.ndarray, moduli: np.ndarray) -> np.ndarray:
+    """``(a + b) mod q`` per prime row, for residues below 2^62."""
+    s = a + b
+    q = moduli.reshape((1,) * (s.ndim - 2) + (-1, 1))
+    return np.where(s >= q, s - q, s)
+
+
+def sub_mod(a: np.ndarray, b: np.ndarray, moduli: np.ndarray) -> np.ndarray:
+    """``(a - b) mod q`` per prime row, both below q."""
+    q = moduli.reshape((1,) * (a.ndim - 2) + (-1, 1))
+    return np.where(a >= b, a - b, a + (q - b))

@@ -1,0 +1,141 @@
+"""Long-term client identities and the per-round masks they share with the key holder.
+
+Each client holds two key pairs from ``cryptography``: X25519 (key agreement
+with the key holder) and Ed25519 (signatures on its contributions). The key
+holder pins every client's two public keys when the client registers; the
+clients pin the key holder's X25519 public key, which travels inside the
+public context and is covered by its context id.
+
+Mask of client ``i`` in round ``r`` (specified in ``protocols/ckks.md``)::
+
+    K      = X25519(client secret, key holder public) = X25519(key holder secret, client public)
+    seed   = HKDF-SHA256(K, salt = context_id || round_id, info = "fedsecure/ckks/v2 mask" || i64(i), 32 bytes)
+    M_i[c, j, t]  for chunk c, prime j, coefficient t: AES-256-CTR(seed, counter block u64(j) || u64(0))
+                  read as little-endian u64 words, each masked to bitlen(q_j) bits, words >= q_j skipped,
+                  the first chunks * N survivors in (chunk, coefficient) order.
+
+Only client ``i`` and the key holder can compute ``M_i``; to everyone else it
+is uniform modulo every prime.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedsecure.ckks.errors import CKKSError
+
+MASK_LABEL = b"fedsecure/ckks/v2 mask"
+SIGN_LABEL = b"fedsecure/ckks/v2 contribution"
+KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+_RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+
+
+def _raw_private(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+
+@dataclass(frozen=True)
+class ClientRegistration:
+    """What the key holder and the aggregator pin for one client: its id and two public keys."""
+
+    client_id: int
+    exchange_public: bytes  # X25519, 32 bytes
+    signing_public: bytes  # Ed25519, 32 bytes
+
+    def __post_init__(self) -> None:
+        if len(self.exchange_public) != KEY_SIZE or len(self.signing_public) != KEY_SIZE:
+            raise CKKSError(f"client {self.client_id}: public keys must be {KEY_SIZE} bytes each")
+        if not -(2**63) <= self.client_id < 2**63:
+            raise CKKSError(f"client id {self.client_id} does not fit in an i64")
+
+
+class ClientIdentity:
+    """A client's long-term X25519 and Ed25519 key pairs (fresh from the OS unless given)."""
+
+    def __init__(self, client_id: int, *, exchange_private: bytes | None = None, signing_private: bytes | None = None) -> None:
+        self.client_id = int(client_id)
+        try:
+            self._exchange = (
+                X25519PrivateKey.from_private_bytes(exchange_private) if exchange_private else X25519PrivateKey.generate()
+            )
+            self._signing = (
+                Ed25519PrivateKey.from_private_bytes(signing_private) if signing_private else Ed25519PrivateKey.generate()
+            )
+        except ValueError as e:
+            raise CKKSError(f"client {client_id}: bad private key bytes ({e})") from None
+        self.registration = ClientRegistration(
+            self.client_id,
+            self._exchange.public_key().public_bytes(*_RAW),
+            self._signing.public_key().public_bytes(*_RAW),
+        )
+
+    def export_private_keys(self) -> tuple[bytes, bytes]:
+        """DANGEROUS: ``(X25519, Ed25519)`` private keys; whoever holds them can speak for this client."""
+        return _raw_private(self._exchange), _raw_private(self._signing)
+
+    def shared_secret(self, key_holder_public: bytes) -> bytes:
+        return exchange(self._exchange, key_holder_public, self.client_id)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._signing.sign(message)
+
+
+def exchange(private: X25519PrivateKey, peer_public: bytes, client_id: int) -> bytes:
+    """X25519; refuses low-order peer keys (all-zero shared secret) with a :class:`CKKSError`."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as e:
+        raise CKKSError(f"client {client_id}: key agreement failed ({e})") from None
+
+
+def mask_seed(shared_secret: bytes, context_id: bytes, round_id: bytes, client_id: int) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=context_id + round_id,
+        info=MASK_LABEL + struct.pack(">q", client_id),
+    ).derive(shared_secret)
+
+
+def mask(seed: bytes, chunks: int, n: int, moduli: np.ndarray) -> np.ndarray:
+    """``M[chunk, prime, coefficient]``, uniform below each prime (rejection sampling over AES-256-CTR)."""
+    out = np.empty((chunks, moduli.size, n), dtype=np.uint64)
+    need = chunks * n
+    for j, q in enumerate(int(x) for x in moduli):
+        enc = Cipher(algorithms.AES(seed), modes.CTR(struct.pack(">QQ", j, 0))).encryptor()
+        keep = np.uint64((1 << q.bit_length()) - 1)
+        got: list[np.ndarray] = []
+        have = 0
+        batch = need + need // 256 + 64
+        while have < need:
+            words = np.frombuffer(enc.update(bytes(8 * batch)), dtype="<u8") & keep
+            words = words[words < np.uint64(q)]
+            got.append(words)
+            have += words.size
+            batch = max(64, 2 * (need - have))
+        flat = np.concatenate(got)[:need] if len(got) > 1 else got[0][:need]
+        out[:, j, :] = flat.reshape(chunks, n)
+    return out
+
+
+def contribution_message(context_id: bytes, round_id: bytes, client_id: int, length: int, chunks_digest: bytes) -> bytes:
+    """What a client signs: label, deployment, round, its id, the vector length and the chunks' SHA-256."""
+    return SIGN_LABEL + context_id + round_id + struct.pack(">qQ", client_id, length) + chunks_digest
+
+
+def verify(signing_public: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(signing_public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
