@@ -54,6 +54,8 @@ class StreamingAggregator:
 
     def add(self, contribution: bytes, *, sender: int) -> None:
         """Add ``sender``'s contribution, or raise :class:`ContributionError` and change nothing."""
+        if isinstance(sender, bool) or not isinstance(sender, int):
+            raise ContributionError(sender, f"sender must be an integer client id, got {type(sender).__name__}")
         blob = ContributionBlob.from_bytes(contribution, sender=sender)
         if blob.context_id != self.context_id:
             raise ContributionError(sender, "encrypted under another context (context id mismatch)")
