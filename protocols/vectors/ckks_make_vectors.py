@@ -1,10 +1,13 @@
-"""Regenerate ``protocols/vectors/ckks_v1.json`` (run from the repository root).
+"""Regenerate ``protocols/vectors/ckks_v2.json`` (run from the repository root).
 
 CKKS encryption is randomized, so the vectors are not reproducible byte for
 byte: they record one deployment (its public context, aggregator context and,
-for checking only, its secret key), two contributions, and the sum they must
-decrypt to within the stated bound. The parameter sets (SEAL's primes and
-parms_id) are deterministic.
+for checking only, the key holder's CKKS secret key and X25519 key and the
+clients' identity keys), one round of two contributions, and the sum they
+must decrypt to within the stated bound. Deterministic parts are checkable
+exactly: the parameter sets (SEAL's primes and parms_id), the X25519 shared
+secrets, the HKDF mask seeds and the first mask words, and the Ed25519
+signatures (deterministic given the key and the message).
 
     python protocols/vectors/ckks_make_vectors.py
 """
@@ -12,14 +15,16 @@ parms_id) are deterministic.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
-from fedsecure.ckks import ClientEncryptor, KeyHolder, summation_params
+from fedsecure.ckks import ClientEncryptor, ClientIdentity, KeyHolder, summation_params
 from fedsecure.ckks.context import build_seal_context
-from fedsecure.ckks.wire import VERSION
+from fedsecure.ckks.keys import contribution_message, mask, mask_seed
+from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, chunks_digest
 
 
 def parameter_set(level: int) -> dict:
@@ -41,30 +46,63 @@ def parameter_set(level: int) -> dict:
 
 def main() -> None:
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
-    holder = KeyHolder(min_contributions=2)
-    enc = ClientEncryptor(holder.public_context())
+    idents = {1: ClientIdentity(1), 2: ClientIdentity(2)}
+    holder = KeyHolder(min_contributions=2, clients=[c.registration for c in idents.values()])
+    public = ContextBlob.from_bytes(holder.public_context(), public=True)
+    moduli = np.array(parameter_set(128)["coeff_modulus"], dtype=np.uint64)
+    round_id = bytes(range(16))
     inputs = {1: ([0.5, -1.25, 3.0, 1e-3, -7.75], 1.0), 2: ([0.25, 0.25, -1.0, 2e-3, 100.0], 0.5)}
-    contributions = [
-        {"client_id": c, "input": x, "weight": w, "blob": b64(enc.encrypt(np.array(x), client_id=c, weight=w))}
-        for c, (x, w) in inputs.items()
-    ]
+    clients = []
+    for c, (x, w) in inputs.items():
+        ident = idents[c]
+        blob = ClientEncryptor(holder.public_context(), ident).encrypt(np.array(x), round_id=round_id, weight=w)
+        parsed = ContributionBlob.from_bytes(blob, sender=c)
+        shared = ident.shared_secret(public.exchange_public)
+        seed = mask_seed(shared, holder.context_id, round_id, c)
+        m = mask(seed, 1, 4096, moduli)
+        xpriv, spriv = ident.export_private_keys()
+        clients.append({
+            "client_id": c,
+            "exchange_private_DANGEROUS_test_only": xpriv.hex(),
+            "signing_private_DANGEROUS_test_only": spriv.hex(),
+            "exchange_public": ident.registration.exchange_public.hex(),
+            "signing_public": ident.registration.signing_public.hex(),
+            "shared_secret": shared.hex(),
+            "mask_seed": seed.hex(),
+            "mask_first_words": [int(v) for v in m[0, 0, :8]],
+            "mask_sha256": hashlib.sha256(m.astype("<u8").tobytes()).hexdigest(),
+            "chunks_digest": chunks_digest(parsed.chunks).hex(),
+            "signed_message": contribution_message(
+                holder.context_id, round_id, c, len(x), chunks_digest(parsed.chunks)
+            ).hex(),
+            "signature": parsed.signature.hex(),
+            "input": x,
+            "weight": w,
+            "blob": b64(blob),
+        })
     expected = sum(np.array(x) * w for x, w in inputs.values())
     vectors = {
-        "description": "fedsecure CKKS summation wire format v1: parameter sets and one worked deployment",
+        "description": "fedsecure CKKS summation wire format v2: parameter sets, key agreement, masks, "
+        "signatures, and one worked round",
         "wire_version": VERSION,
         "parameter_sets": [parameter_set(level) for level in (128, 192, 256)],
         "example": {
             "public_context": b64(holder.public_context()),
             "aggregator_context": b64(holder.aggregator_context()),
             "secret_key_DANGEROUS_test_only": b64(holder.export_secret_key()),
+            "exchange_private_DANGEROUS_test_only": holder.export_exchange_key().hex(),
+            "key_holder_exchange_public": public.exchange_public.hex(),
+            "context_id": holder.context_id.hex(),
+            "round_id": round_id.hex(),
             "min_contributions": 2,
             "length": 5,
-            "contributions": contributions,
+            "flood_std": holder.flood_std,
+            "clients": clients,
             "expected_sum": expected.tolist(),
             "error_bound": holder.error_bound(2, 5),
         },
     }
-    out = Path(__file__).with_name("ckks_v1.json")
+    out = Path(__file__).with_name("ckks_v2.json")
     out.write_text(json.dumps(vectors, indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size} bytes)")
 
