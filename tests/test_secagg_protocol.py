@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from fedsecure.secagg import (
-    FixedPointEncoding, SecAggClient, SecAggServer, StageError, TooFewSurvivors, choose_params, run_round,
+    ClientPolicy, FixedPointEncoding, PolicyViolation, SecAggClient, SecAggServer, StageError, TooFewSurvivors,
+    choose_params, run_round,
 )
 from fedsecure.secagg import messages as m
 from fedsecure.secagg.params import evaluate
 
 SLOW = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
-STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+STAGES = ("advertise_keys", "seed_reveal", "share_keys", "masked_input", "unmasking")
+#: a client that accepts any (k, t): for properties that must hold whatever the threshold
+PERMISSIVE = dict(min_colluders=0, privacy_target=1.0)
 
 
 def _params(n, graph, k=None, t=None, threat_model="semi-honest"):
@@ -39,10 +44,13 @@ def _must_succeed(graph, t, n, dropouts):
         return dropouts.get(u) is None or STAGES.index(dropouts[u]) > STAGES.index(stage)
 
     u1 = {u for u in range(n) if alive(u, "advertise_keys")}
-    if len(u1) < t:
+    if len(u1) - 1 < t or len(u1) < 3:  # each needs t neighbours; a client joins no view below 3
         return False
-    n1 = {u: set(graph[u].tolist()) & u1 for u in u1}
-    got_nbrs = {u for u in u1 if len(n1[u]) >= t}
+    view = {u for u in u1 if alive(u, "seed_reveal")}
+    if len(view) - 1 < t or len(view) < 3:  # the second graph draw, over those who revealed
+        return False
+    n1 = {u: set(graph[u].tolist()) for u in view}  # the graph is drawn over the view
+    got_nbrs = {u for u in view if len(n1[u]) >= t}
     u2 = {u for u in got_nbrs if alive(u, "share_keys")}
     if len(u2) < t:
         return False
@@ -60,17 +68,19 @@ def _must_succeed(graph, t, n, dropouts):
 def _drive(vecs, p, enc, dropouts):
     """A minimal transport (the simulator's loop) that keeps the server, whose graph the oracle needs."""
     n = len(vecs)
-    server = SecAggServer(range(n), len(vecs[0]), p, enc)
-    clients = {u: SecAggClient(u, vecs[u]) for u in range(n)}
+    server = SecAggServer(range(n), len(vecs[0]), p, enc, signing_key=Ed25519PrivateKey.generate())
+    policy = ClientPolicy(server_key=server.public_key, **PERMISSIVE)
+    clients = {u: SecAggClient(u, vecs[u], policy=policy) for u in range(n)}
     inbox = {u: server.config_message for u in range(n)}
     try:
-        for i, stage in enumerate(server.stages):
+        while server.stage != "done":
+            i = server.stages.index(server.stage)
             for u, msg in inbox.items():
                 if dropouts.get(u) is not None and server.stages.index(dropouts[u]) <= i:
                     continue
                 try:
                     outs = clients[u].receive(msg)
-                except TooFewSurvivors:
+                except (TooFewSurvivors, PolicyViolation):
                     continue  # an honest client refusing to go on is a dropout
                 for out in outs:
                     server.receive(u, out)
@@ -137,10 +147,10 @@ def test_active_mode_with_dropouts_at_every_stage():
 
 def test_too_few_survivors_aborts_with_a_clear_error():
     n = 8
-    p = _params(n, "complete", threat_model="active")  # t = 4
+    p = _params(n, "complete", threat_model="active")  # t = 5 (2t > k + 1)
     enc = FixedPointEncoding.for_sum(n, 1.0)
     vecs = {u: np.ones(5) * 0.1 for u in range(n)}
-    with pytest.raises(TooFewSurvivors, match=r"threshold is t=4"):
+    with pytest.raises(TooFewSurvivors, match=r"threshold is t=5"):
         run_round(vecs, p, enc, dropouts={u: "masked_input" for u in range(5)})
     # Enough sent inputs, but too few stay to unmask: the shares needed are missing -> abort, no sum.
     with pytest.raises(TooFewSurvivors, match="shares of the"):
@@ -153,7 +163,7 @@ def test_workers_give_the_same_sum():
     enc = FixedPointEncoding.for_sum(n, 1.0)
     vecs = {u: np.cos(np.arange(d) + u) for u in range(n)}
     drops = {3: "masked_input", 9: "unmasking"}
-    a = run_round(vecs, p, enc, dropouts=drops, workers=2)
+    a = run_round(vecs, p, enc, dropouts=drops, workers=2, policy=ClientPolicy(**PERMISSIVE))
     assert a.included == tuple(u for u in range(n) if u != 3)
     assert np.abs(a.total - sum(vecs[u] for u in a.included)).max() <= enc.max_error(n)
 
@@ -162,10 +172,10 @@ def _round_to_unmask(n=6, active=False):
     """Run the real protocol up to the unmask request; return (server, clients)."""
     p = _params(n, "complete")
     enc = FixedPointEncoding.for_sum(n, 1.0)
-    server = SecAggServer(range(n), 3, p, enc)
-    clients = {u: SecAggClient(u, np.zeros(3)) for u in range(n)}
+    server = SecAggServer(range(n), 3, p, enc, signing_key=Ed25519PrivateKey.generate())
+    clients = {u: SecAggClient(u, np.zeros(3), policy=ClientPolicy(server_key=server.public_key)) for u in range(n)}
     inbox = {u: server.config_message for u in range(n)}
-    for _ in range(3):
+    for _ in range(4):
         for u, msg in inbox.items():
             for out in clients[u].receive(msg):
                 server.receive(u, out)

@@ -57,7 +57,7 @@ def test_bad_configuration_and_bad_stage_names_are_refused():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             SecAggSum().sum({u: np.zeros(2) for u in range(5)}, dropouts={1: "upload"})
-    assert SecAggSum(active=True).stages == ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+    assert SecAggSum(active=True).stages == ("advertise_keys", "seed_reveal", "share_keys", "masked_input", "consistency_check", "unmasking")
 
 
 class PatternNoise:

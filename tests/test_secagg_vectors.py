@@ -1,4 +1,4 @@
-"""The deterministic JSON test vectors of protocols/vectors/secagg_v2.json reproduce byte for byte."""
+"""The deterministic JSON test vectors of protocols/vectors/secagg_v3.json reproduce byte for byte."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from fedsecure.secagg.testing import transcript
 
-VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v2.json"
+VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v3.json"
 CASES = json.loads(VECTORS.read_text())["vectors"]
 
 
@@ -50,7 +50,8 @@ def test_default_randomness_is_not_deterministic():
 
 
 def test_message_trailer_is_the_rfc8439_aead_tag_of_header_and_body_as_specified():
-    """v2 trailer = nonce || ChaCha20-Poly1305(K_u).encrypt(nonce, "", header || body), recomputed independently."""
+    """v3 point-to-point trailer = nonce || ChaCha20-Poly1305(K_u).encrypt(nonce, "", header || body), and the
+    broadcast trailer = Ed25519(server key, L || "broadcast" || header || body), both recomputed independently."""
     import numpy as np
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -61,7 +62,7 @@ def test_message_trailer_is_the_rfc8439_aead_tag_of_header_and_body_as_specified
     server = SecAggServer(range(4), 3, p, FixedPointEncoding.for_sum(4, 1.0))
     client = SecAggClient(2, np.zeros(3))
     adv = client.receive(server.config_message)[0]
-    assert adv[0] == m.VERSION == 2
+    assert adv[0] == m.VERSION == 3
     body_end = len(adv) - m.TAG_BYTES
     nonce, tag = adv[body_end : body_end + 12], adv[body_end + 12 :]
     assert len(tag) == 16
@@ -71,7 +72,7 @@ def test_message_trailer_is_the_rfc8439_aead_tag_of_header_and_body_as_specified
         server.receive(u, SecAggClient(u, np.zeros(3)).receive(server.config_message)[0])
     replies = server.advance()
     assert 2 in replies
-    # a server message carries a fresh nonce under the same key
+    # the next server message is a broadcast: the same bytes for everyone, signed by the server's key
     r = replies[2]
-    assert r[-m.TAG_BYTES : -16] != nonce
-    assert ChaCha20Poly1305(client._key).encrypt(r[-m.TAG_BYTES : -16], b"", r[: -m.TAG_BYTES]) == r[-16:]
+    assert all(v is r for v in replies.values())
+    server.public_key.verify(r[-64:], b"fedsecure/secagg/v3/broadcast" + r[:-64])

@@ -5,9 +5,9 @@
 * :mod:`fedsecure.fl.local` -- :class:`LocalTrainer` (how a client trains), :class:`SGDTrainer`.
 * :mod:`fedsecure.fl.engine` -- :class:`FederatedTrainer`, :class:`FederatedConfig`, :func:`train_central`.
 
-The engine is imported lazily (it needs the recommender package); the two
-interface modules import nothing else from fedsecure, so protocol packages
-can implement them standalone.
+The engine and the local trainers are imported lazily (they need torch and the
+recommender package); the aggregation interfaces import only numpy, so protocol
+packages implement them standalone without pulling in torch.
 """
 
 from .aggregation import (
@@ -20,7 +20,16 @@ from .aggregation import (
     SumProtocol,
     SumResult,
 )
-from .local import LocalTrainer, SGDTrainer
+
+def __getattr__(name: str):
+    # The local trainers need torch: import them on first use, so that protocol packages
+    # implementing the interfaces above (``import fedsecure.secagg``) never pull in torch.
+    if name in ("LocalTrainer", "SGDTrainer"):
+        from . import local
+
+        return getattr(local, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AggregationError",

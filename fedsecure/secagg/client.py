@@ -1,14 +1,25 @@
 """The client of one secure-aggregation round, as a sans-IO state machine.
 
-``SecAggClient(client_id, vector).receive(message_bytes)`` consumes one message
-from the server and returns the messages to send back (bytes). Stages, in
-order (``stage`` tells which message is awaited)::
+``SecAggClient(client_id, vector, policy=...).receive(message_bytes)`` consumes
+one message from the server and returns the messages to send back (bytes).
+Stages, in order (``stage`` tells which message is awaited)::
 
-    config -> neighbours -> shares -> [consistency] -> unmask -> done
+    config -> commitments -> reveals -> shares -> [consistency] -> unmask -> done
 
-A message that does not parse, fails its tag, comes from the wrong party or
-round, or arrives out of stage raises :class:`MessageRejected` and changes
-nothing, so the right message can still follow. The double-masking rule is
+(``reveals`` also accepts the server's next seed attempt, up to
+``GRAPH_DRAWS`` in all.) The client enforces its own
+:class:`~fedsecure.secagg.policy.ClientPolicy` on every public fact of the
+round: a configuration that is unsigned by the pinned server key, weaker than
+the policy (threat model, k, t, sizes, ring) or a view too small is refused
+with :class:`PolicyViolation`. The SecAgg+ graph is drawn from a seed that
+contains this client's own fresh reveal, committed before it saw any other
+client's, so no server can steer its neighbourhood.
+
+Any message that does not parse, fails its tag or signature, comes from the
+wrong party or round, arrives out of stage, or carries well-formed but
+inadmissible content raises an error of the :class:`SecAggError` family
+(never a bare ``ValueError``) and changes nothing, so the right message can
+still follow. The double-masking rule is
 structural: the client answers exactly one unmask request, and for each peer
 it reveals the share of the self-mask seed (peer survived) *or* of the
 masking key (peer dropped), never both; in active mode the survivor list it
@@ -35,11 +46,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import keys, messages as m, shamir
 from .encoding import FixedPointEncoding, IntegerNoise, pack
-from .errors import ConfigurationError, MessageRejected, StageError, TooFewSurvivors
-from .graph import build_graph
+from .errors import ConfigurationError, MessageRejected, PolicyViolation, SecAggError, StageError, TooFewSurvivors
+from .graph import neighbours_of
+from .params import GRAPH_DRAWS
+from .policy import ClientPolicy
 from .prg import MaskExpander, apply_masks
 
-STAGES = ("config", "neighbours", "shares", "consistency", "unmask", "done")
+STAGES = ("config", "commitments", "reveals", "shares", "consistency", "unmask", "done")
 
 
 def _x25519_from(randbytes: Callable[[int], bytes]) -> X25519PrivateKey:
@@ -67,6 +80,7 @@ class SecAggClient:
         client_id: int,
         vector: np.ndarray,
         *,
+        policy: ClientPolicy | None = None,
         identity_key: Ed25519PrivateKey | None = None,
         identity_keys: Mapping[int, Ed25519PublicKey] | None = None,
         noise: IntegerNoise | None = None,
@@ -82,30 +96,55 @@ class SecAggClient:
             self._vector = self._vector.astype(np.float64)
         if self._vector.ndim != 1:
             raise ConfigurationError(f"input must be a 1-D vector, got shape {self._vector.shape}", sender=self.id)
+        self.policy = policy if policy is not None else ClientPolicy()
+        if not isinstance(self.policy, ClientPolicy):
+            raise ConfigurationError("policy must be a ClientPolicy")
+        if self.policy.active and (identity_key is None or not identity_keys):
+            raise ConfigurationError("an active-security policy needs this client's identity key and the peers' keys",
+                                     sender=self.id)
         self._identity_key = identity_key
         self._identity_keys = dict(identity_keys or {})
+        self._known = np.array(sorted(self._identity_keys), dtype=np.int64)
         self._noise = noise
         self._rand = _unsafe_randbytes_for_test_vectors or os.urandom
         self.stage = "config"
         self.revealed: dict[int, str] = {}  # peer -> "self_mask" | "mask_key": what this client disclosed
+        self.round_bounds = None  # the SecAggParams this client computed for the round's view
 
     # -- plumbing ----------------------------------------------------------
     def _reject(self, reason: str) -> MessageRejected:
         return MessageRejected(f"client {self.id} rejects a message: {reason}", sender="server")
 
-    def _open(self, data: bytes, expected: type) -> bytes:
-        try:
-            header, body = m.open_sealed(bytes(data), self._key)
-        except m.ParseError as e:
-            raise self._reject(str(e)) from None
+    def _violation(self, reason: str) -> PolicyViolation:
+        return PolicyViolation(f"client {self.id} refuses the round: {reason}", sender="server")
+
+    def _check_header(self, header: m.Header, expected: type, *, broadcast: bool) -> None:
         if header.round_id != self._round_id:
             raise self._reject("message belongs to another round")
-        if header.sender != m.SERVER or header.recipient != self.id:
-            raise self._reject(f"message from {header.sender} to {header.recipient}, expected server to {self.id}")
+        recipient = m.SERVER if broadcast else self.id
+        if header.sender != m.SERVER or header.recipient != recipient:
+            raise self._reject(f"message from {header.sender} to {header.recipient}, expected server to "
+                               f"{'all' if broadcast else self.id}")
         if header.type != expected.TYPE:
             name = m.MESSAGE_TYPES[header.type].__name__
             raise StageError(f"client {self.id} in stage {self.stage!r} cannot accept {name}", sender="server")
+
+    def _open(self, data: bytes, expected: type) -> bytes:
+        try:
+            header, body = m.open_sealed(data, self._key)
+        except m.ParseError as e:
+            raise self._reject(str(e)) from None
+        self._check_header(header, expected, broadcast=False)
         return body
+
+    def _open_broadcast(self, data: bytes, *expected: type) -> tuple[type, memoryview]:
+        try:
+            header, body = m.open_broadcast(data, self._server_key)
+        except m.ParseError as e:
+            raise self._reject(str(e)) from None
+        kind = m.MESSAGE_TYPES[header.type]
+        self._check_header(header, kind if kind in expected else expected[0], broadcast=True)
+        return kind, body
 
     def _seal(self, msg) -> bytes:
         return m.seal(m.Header(msg.TYPE, self._round_id, self.id, m.SERVER), msg.body(), self._key,
@@ -113,96 +152,152 @@ class SecAggClient:
 
     # -- the state machine ---------------------------------------------------
     def receive(self, data: bytes) -> list[bytes]:
-        """Consume one server message; return the messages to send to the server."""
+        """Consume one server message; return the messages to send to the server.
+
+        Raises an error of the :class:`SecAggError` family (and changes nothing) for any message it
+        does not accept, whatever its bytes.
+        """
         handler = {
             "config": self._on_config,
-            "neighbours": self._on_neighbours,
+            "commitments": self._on_commitments,
+            "reveals": self._on_reveals,
             "shares": self._on_shares,
             "consistency": self._on_consistency,
             "unmask": self._on_unmask,
         }.get(self.stage)
         if handler is None:
             raise StageError(f"client {self.id} has finished the round and accepts no message", sender="server")
-        return handler(bytes(data))
+        try:
+            return handler(bytes(data))
+        except SecAggError:
+            raise
+        except m.ParseError as e:
+            raise self._reject(str(e)) from None
+        except Exception as e:  # noqa: BLE001 -- whatever the bytes, an honest client answers in the protocol's errors
+            raise self._reject(f"inadmissible message ({type(e).__name__}: {e})") from None
 
     def _on_config(self, data: bytes) -> list[bytes]:
-        try:
-            header = m.parse_header(data)
-            if header.type != m.RoundConfig.TYPE:
-                raise StageError(f"client {self.id} awaits the round configuration, got type {header.type}", sender="server")
-            if header.sender != m.SERVER:
-                raise m.ParseError("configuration must come from the server")
-            cfg = m.RoundConfig.parse(data[m.HEADER.size :])
-        except m.ParseError as e:
-            raise self._reject(str(e)) from None
+        header = m.parse_header(data)
+        if header.type != m.RoundConfig.TYPE:
+            raise StageError(f"client {self.id} awaits the round configuration, got type {header.type}", sender="server")
+        if header.sender != m.SERVER or header.recipient != m.SERVER:
+            raise m.ParseError("configuration must come from the server, to all")
+        if len(data) < m.HEADER.size + m.SIG_BYTES:
+            raise m.ParseError("configuration too short to carry the server's signature")
+        cfg = m.RoundConfig.parse(data[m.HEADER.size : -m.SIG_BYTES])
+        pinned = self.policy.server_key
+        if pinned is not None and cfg.server_sign_pk != pinned.public_bytes_raw():
+            raise self._violation("the configuration names a server signing key other than the pinned one")
+        server_key = pinned or Ed25519PublicKey.from_public_bytes(cfg.server_sign_pk)
+        m.open_broadcast(data, server_key, config=True)
         if not _sorted_contains(cfg.roster, np.array([self.id])):
             raise self._reject(f"client {self.id} is not on the round's roster")
-        if cfg.vector_length != self._vector.size:
-            raise ConfigurationError(
-                f"round expects vectors of length {cfg.vector_length}, this client holds {self._vector.size}", sender=self.id
-            )
+        bounds = self.policy.check_round(cfg.roster.size, cfg.graph, cfg.k, cfg.t, cfg.active)
         if cfg.active and (self._identity_key is None or not self._identity_keys):
-            raise ConfigurationError("an active-security round needs this client's identity key and the peers' keys", sender=self.id)
-        enc = FixedPointEncoding(bits=cfg.bits, scale=cfg.scale, clip=cfg.clip, stochastic=cfg.stochastic)
-        enc.check_capacity(cfg.roster.size, self._noise)  # never help build a sum that can wrap
-        noise = None if self._noise is None else self._noise.sample(self._vector.size, enc.scale)
+            raise self._violation("an active-security round needs this client's identity key and the peers' keys")
+        if cfg.active and not _sorted_contains(self._known, cfg.roster):
+            raise self._violation("the roster names clients without a known identity key")
+        if cfg.vector_length != self._vector.size:
+            raise self._violation(f"round expects vectors of length {cfg.vector_length}, this client holds "
+                                  f"{self._vector.size}")
         try:
-            self._encoded = enc.encode(self._vector, noise)
-        except ValueError as e:
-            raise ConfigurationError(str(e), sender=self.id) from None
-        del self._vector  # only the encoding is needed from here on
-        self._config, self._encoding, self._round_id = cfg, enc, header.round_id
-        self._cfg_hash = keys.config_hash(data)
-        self._enc_sk = _x25519_from(self._rand)
-        self._mask_sk = _x25519_from(self._rand)
-        self._self_seed = self._rand(32)
-        enc_pk = self._enc_sk.public_key().public_bytes_raw()
-        mask_pk = self._mask_sk.public_key().public_bytes_raw()
-        commit = keys.commitment(self._round_id, self.id, self._self_seed)
-        shared = self._enc_sk.exchange(X25519PublicKey.from_public_bytes(cfg.server_pk))
-        self._key = keys.client_server_key(shared, self._cfg_hash, self.id)
+            enc = FixedPointEncoding(bits=cfg.bits, scale=cfg.scale, clip=cfg.clip, stochastic=cfg.stochastic)
+            enc.check_capacity(cfg.roster.size, self._noise)  # never help build a sum that can wrap
+            noise = None if self._noise is None else self._noise.sample(self._vector.size, enc.scale)
+            encoded = enc.encode(self._vector, noise)
+        except (ConfigurationError, ValueError) as e:
+            raise self._violation(str(e)) from None
+        round_id = header.round_id
+        cfg_hash = keys.config_hash(data)
+        enc_sk, mask_sk = _x25519_from(self._rand), _x25519_from(self._rand)
+        self_seed = self._rand(32)
+        chain, seed_commit = keys.seed_chain(self._rand(32), GRAPH_DRAWS)
+        enc_pk = enc_sk.public_key().public_bytes_raw()
+        mask_pk = mask_sk.public_key().public_bytes_raw()
+        commit = keys.commitment(round_id, self.id, self_seed)
+        shared = enc_sk.exchange(X25519PublicKey.from_public_bytes(cfg.server_pk))
         sig = m.NO_SIGNATURE
         if cfg.active:
-            sig = self._identity_key.sign(keys.advertise_payload(self._cfg_hash, self.id, enc_pk, mask_pk, commit))
-        self.stage = "neighbours"
-        return [self._seal(m.AdvertiseKeys(enc_pk, mask_pk, commit, sig))]
+            sig = self._identity_key.sign(keys.advertise_payload(cfg_hash, self.id, enc_pk, mask_pk, commit, seed_commit))
+        # Everything checked: commit the new state at once.
+        self._encoded, self._vector = encoded, None
+        self._config, self._encoding, self._round_id, self._cfg_hash = cfg, enc, round_id, cfg_hash
+        self._server_key = server_key
+        self._enc_sk, self._mask_sk, self._self_seed, self._chain = enc_sk, mask_sk, self_seed, chain
+        self._key = keys.client_server_key(shared, cfg_hash, self.id)
+        self.round_bounds = bounds
+        self._advertised = m.AdvertiseKeys(enc_pk, mask_pk, commit, seed_commit, sig)
+        self.stage = "commitments"
+        return [self._seal(self._advertised)]
 
-    def _on_neighbours(self, data: bytes) -> list[bytes]:
-        try:
-            msg = m.Neighbours.parse(self._open(data, m.Neighbours))
-        except m.ParseError as e:
-            raise self._reject(str(e)) from None
+    def _reveal(self, attempt: int, view: np.ndarray) -> list[bytes]:
+        """Fix the view of this attempt, then (only then) disclose this attempt's chain value."""
+        if not _sorted_contains(view, np.array([self.id])):
+            raise self._reject("the view of the graph draw does not contain this client")
+        if not _sorted_contains(self._config.roster, view):
+            raise self._reject("the view of the graph draw names clients outside the roster")
         cfg = self._config
-        ids = msg.ids
-        if self.id in ids:
-            raise self._reject("neighbour list contains the client itself")
-        if ids.size > cfg.k:
-            raise self._reject(f"{ids.size} neighbours exceed k={cfg.k}")
+        self.policy.check_round(cfg.roster.size, cfg.graph, cfg.k, cfg.t, cfg.active, view=view.size)
+        self._view, self._attempt = view, attempt
+        return [self._seal(m.SeedReveal(attempt, self._chain[attempt]))]
+
+    def _on_commitments(self, data: bytes) -> list[bytes]:
+        _, body = self._open_broadcast(data, m.SeedCommitments)
+        msg = m.SeedCommitments.parse(body)
+        if msg.attempt != 0:
+            raise self._reject(f"the first graph draw must be attempt 0, got {msg.attempt}")
+        j = int(np.searchsorted(msg.ids, self.id))
+        if j >= msg.ids.size or msg.ids[j] != self.id:
+            raise self._reject("the view of the graph draw does not contain this client")
+        R = m.KEY_RECORD_BYTES
+        if bytes(msg.records[j * R : (j + 1) * R]) != self._advertised.body():
+            raise self._reject("the view carries keys for this client other than the ones it advertised")
+        out = self._reveal(0, msg.ids)
+        self._view0, self._records = msg.ids, msg.records
+        self.stage = "reveals"
+        return out
+
+    def _on_reveals(self, data: bytes) -> list[bytes]:
+        kind, body = self._open_broadcast(data, m.SeedReveals, m.SeedCommitments)
+        if kind is m.SeedCommitments:  # the server starts the next draw without the clients that did not reveal
+            msg = m.SeedCommitments.parse(body)
+            if msg.attempt != self._attempt + 1 or msg.attempt >= GRAPH_DRAWS:
+                raise self._reject(f"graph draw {msg.attempt} after draw {self._attempt} (at most {GRAPH_DRAWS} draws, "
+                                   "in order)")
+            if not _sorted_contains(self._view, msg.ids):
+                raise self._reject("a later graph draw may only drop clients from the view")
+            return self._reveal(msg.attempt, msg.ids)
+        msg = m.SeedReveals.parse(body)
+        cfg, view, attempt = self._config, self._view, self._attempt
+        if msg.attempt != attempt or len(msg.reveals) != view.size * m.SEED_BYTES:
+            raise self._reject(f"reveals for draw {msg.attempt} of {len(msg.reveals) // m.SEED_BYTES} clients; "
+                               f"expected draw {attempt} of {view.size}")
+        # Every reveal must open the commitment fixed before this client disclosed its own.
+        R, S = m.KEY_RECORD_BYTES, m.SEED_BYTES
+        rows = np.searchsorted(self._view0, view)
+        for j, row in enumerate(rows.tolist()):
+            commit = self._records[row * R + 4 * m.KEY_BYTES - 32 : row * R + 4 * m.KEY_BYTES]
+            if not keys.reveal_matches(msg.reveals[j * S : (j + 1) * S], attempt, commit):
+                raise self._reject(f"the graph-seed reveal of client {int(view[j])} does not open its commitment")
+        seed = keys.graph_seed(self._cfg_hash, attempt, view, msg.reveals)
+        ids = neighbours_of(cfg.graph, view, cfg.k, seed, self.id)
         if ids.size < cfg.t:
-            raise TooFewSurvivors(f"client {self.id} got {ids.size} neighbours < t={cfg.t}", sender=self.id)
-        if not _sorted_contains(cfg.roster, ids):
-            raise self._reject("neighbour list names clients outside the roster")
-        if cfg.active:
-            # An active server must not pick our neighbours: they follow from the public seed.
-            allowed = build_graph(cfg.graph, cfg.roster.tolist(), cfg.k, cfg.graph_seed)[self.id]
-            if not np.isin(ids, allowed).all():
-                raise self._reject("neighbour list does not match the round's public graph")
-            for v, a in zip(ids.tolist(), msg.keys):
+            raise TooFewSurvivors(f"client {self.id} has {ids.size} neighbours < t={cfg.t}", sender=self.id)
+        records = {}
+        for v, row in zip(ids.tolist(), np.searchsorted(self._view0, ids).tolist()):
+            a = m.AdvertiseKeys.parse(bytes(self._records[row * R : (row + 1) * R]))
+            if cfg.active:
                 pk = self._identity_keys.get(v)
-                payload = keys.advertise_payload(self._cfg_hash, v, a.enc_pk, a.mask_pk, a.commitment)
+                payload = keys.advertise_payload(self._cfg_hash, v, a.enc_pk, a.mask_pk, a.commitment, a.seed_commitment)
                 try:
                     if pk is None:
                         raise InvalidSignature
                     pk.verify(a.signature, payload)
                 except InvalidSignature:
                     raise self._reject(f"advertised keys of client {v} carry no valid identity signature") from None
-        elif any(a.signature != m.NO_SIGNATURE for a in msg.keys):
-            raise self._reject("signatures present in a semi-honest round")
-        try:
-            peers = {v: (X25519PublicKey.from_public_bytes(a.enc_pk), X25519PublicKey.from_public_bytes(a.mask_pk))
-                     for v, a in zip(ids.tolist(), msg.keys)}
-        except ValueError as e:
-            raise self._reject(f"invalid public key: {e}") from None
+            records[v] = a
+        peers = {v: (X25519PublicKey.from_public_bytes(a.enc_pk), X25519PublicKey.from_public_bytes(a.mask_pk))
+                 for v, a in records.items()}
         # Shares at x = id + 1 for every neighbour, both secrets in one vectorised Horner pass each.
         xs = ids + 1
         s_sh, b_sh = shamir.split_many([self._mask_sk.private_bytes_raw(), self._self_seed], xs, cfg.t, self._rand)
@@ -210,34 +305,31 @@ class SecAggClient:
         pts = np.empty((ids.size, 2 + 2 * shamir.LIMBS), dtype="<u4")
         pts[:, 0], pts[:, 1] = self.id, ids
         pts[:, 2 : 2 + shamir.LIMBS], pts[:, 2 + shamir.LIMBS :] = s_sh, b_sh
-        rows = pts.tobytes()
+        rows_bytes = pts.tobytes()
         width = pts.shape[1] * 4
         nonce = keys.share_nonce(self.id)
-        self._share_keys: dict[int, bytes] = {}
+        share_keys: dict[int, bytes] = {}
         cts = []
         for j, v in enumerate(ids.tolist()):
             ck = keys.pair_key(self._enc_sk.exchange(peers[v][0]), self._round_id, self.id, v, keys.ENC)
-            self._share_keys[v] = ck
-            pt = rows[j * width : (j + 1) * width]
+            share_keys[v] = ck
+            pt = rows_bytes[j * width : (j + 1) * width]
             cts.append(AESGCM(ck).encrypt(nonce, pt, keys.share_ad(self._round_id, self.id, v)))
-        self._peers = peers
-        self._neighbours = ids
-        self._neighbour_set = set(ids.tolist())
+        self._share_keys, self._peers = share_keys, peers
+        self._neighbours, self._neighbour_set = ids, set(ids.tolist())
+        del self._records, self._view0  # the n key records are not needed any more
         self.stage = "shares"
         return [self._seal(m.ShareKeys(ids, b"".join(cts)))]
 
     def _on_shares(self, data: bytes) -> list[bytes]:
-        try:
-            msg = m.ForwardedShares.parse(self._open(data, m.ForwardedShares))
-        except m.ParseError as e:
-            raise self._reject(str(e)) from None
+        msg = m.ForwardedShares.parse(self._open(data, m.ForwardedShares))
         cfg = self._config
         if not set(msg.ids.tolist()) <= self._neighbour_set:
             raise self._reject("forwarded shares come from clients that are not neighbours")
         if msg.ids.size < cfg.t:
             raise TooFewSurvivors(f"client {self.id} received shares from {msg.ids.size} neighbours < t={cfg.t}", sender=self.id)
         held: dict[int, tuple[bytes, bytes]] = {}
-        self.undecryptable: list[int] = []
+        undecryptable: list[int] = []
         for j, v in enumerate(msg.ids.tolist()):
             try:
                 pt = AESGCM(self._share_keys[v]).decrypt(
@@ -249,38 +341,35 @@ class SecAggClient:
                 held[v] = (pt[8 : 8 + shamir.SHARE_BYTES], pt[8 + shamir.SHARE_BYTES :])
             except InvalidTag:
                 # v's shares are unusable, but v is in U2 and masks with us, so we still mask with v.
-                held.pop(v, None)
-                self.undecryptable.append(v)
-        self._held, self._u2 = held, msg.ids
+                undecryptable.append(v)
         # y = x + PRG(b) + sum_v sign(u, v) PRG(s_uv)   (word ring, reduced mod 2^bits once)
         plus, minus = [self._self_seed], []
         for v in msg.ids.tolist():
             seed = keys.pair_key(self._mask_sk.exchange(self._peers[v][1]), self._round_id, self.id, v, keys.MASK)
             (plus if self.id < v else minus).append(seed)
         y = apply_masks(self._encoded, plus, minus, MaskExpander(cfg.vector_length, cfg.bits))
+        self._held, self._u2, self.undecryptable = held, msg.ids, undecryptable
         del self._encoded
         self.stage = "consistency" if cfg.active else "unmask"
         return [self._seal(m.MaskedInput(pack(y, cfg.bits)))]
 
     def _on_consistency(self, data: bytes) -> list[bytes]:
-        try:
-            msg = m.ConsistencyRequest.parse(self._open(data, m.ConsistencyRequest))
-        except m.ParseError as e:
-            raise self._reject(str(e)) from None
-        if not _sorted_contains(msg.survivors, np.array([self.id])) or not _sorted_contains(self._config.roster, msg.survivors):
-            raise self._reject("survivor list must contain this client and only roster clients")
+        msg = m.ConsistencyRequest.parse(self._open(data, m.ConsistencyRequest))
+        if not _sorted_contains(msg.survivors, np.array([self.id])) or not _sorted_contains(self._view, msg.survivors):
+            raise self._reject("survivor list must contain this client and only clients of the view")
+        need = max(self.policy.min_survivors, self._config.t)
+        if msg.survivors.size < need:
+            raise self._violation(f"the survivor list has {msg.survivors.size} clients; this client unmasks only "
+                                  f"sums of at least {need}")
         if np.intersect1d(msg.survivors, self._u2).size < self._config.t:
             raise TooFewSurvivors(f"client {self.id}: fewer than t={self._config.t} neighbours survived", sender=self.id)
-        self._signed_survivors = msg.survivors
         sig = self._identity_key.sign(keys.consistency_payload(self._cfg_hash, msg.survivors))
+        self._signed_survivors = msg.survivors
         self.stage = "unmask"
         return [self._seal(m.ConsistencySignature(sig))]
 
     def _on_unmask(self, data: bytes) -> list[bytes]:
-        try:
-            msg = m.UnmaskRequest.parse(self._open(data, m.UnmaskRequest))
-        except m.ParseError as e:
-            raise self._reject(str(e)) from None
+        msg = m.UnmaskRequest.parse(self._open(data, m.UnmaskRequest))
         cfg = self._config
         survivors = msg.survivors
         if not set(survivors.tolist()) <= set(self._u2.tolist()):
@@ -290,10 +379,10 @@ class SecAggClient:
             if not np.array_equal(survivors, expected):
                 raise self._reject("unmask request disagrees with the survivor list this client signed")
             payload = keys.consistency_payload(self._cfg_hash, self._signed_survivors)
-            good = 0
+            good, u2 = 0, set(self._u2.tolist())
             for v, sig in msg.signatures:
                 pk = self._identity_keys.get(v)
-                if v == self.id or v not in self._u2 or pk is None:
+                if v == self.id or v not in u2 or pk is None:
                     continue
                 try:
                     pk.verify(sig, payload)

@@ -31,6 +31,13 @@ class MessageRejected(SecAggError):
     """
 
 
+class PolicyViolation(MessageRejected):
+    """The round breaks the receiving client's own policy (threat model, k, t, sizes, identities, ring).
+
+    The client refuses the message that showed it and stays where it was.
+    """
+
+
 class StageError(MessageRejected):
     """A message or call arrived in a stage that does not accept it."""
 

@@ -4,12 +4,12 @@ The sparse graph is Bell et al.'s random Harary graph H(n, k): the clients are
 placed on a ring in a pseudorandom order and each is joined to the ``k/2``
 nearest clients on either side, so every client has exactly ``k`` neighbours
 (``k`` even, ``k < n``). The order is ``argsort(AES-256_seed(id))`` -- AES as
-a PRP on the 16-byte block holding each id -- so anyone holding the public
-``seed`` and the roster recomputes the same graph, and nobody who does not
-know the seed in advance can steer who neighbours whom. fedsecure's server
-draws the seed from the OS after the roster is fixed and announces both in the
-round configuration; a deployment that distrusts its server should take the
-seed from a public beacon instead (see SECURITY.md).
+a PRP on the 16-byte block holding each id -- so anyone holding the seed and
+the view recomputes the same graph, and nobody who does not know the seed in
+advance can steer who neighbours whom. The seed is drawn by commit and reveal
+among the clients of the view (:func:`fedsecure.secagg.keys.graph_seed`): it
+contains every client's own fresh reveal, so no server and no coalition can
+choose it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def complete_graph(ids: Iterable[int]) -> Neighbours:
 
 def ring_order(ids: Iterable[int], seed: bytes) -> np.ndarray:
     """The clients in the pseudorandom ring order keyed by ``seed`` (32 bytes)."""
-    ids = np.array(sorted(set(int(i) for i in ids)), dtype=np.int64)
+    ids = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
     if len(seed) != 32:
         raise ValueError(f"graph seed must be 32 bytes, got {len(seed)}")
     blocks = np.zeros((ids.size, 16), dtype=np.uint8)
@@ -52,6 +52,23 @@ def harary_graph(ids: Iterable[int], k: int, seed: bytes) -> Neighbours:
     idx = (np.arange(n)[:, None] + offsets[None, :]) % n
     nbrs = np.sort(order[idx], axis=1)
     return {int(u): nbrs[i] for i, u in enumerate(order)}
+
+
+def neighbours_of(kind: str, ids: np.ndarray, k: int, seed: bytes, u: int) -> np.ndarray:
+    """The sorted neighbours of ``u`` alone in :func:`build_graph` (O(n) work, no n x k table)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    n = ids.size
+    if kind == "complete" or k >= n - 1:
+        return ids[ids != u]
+    if kind != "sparse":
+        raise ValueError(f"unknown graph kind {kind!r} (expected 'complete' or 'sparse')")
+    if k % 2 or k < 2:
+        raise ValueError(f"sparse degree k must be even and in [2, n-1] = [2, {n - 1}], got {k}")
+    order = ring_order(ids, seed)
+    pos = int(np.flatnonzero(order == u)[0])
+    half = k // 2
+    offsets = np.concatenate([np.arange(-half, 0), np.arange(1, half + 1)])
+    return np.sort(order[(pos + offsets) % n])
 
 
 def build_graph(kind: str, ids: Iterable[int], k: int, seed: bytes) -> Neighbours:

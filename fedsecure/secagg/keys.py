@@ -1,8 +1,14 @@
 """Key derivations, commitments and signed payloads (all labels are versioned).
 
-With ``L = b"fedsecure/secagg/v2/"`` and ``H`` = SHA-256:
+With ``L = b"fedsecure/secagg/v3/"`` and ``H`` = SHA-256:
 
-* ``config_hash = H(RoundConfig message bytes)`` binds everything to one round.
+* ``config_hash = H(RoundConfig message bytes, signature included)`` binds everything to one round.
+* the server's long-term Ed25519 key signs ``L+"config" || config message`` and
+  ``L+"broadcast" || header || body`` of every broadcast (SeedCommitments, SeedReveals).
+* graph-seed chain of a client: ``r[G-1]`` random, ``r[j] = H(L+"seed-chain" || r[j+1])``,
+  commitment ``H(L+"seed-chain" || r[0])``; attempt ``j`` reveals ``r[j]`` (``G = GRAPH_DRAWS``).
+* graph seed of attempt ``j`` over the view ``V`` (sorted ids, reveals in id order):
+  ``H(L+"graph-seed" || config_hash || u8(j) || u32(|V|) || u32 ids || reveals)``.
 * client-server key of ``u``: ``HKDF-SHA256(X25519(enc_sk_u, server_pk), salt=config_hash,
   info=L+"client-server"+u32(u))`` -> 32 bytes (ChaCha20-Poly1305 key authenticating every message).
 * pairwise keys of ``u, v`` (``a = min, b = max``): ``HKDF-SHA256(X25519(..), salt=round_id,
@@ -15,13 +21,33 @@ With ``L = b"fedsecure/secagg/v2/"`` and ``H`` = SHA-256:
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-LABEL = b"fedsecure/secagg/v2/"
+LABEL = b"fedsecure/secagg/v3/"
+
+#: X25519 public keys of small order (libsodium's list, high bit ignored as RFC 7748 does): a
+#: key agreement with any of them yields a value the peer knows (all zero), so they are refused.
+_SMALL_ORDER = frozenset(bytes.fromhex(h) for h in (
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+))
+
+
+def weak_public_key(raw: bytes) -> bool:
+    """Whether ``raw`` is not a usable X25519 public key (wrong length or of small order)."""
+    if len(raw) != 32:
+        return True
+    return bytes(raw[:31]) + bytes([raw[31] & 0x7F]) in _SMALL_ORDER
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
@@ -29,9 +55,9 @@ def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
 
 
 def sha256(data: bytes) -> bytes:
-    h = hashes.Hash(hashes.SHA256())
-    h.update(data)
-    return h.finalize()
+    # hashlib's SHA-256 is OpenSSL's, like cryptography's, at a third of the per-call cost:
+    # clients hash one graph-seed reveal per client of the view.
+    return hashlib.sha256(data).digest()
 
 
 def config_hash(config_message: bytes) -> bytes:
@@ -63,8 +89,45 @@ def share_ad(round_id: bytes, sender: int, recipient: int) -> bytes:
     return LABEL + b"share" + round_id + struct.pack("<II", sender, recipient)
 
 
-def advertise_payload(cfg_hash: bytes, client_id: int, enc_pk: bytes, mask_pk: bytes, commit: bytes) -> bytes:
-    return LABEL + b"advertise" + cfg_hash + struct.pack("<I", client_id) + enc_pk + mask_pk + commit
+def advertise_payload(cfg_hash: bytes, client_id: int, enc_pk: bytes, mask_pk: bytes, commit: bytes,
+                      seed_commit: bytes) -> bytes:
+    return LABEL + b"advertise" + cfg_hash + struct.pack("<I", client_id) + enc_pk + mask_pk + commit + seed_commit
+
+
+def config_payload(config_message: bytes) -> bytes:
+    return LABEL + b"config" + config_message
+
+
+def broadcast_payload(header_and_body: bytes) -> bytes:
+    return LABEL + b"broadcast" + header_and_body
+
+
+def _chain_step(x: bytes) -> bytes:
+    return sha256(LABEL + b"seed-chain" + x)
+
+
+def seed_chain(top: bytes, length: int) -> tuple[list[bytes], bytes]:
+    """``([r[0], ..., r[length-1]], commitment)`` for the random ``top = r[length-1]``."""
+    chain = [bytes(top)]
+    for _ in range(length - 1):
+        chain.append(_chain_step(chain[-1]))
+    chain.reverse()
+    return chain, _chain_step(chain[0])
+
+
+def reveal_matches(reveal: bytes, attempt: int, seed_commit: bytes) -> bool:
+    """Whether ``reveal`` is ``r[attempt]`` of the chain committed to by ``seed_commit``."""
+    x = bytes(reveal)
+    for _ in range(attempt + 1):
+        x = _chain_step(x)
+    return x == bytes(seed_commit)
+
+
+def graph_seed(cfg_hash: bytes, attempt: int, view: np.ndarray, reveals: bytes) -> bytes:
+    """The graph seed of one attempt: every reveal of the view, so no party alone can choose it."""
+    ids = np.asarray(view, dtype="<u4")
+    return sha256(LABEL + b"graph-seed" + cfg_hash + struct.pack("<BI", attempt, ids.size) + ids.tobytes()
+                  + bytes(reveals))
 
 
 def consistency_payload(cfg_hash: bytes, survivors: np.ndarray) -> bytes:

@@ -1,26 +1,27 @@
 """The wire format: typed messages with a versioned, strictly parsed byte encoding.
 
-Every message is ``header || body || nonce || tag`` (all integers little-endian)::
+Every message is ``header || body || trailer`` (all integers little-endian)::
 
-    header = version:u8 (=2) | type:u8 | round_id:16 | sender:u32 | recipient:u32
-    nonce  = 12 random bytes (fresh per message)
-    tag    = ChaCha20-Poly1305(K_u).encrypt(nonce, plaintext="", aad=header || body)   (16 bytes)
+    header  = version:u8 (=3) | type:u8 | round_id:16 | sender:u32 | recipient:u32
+    trailer = nonce:12 || tag:16         point to point: tag = ChaCha20-Poly1305(K_u).encrypt(nonce, "", header || body)
+            | signature:64               broadcast (RoundConfig, SeedCommitments, SeedReveals): Ed25519 by the
+                                         server's long-term key over L+"config" || header || body (the config) or
+                                         L+"broadcast" || header || body (the others)
 
-(nonce and tag absent on RoundConfig). The tag is the RFC 8439 AEAD with an
-empty plaintext, i.e. a Poly1305 MAC of ``header || body`` under a one-time
-key that ChaCha20 derives from ``(K_u, nonce)``: a standard construction, and
-about 4x faster than HMAC-SHA256 on the ~400 KB masked input. The nonce is
-random (not a counter) so that a key is never reused for two messages even if
-a caller seals twice; with at most a dozen messages per key a 96-bit collision
-has probability below 2^-89. ``sender``/``recipient`` are client ids, or
-``SERVER`` (0xFFFFFFFF). ``K_u`` is the client-server key of client ``u`` (see
-:mod:`fedsecure.secagg.keys`); it binds every message to the round's
-configuration and to its client, and the authenticated header names the
-type, round, sender and recipient, so corrupted, forged, replayed or
-reflected messages fail the tag. Id
-lists are strictly increasing (no duplicates, canonical). A parser accepts a
-message only when its length is exactly what its counts imply. The body of
-each type is documented on its class and in ``protocols/secagg.md``.
+The point-to-point tag is the RFC 8439 AEAD with an empty plaintext, i.e. a
+Poly1305 MAC of ``header || body`` under a one-time key that ChaCha20 derives
+from ``(K_u, nonce)``. The nonce is random (not a counter) so that a key is
+never reused for two messages even if a caller seals twice. ``sender`` and
+``recipient`` are client ids, or ``SERVER`` (0xFFFFFFFF; a broadcast is from
+``SERVER`` to ``SERVER``). ``K_u`` is the client-server key of client ``u``
+(see :mod:`fedsecure.secagg.keys`); it binds every message to the round's
+signed configuration and to its client, and the authenticated header names
+the type, round, sender and recipient, so corrupted, forged, replayed or
+reflected messages fail the tag. Id lists are strictly increasing (no
+duplicates, canonical). A parser accepts a message only when its length is
+exactly what its counts imply, and every field is range-checked here, so a
+well-formed message is also a meaningful one. The body of each type is
+documented on its class and in ``protocols/secagg.md``.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ from typing import ClassVar
 import numpy as np
 import os
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from . import keys
 from .encoding import MAX_BITS, MIN_BITS, packed_size
 from .shamir import SHARE_BYTES
 
-VERSION = 2
+VERSION = 3
 SERVER = 0xFFFFFFFF
 MAX_CLIENT_ID = 2**31 - 3  # Shamir points are id + 1 in GF(2^31 - 1)
 HEADER = struct.Struct("<BB16sII")
@@ -50,7 +52,8 @@ SIG_BYTES = 64
 NO_SIGNATURE = bytes(SIG_BYTES)
 SHARE_PLAINTEXT_BYTES = 8 + 2 * SHARE_BYTES  # sender, recipient, share of masking key, share of self-mask seed
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + 16  # AES-GCM tag
-NEIGHBOUR_RECORD_BYTES = 4 + 3 * KEY_BYTES + SIG_BYTES
+KEY_RECORD_BYTES = 4 * KEY_BYTES + SIG_BYTES  # one AdvertiseKeys body
+SEED_BYTES = 32
 
 
 class ParseError(ValueError):
@@ -129,8 +132,30 @@ def parse_header(data: bytes) -> Header:
     return Header(mtype, round_id, sender, recipient)
 
 
+def sign_broadcast(header: Header, body: bytes, signing_key, *, config: bool = False) -> bytes:
+    """``header || body || Ed25519 signature`` by the server's long-term key (RoundConfig and broadcasts)."""
+    msg = header.pack() + body
+    payload = keys.config_payload(msg) if config else keys.broadcast_payload(msg)
+    return msg + signing_key.sign(payload)
+
+
+def open_broadcast(data: bytes, verify_key, *, config: bool = False) -> tuple[Header, memoryview]:
+    """Check version and the server's signature; return the header and a zero-copy view of the body."""
+    header = parse_header(data)
+    if len(data) < HEADER.size + SIG_BYTES:
+        raise ParseError("broadcast too short to carry the server's signature")
+    view = memoryview(data)
+    msg = view[:-SIG_BYTES]
+    payload = keys.config_payload(bytes(msg)) if config else keys.broadcast_payload(bytes(msg))
+    try:
+        verify_key.verify(bytes(view[-SIG_BYTES:]), payload)
+    except InvalidSignature:
+        raise ParseError("the server's signature does not verify (forged, altered, or signed by another key)") from None
+    return header, msg[HEADER.size :]
+
+
 def seal(header: Header, body: bytes, mac_key: bytes | None, nonce: bytes | None = None) -> bytes:
-    """``header || body || nonce || tag`` (no trailer when ``mac_key`` is None: RoundConfig only).
+    """``header || body || nonce || tag`` (no trailer when ``mac_key`` is None).
 
     ``nonce`` defaults to 12 bytes from ``os.urandom``; the state machines pass
     their own randomness source so that test vectors are reproducible.
@@ -164,8 +189,14 @@ def open_sealed(data: bytes, mac_key: bytes | None) -> tuple[Header, bytes | mem
 # --- bodies -------------------------------------------------------------------
 @dataclass(frozen=True)
 class RoundConfig:
-    """Server -> all. ``vector_length:u32 bits:u8 stochastic:u8 scale:f64 clip:f64 graph:u8 k:u32 t:u32
-    active:u8 graph_seed:32 server_pk:32 n:u32 roster:u32[n]``."""
+    """Server -> all, signed. ``vector_length:u32 bits:u8 stochastic:u8 scale:f64 clip:f64 graph:u8 k:u32 t:u32
+    active:u8 server_pk:32 server_sign_pk:32 n:u32 roster:u32[n]``.
+
+    ``stochastic`` = 1: clients round ``x * scale`` up or down at random (unbiased), not to nearest.
+    ``server_pk`` is the server's X25519 key for this round, ``server_sign_pk`` its long-term Ed25519
+    key (clients that pin a key require it to be this one). ``graph`` 0 = complete (``k = n - 1``),
+    1 = sparse (``k`` even, ``2 <= k < n - 1``).
+    """
 
     TYPE: ClassVar[int] = 1
     vector_length: int
@@ -177,15 +208,15 @@ class RoundConfig:
     k: int
     t: int
     active: bool
-    graph_seed: bytes
     server_pk: bytes
+    server_sign_pk: bytes
     roster: np.ndarray
 
     def body(self) -> bytes:
         return (
             struct.pack("<IBBddBIIB", self.vector_length, self.bits, int(self.stochastic), self.scale, self.clip,
                         0 if self.graph == "complete" else 1, self.k, self.t, int(self.active))
-            + self.graph_seed + self.server_pk + _ids_bytes(self.roster)
+            + self.server_pk + self.server_sign_pk + _ids_bytes(self.roster)
         )
 
     @classmethod
@@ -194,71 +225,121 @@ class RoundConfig:
         d, bits, sto = r.u32(), r.u8(), r.u8()
         scale, clip = r.f64(), r.f64()
         g, k, t, active = r.u8(), r.u32(), r.u32(), r.u8()
-        seed, spk = r.take(32), r.take(KEY_BYTES)
+        spk, sign_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
         roster = r.ids(r.count(4), view=True)
         r.end()
         if d < 1 or not (MIN_BITS <= bits <= MAX_BITS) or sto > 1 or active > 1 or g > 1:
             raise ParseError("config field out of range (vector length, bits or a flag)")
         if not (np.isfinite(scale) and scale > 0 and np.isfinite(clip) and clip > 0):
             raise ParseError("config scale and clip must be finite and positive")
-        if roster.size < 2 or not (1 <= t <= k <= roster.size - 1):
-            raise ParseError(f"config needs 2 <= n and 1 <= t <= k <= n-1, got n={roster.size}, k={k}, t={t}")
-        return cls(d, bits, bool(sto), scale, clip, "complete" if g == 0 else "sparse", k, t, bool(active), seed, spk, roster)
+        n = roster.size
+        if n < 2 or not (1 <= t <= k <= n - 1):
+            raise ParseError(f"config needs 2 <= n and 1 <= t <= k <= n-1, got n={n}, k={k}, t={t}")
+        if g == 0 and k != n - 1:
+            raise ParseError(f"complete graph needs k = n - 1 = {n - 1}, got {k}")
+        if g == 1 and (k % 2 or k < 2 or k >= n - 1):
+            raise ParseError(f"sparse graph needs an even k in [2, n-2] = [2, {n - 2}], got {k}")
+        if keys.weak_public_key(spk):
+            raise ParseError("the server's round key is not a valid X25519 public key (small order)")
+        return cls(d, bits, bool(sto), scale, clip, "complete" if g == 0 else "sparse", k, t, bool(active), spk,
+                   sign_pk, roster)
 
 
 @dataclass(frozen=True)
 class AdvertiseKeys:
-    """Client -> server. ``enc_pk:32 mask_pk:32 commitment:32 signature:64`` (zeros unless active)."""
+    """Client -> server. ``enc_pk:32 mask_pk:32 commitment:32 seed_commitment:32 signature:64`` (zeros unless
+    active). ``commitment`` commits to the self-mask seed, ``seed_commitment`` to the client's graph-seed chain."""
 
     TYPE: ClassVar[int] = 2
     enc_pk: bytes
     mask_pk: bytes
     commitment: bytes
+    seed_commitment: bytes
     signature: bytes = NO_SIGNATURE
 
     def body(self) -> bytes:
-        return self.enc_pk + self.mask_pk + self.commitment + self.signature
+        return self.enc_pk + self.mask_pk + self.commitment + self.seed_commitment + self.signature
 
     @classmethod
     def parse(cls, body: bytes) -> AdvertiseKeys:
         r = _Reader(body)
-        out = cls(r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(32), r.take(SIG_BYTES))
+        out = cls(r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(32), r.take(32), r.take(SIG_BYTES))
+        r.end()
+        if keys.weak_public_key(out.enc_pk) or keys.weak_public_key(out.mask_pk):
+            raise ParseError("advertised public key is not a valid X25519 public key (small order)")
+        return out
+
+
+@dataclass(frozen=True)
+class SeedCommitments:
+    """Server -> all of the view, signed broadcast. ``attempt:u8 count:u32 ids:u32[count]``, then at attempt 0
+    ``count`` AdvertiseKeys records (192 bytes each, in id order); later attempts carry no records (they
+    shrink the view of attempt 0, whose records stand)."""
+
+    TYPE: ClassVar[int] = 3
+    attempt: int
+    ids: np.ndarray
+    records: bytes | memoryview  # count * KEY_RECORD_BYTES at attempt 0, else empty
+
+    def body(self) -> bytes:
+        return struct.pack("<B", self.attempt) + _ids_bytes(self.ids) + bytes(self.records)
+
+    @classmethod
+    def parse(cls, body: bytes) -> SeedCommitments:
+        r = _Reader(body)
+        attempt = r.u8()
+        ids = r.ids(r.count(4), view=True)
+        records = r.data[r.pos :]
+        if len(records) != (ids.size * KEY_RECORD_BYTES if attempt == 0 else 0):
+            raise ParseError(f"seed commitments of attempt {attempt} for {ids.size} clients have {len(records)} "
+                             "bytes of key records")
+        return cls(attempt, ids, records)
+
+    def record(self, j: int) -> AdvertiseKeys:
+        """The j-th key record (attempt 0 only); ParseError if its keys are unusable."""
+        R = KEY_RECORD_BYTES
+        return AdvertiseKeys.parse(bytes(self.records[j * R : (j + 1) * R]))
+
+
+@dataclass(frozen=True)
+class SeedReveal:
+    """Client -> server. ``attempt:u8 reveal:32``: the client's graph-seed chain value of this attempt."""
+
+    TYPE: ClassVar[int] = 11
+    attempt: int
+    reveal: bytes
+
+    def body(self) -> bytes:
+        return struct.pack("<B", self.attempt) + self.reveal
+
+    @classmethod
+    def parse(cls, body: bytes) -> SeedReveal:
+        r = _Reader(body)
+        out = cls(r.u8(), r.take(SEED_BYTES))
         r.end()
         return out
 
 
 @dataclass(frozen=True)
-class Neighbours:
-    """Server -> client. ``count:u32`` then ``count`` records ``id:u32 enc_pk mask_pk commitment signature``."""
+class SeedReveals:
+    """Server -> all of the view, signed broadcast. ``attempt:u8 count:u32 reveals:32[count]`` in view order."""
 
-    TYPE: ClassVar[int] = 3
-    ids: np.ndarray
-    keys: tuple[AdvertiseKeys, ...]
+    TYPE: ClassVar[int] = 12
+    attempt: int
+    reveals: bytes | memoryview
 
     def body(self) -> bytes:
-        ids = np.asarray(self.ids, dtype=np.int64)
-        if ids.size > 1 and not np.all(np.diff(ids) > 0):
-            raise ValueError("neighbour ids must be strictly increasing")
-        parts = [struct.pack("<I", ids.size)]
-        parts += [struct.pack("<I", int(i)) + a.body() for i, a in zip(ids, self.keys)]
-        return b"".join(parts)
+        return struct.pack("<BI", self.attempt, len(self.reveals) // SEED_BYTES) + bytes(self.reveals)
 
     @classmethod
-    def parse(cls, body: bytes) -> Neighbours:
+    def parse(cls, body: bytes) -> SeedReveals:
         r = _Reader(body)
-        c = r.count(NEIGHBOUR_RECORD_BYTES)
-        raw = r.take(c * NEIGHBOUR_RECORD_BYTES)
+        attempt = r.u8()
+        c = r.count(SEED_BYTES)
+        reveals = r.data[r.pos : r.pos + c * SEED_BYTES]
+        r.pos += c * SEED_BYTES
         r.end()
-        R, K = NEIGHBOUR_RECORD_BYTES, KEY_BYTES
-        ids = np.frombuffer(raw, dtype=np.uint8).reshape(c, R)[:, :4].copy().view("<u4").ravel().astype(np.int64)
-        keys = [
-            AdvertiseKeys(raw[o + 4 : o + 4 + K], raw[o + 4 + K : o + 4 + 2 * K], raw[o + 4 + 2 * K : o + 4 + 3 * K],
-                          raw[o + 4 + 3 * K : o + R])
-            for o in range(0, c * R, R)
-        ]
-        if ids.size and (ids.max() > MAX_CLIENT_ID or (ids.size > 1 and not np.all(np.diff(ids) > 0))):
-            raise ParseError("neighbour ids must be strictly increasing client ids")
-        return cls(ids, tuple(keys))
+        return cls(attempt, reveals)
 
 
 @dataclass(frozen=True)
@@ -308,8 +389,12 @@ class MaskedInput:
 
     @classmethod
     def parse(cls, body: bytes, vector_length: int, bits: int) -> MaskedInput:
-        if len(body) != packed_size(vector_length, bits):
-            raise ParseError(f"masked input has {len(body)} bytes, expected {packed_size(vector_length, bits)}")
+        size = packed_size(vector_length, bits)
+        if len(body) != size:
+            raise ParseError(f"masked input has {len(body)} bytes, expected {size}")
+        pad = size * 8 - vector_length * bits  # the high bits of the last byte carry no element
+        if pad and body[-1] >> (8 - pad):
+            raise ParseError("masked input has non-zero padding bits")
         return cls(body)
 
 
@@ -404,6 +489,6 @@ class UnmaskResponse:
 
 MESSAGE_TYPES = {
     cls.TYPE: cls
-    for cls in (RoundConfig, AdvertiseKeys, Neighbours, ShareKeys, ForwardedShares, MaskedInput,
-                ConsistencyRequest, ConsistencySignature, UnmaskRequest, UnmaskResponse)
+    for cls in (RoundConfig, AdvertiseKeys, SeedCommitments, ShareKeys, ForwardedShares, MaskedInput,
+                ConsistencyRequest, ConsistencySignature, UnmaskRequest, UnmaskResponse, SeedReveal, SeedReveals)
 }

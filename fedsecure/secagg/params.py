@@ -68,10 +68,22 @@ When even the complete graph misses the *reliability* target (small ``n``),
 it returns the complete graph with a warning and the true bound; the
 *privacy* target is never relaxed.
 
-With no corrupt client assumed (``corrupt_fraction=0``), semi-honest mode may
-pick small ``t`` (even ``t = 1``, where a share is the secret itself): that is
-safe only because no client then pools its view with the server's. Declare the
-colluding fraction you want to tolerate.
+Two floors hold whatever ``corrupt_fraction`` says:
+
+* ``min_colluders`` (default 1): the round must withstand at least this many
+  colluding neighbours of every client, so ``t > min_colluders`` (semi-honest)
+  and ``2t > k + min_colluders`` (active). With the default, ``t = 1`` (a
+  share *is* the secret) is never chosen nor accepted, and two clients alone
+  (where either learns the other's input from the sum) are refused.
+* Graph draws (active, sparse graph): the graph seed is drawn by commit and
+  reveal among the clients (:mod:`fedsecure.secagg.keys`), and a malicious
+  server may force up to ``GRAPH_DRAWS`` draws in one round by claiming that
+  clients failed to reveal. It then keeps the draw it likes best, so both
+  privacy terms are multiplied by ``GRAPH_DRAWS`` (a union bound over draws).
+
+Clients evaluate the same bounds from their own policy
+(:class:`fedsecure.secagg.policy.ClientPolicy`) and refuse a round whose
+``(k, t)`` misses their target: the server's choice is never taken on its word.
 """
 
 from __future__ import annotations
@@ -87,6 +99,9 @@ from .errors import ConfigurationError
 DEFAULT_FAILURE_TARGET = 1e-6
 DEFAULT_PRIVACY_TARGET = 2.0**-40
 THREAT_MODELS = ("semi-honest", "active")
+DEFAULT_MIN_COLLUDERS = 1
+#: graph seeds one round may draw (commit-and-reveal attempts; see keys.seed_chain)
+GRAPH_DRAWS = 3
 
 
 def _log_factorials(k: int) -> np.ndarray:
@@ -134,6 +149,7 @@ class SecAggParams:
     threat_model: str = "semi-honest"
     collusion_probability: float = 0.0  # privacy term: some honest client's secrets rebuildable
     disconnection_probability: float = 0.0  # privacy term: honest survivors split into components
+    min_colluders: int = DEFAULT_MIN_COLLUDERS  # colluding neighbours tolerated whatever corrupt_fraction says
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -144,47 +160,52 @@ def _check_threat_model(threat_model: str) -> None:
         raise ConfigurationError(f"threat_model must be one of {THREAT_MODELS}, got {threat_model!r}")
 
 
-def _bounds(n: int, graph: str, k: int, t: int, dropout: float, corrupt: float, tm: str) -> tuple[float, float, float]:
+def _bounds(n: int, graph: str, k: int, t: int, dropout: float, corrupt: float, tm: str,
+            min_colluders: int = DEFAULT_MIN_COLLUDERS) -> tuple[float, float, float]:
     """(round failure, collusion, disconnection) bounds of (k, t)."""
     q = min(1.0, dropout + corrupt)
     fail = min(1.0, n * binom_tail(k, q, k - t + 1))
     if graph == "complete":
-        c = math.ceil(corrupt * n - 1e-12)
+        c = max(math.ceil(corrupt * n - 1e-12), min_colluders)
         exposed = 2 * t <= k + c if tm == "active" else t <= c
         return fail, (1.0 if exposed else 0.0), 0.0
     need = 2 * t - k if tm == "active" else t
-    collusion = min(1.0, n * binom_tail(k, corrupt, need)) if need > 0 else 1.0
-    return fail, collusion, disconnection_bound(n, k, q)
+    draws = GRAPH_DRAWS if tm == "active" else 1
+    collusion = min(1.0, draws * n * binom_tail(k, corrupt, need)) if need > min_colluders else 1.0
+    return fail, collusion, min(1.0, draws * disconnection_bound(n, k, q))
 
 
 def _make(n, graph, k, t, dropout, corrupt, tm, failure_target=DEFAULT_FAILURE_TARGET,
-          privacy_target=DEFAULT_PRIVACY_TARGET) -> SecAggParams:
-    fail, col, dis = _bounds(n, graph, k, t, dropout, corrupt, tm)
+          privacy_target=DEFAULT_PRIVACY_TARGET, min_colluders=DEFAULT_MIN_COLLUDERS) -> SecAggParams:
+    fail, col, dis = _bounds(n, graph, k, t, dropout, corrupt, tm, min_colluders)
     return SecAggParams(n, graph, k, t, dropout, corrupt, fail, min(1.0, col + dis), failure_target, privacy_target,
-                        tm, col, dis)
+                        tm, col, dis, min_colluders)
 
 
 def evaluate(
     n: int, k: int, t: int, *, graph: str, dropout_rate: float, corrupt_fraction: float = 0.0,
-    threat_model: str = "semi-honest",
+    threat_model: str = "semi-honest", min_colluders: int = DEFAULT_MIN_COLLUDERS,
 ) -> SecAggParams:
     """The failure probabilities of a given (k, t), without judging them."""
     _check_threat_model(threat_model)
-    return _make(n, graph, k, t, dropout_rate, corrupt_fraction, threat_model)
+    return _make(n, graph, k, t, dropout_rate, corrupt_fraction, threat_model, min_colluders=min_colluders)
 
 
-def _t_floor(k: int, tm: str) -> int:
-    # Active: 2t > k is necessary even with no corrupt client.
-    return k // 2 + 1 if tm == "active" else 1
+def _t_floor(k: int, tm: str, min_colluders: int) -> int:
+    # Active: 2t > k + min_colluders; semi-honest: t > min_colluders.
+    return (k + min_colluders) // 2 + 1 if tm == "active" else min_colluders + 1
 
 
-def _min_private_t(n: int, graph: str, k: int, dropout: float, corrupt: float, target: float, tm: str) -> int | None:
+def _min_private_t(n: int, graph: str, k: int, dropout: float, corrupt: float, target: float, tm: str,
+                   min_colluders: int) -> int | None:
     """Smallest admissible t whose privacy bound meets ``target`` (the bound falls as t grows: bisect)."""
     def private(t: int) -> bool:
-        _, col, dis = _bounds(n, graph, k, t, dropout, corrupt, tm)
+        _, col, dis = _bounds(n, graph, k, t, dropout, corrupt, tm, min_colluders)
         return col + dis <= target
 
-    lo, hi = _t_floor(k, tm), k
+    lo, hi = _t_floor(k, tm, min_colluders), k
+    if lo > hi:
+        return None
     if not private(hi):
         return None
     while lo < hi:
@@ -213,13 +234,13 @@ def _max_reliable_t(n: int, graph: str, k: int, dropout: float, corrupt: float, 
     return lo
 
 
-def _pick_t(n, graph, k, dropout, corrupt, failure_target, privacy_target, tm) -> int | None:
+def _pick_t(n, graph, k, dropout, corrupt, failure_target, privacy_target, tm, min_colluders) -> int | None:
     """The policy's t for degree k (see module docstring), or None if no t meets both targets."""
-    t_priv = _min_private_t(n, graph, k, dropout, corrupt, privacy_target, tm)
+    t_priv = _min_private_t(n, graph, k, dropout, corrupt, privacy_target, tm, min_colluders)
     if t_priv is None:
         return None
     if tm == "active":
-        reliable = _bounds(n, graph, k, t_priv, dropout, corrupt, tm)[0] <= failure_target
+        reliable = _bounds(n, graph, k, t_priv, dropout, corrupt, tm, min_colluders)[0] <= failure_target
         return t_priv if reliable else None
     t_rel = _max_reliable_t(n, graph, k, dropout, corrupt, failure_target)
     return t_rel if t_rel is not None and t_rel >= t_priv else None
@@ -236,6 +257,7 @@ def choose_params(
     failure_target: float = DEFAULT_FAILURE_TARGET,
     privacy_target: float = DEFAULT_PRIVACY_TARGET,
     threat_model: str = "semi-honest",
+    min_colluders: int = DEFAULT_MIN_COLLUDERS,
 ) -> SecAggParams:
     """Pick (or check) ``k`` and ``t`` for ``n`` clients; raise :class:`ConfigurationError` if impossible or unsafe."""
     if n < 2:
@@ -247,10 +269,12 @@ def choose_params(
     if graph not in ("complete", "sparse"):
         raise ConfigurationError(f"graph must be 'complete' or 'sparse', got {graph!r}")
     _check_threat_model(threat_model)
-    tm = threat_model
+    if not (isinstance(min_colluders, int) and min_colluders >= 0):
+        raise ConfigurationError(f"min_colluders must be an integer >= 0, got {min_colluders!r}")
+    tm, mc = threat_model, min_colluders
 
     def finish(kk: int, tt: int, g: str) -> SecAggParams:
-        return _make(n, g, kk, tt, dropout_rate, corrupt_fraction, tm, failure_target, privacy_target)
+        return _make(n, g, kk, tt, dropout_rate, corrupt_fraction, tm, failure_target, privacy_target, mc)
 
     if k is not None or t is not None:
         g = graph
@@ -263,9 +287,9 @@ def choose_params(
             raise ConfigurationError(f"sparse degree k must be even and at least 2, got {kk}")
         tt = t
         if tt is None:
-            tt = _pick_t(n, g, kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm)
+            tt = _pick_t(n, g, kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm, mc)
             if tt is None:  # no t meets both: report the privacy-safe one's shortfall below
-                tt = _min_private_t(n, g, kk, dropout_rate, corrupt_fraction, privacy_target, tm)
+                tt = _min_private_t(n, g, kk, dropout_rate, corrupt_fraction, privacy_target, tm, mc)
         if tt is None:
             raise ConfigurationError(
                 f"no threshold t <= k = {kk} keeps the privacy failure probability below {privacy_target:.3g} "
@@ -274,10 +298,16 @@ def choose_params(
         if not (1 <= tt <= kk):
             raise ConfigurationError(f"threshold t must be in [1, k] = [1, {kk}], got {tt}")
         p = finish(kk, tt, g)
-        if tm == "active" and 2 * tt <= kk:
+        if tt < _t_floor(kk, tm, mc):
+            if tm == "active":
+                raise ConfigurationError(
+                    f"t = {tt} needs 2t > k + {mc} = {kk + mc}: against an active server, which can ask some neighbours "
+                    "for the self-mask share and others for the masking-key share, a client's input could be unmasked "
+                    f"with {mc} colluding neighbour(s)"
+                )
             raise ConfigurationError(
-                f"t = {tt} <= k/2 = {kk / 2}: against an active server, which can ask some neighbours for the "
-                "self-mask share and others for the masking-key share, a client's input could be unmasked; use t > k/2"
+                f"t = {tt} <= {mc}: {mc} colluding neighbour(s) would hold t shares of a client's secrets"
+                + (" (with t = 1 a share is the secret itself)" if tt == 1 else "")
             )
         if p.privacy_failure_probability > privacy_target:
             if p.collusion_probability >= p.disconnection_probability:
@@ -301,13 +331,13 @@ def choose_params(
     if graph == "sparse":
         # Beyond k = n/2 a sparse graph saves little over the complete one: stop searching there.
         for kk in range(2, min(n - 1, n // 2 + 2), 2):
-            tt = _pick_t(n, "sparse", kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm)
+            tt = _pick_t(n, "sparse", kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm, mc)
             if tt is not None:
                 return finish(kk, tt, "sparse")
     kk = n - 1
-    tt = _pick_t(n, "complete", kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm)
+    tt = _pick_t(n, "complete", kk, dropout_rate, corrupt_fraction, failure_target, privacy_target, tm, mc)
     if tt is None:
-        tt = _min_private_t(n, "complete", kk, dropout_rate, corrupt_fraction, privacy_target, tm)
+        tt = _min_private_t(n, "complete", kk, dropout_rate, corrupt_fraction, privacy_target, tm, mc)
     if tt is None:
         raise ConfigurationError(
             f"no threshold keeps the privacy failure probability below {privacy_target:.3g} for n={n} "

@@ -1,16 +1,29 @@
 """The server of one secure-aggregation round, as a sans-IO state machine.
 
-``receive(sender, data)`` takes one client message (``sender`` is the id the
-transport authenticated); ``advance()`` closes the current stage and returns
-``{client_id: message_bytes}`` for the next. Stages, in order::
+``config_message`` is the first broadcast (signed by the server's long-term
+key, ``signing_key``, which clients pin). ``receive(sender, data)`` takes one
+client message (``sender`` is the id the transport authenticated);
+``advance()`` closes the current stage and returns ``{client_id:
+message_bytes}`` for the next (broadcasts are the same bytes object for every
+recipient). Stages, in order::
 
-    advertise_keys -> share_keys -> masked_input -> [consistency_check] -> unmasking -> done
+    advertise_keys -> seed_reveal (1 to GRAPH_DRAWS times) -> share_keys -> masked_input
+        -> [consistency_check] -> unmasking -> done
 
-A rejected message raises :class:`MessageRejected` naming the sender and the
-reason, and changes nothing already accepted; a client without an accepted
-message when a stage closes is treated as dropped at that stage (its reason
-recorded in ``excluded``). ``advance()`` raises :class:`TooFewSurvivors`
-instead of ever producing a wrong sum.
+The graph seed is drawn by commit and reveal: clients commit to a hash chain
+in their advertised keys, the server broadcasts the view (the advertisers and
+their keys), each client reveals its chain value, and the seed hashes all
+reveals of the view. A client silent at ``seed_reveal`` is left out of a new
+draw over the others (at most ``GRAPH_DRAWS`` draws), so dropouts there do not
+abort the round.
+
+Any message, whatever its bytes, is either accepted or rejected with
+:class:`MessageRejected` naming the sender and the reason, and a rejection
+changes nothing already accepted; a client without an accepted message when a
+stage closes is treated as dropped at that stage (its reason recorded in
+``excluded``), so one bad client never aborts the round for the others.
+``advance()`` raises :class:`TooFewSurvivors` instead of ever producing a
+wrong sum.
 
 Unmasking (``U2`` sent shares, ``U3`` sent masked inputs, word-ring arithmetic)::
 
@@ -30,18 +43,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from . import keys, messages as m, shamir
 from .encoding import FixedPointEncoding, unpack
-from .errors import ConfigurationError, MessageRejected, ReconstructionError, StageError, TooFewSurvivors
+from .errors import ConfigurationError, MessageRejected, ReconstructionError, SecAggError, StageError, TooFewSurvivors
 from .graph import build_graph
-from .params import SecAggParams
+from .params import GRAPH_DRAWS, SecAggParams
 from .prg import MaskExpander
 
 #: extra t-subsets tried when a rebuilt secret fails its check (bad shares from some client)
 RECONSTRUCTION_ATTEMPTS = 16
+
+
+def _in_sorted(sorted_ids: np.ndarray, u: int) -> bool:
+    j = int(np.searchsorted(sorted_ids, u))
+    return j < sorted_ids.size and int(sorted_ids[j]) == u
 
 
 @dataclass
@@ -65,6 +83,7 @@ class SecAggServer:
         *,
         active: bool = False,
         identity_keys: Mapping[int, Ed25519PublicKey] | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
         _unsafe_randbytes_for_test_vectors: Callable[[int], bytes] | None = None,
     ) -> None:
         ids = np.array(sorted(set(int(i) for i in roster)), dtype=np.int64)
@@ -80,23 +99,38 @@ class SecAggServer:
                 f"2t > k + c); these were chosen for {params.threat_model!r} (k={params.k}, t={params.t})"
             )
         encoding.check_capacity(ids.size)
+        if signing_key is not None and not isinstance(signing_key, Ed25519PrivateKey):
+            raise ConfigurationError("signing_key must be an Ed25519PrivateKey (the server's long-term key)")
         rand = self._rand = _unsafe_randbytes_for_test_vectors or os.urandom
         self.params, self.encoding, self.active = params, encoding, active
         self._identity_keys = dict(identity_keys or {})
+        # Without a long-term key the configuration is still signed (one format), by a key nobody
+        # can have pinned: only semi-honest clients that pin nothing accept such a round.
+        self._signing_key = signing_key or Ed25519PrivateKey.from_private_bytes(rand(32))
         self.round_id = rand(16)
         self._server_sk = X25519PrivateKey.from_private_bytes(rand(32))
-        graph_seed = rand(32)
         self.config = m.RoundConfig(
             int(vector_length), encoding.bits, encoding.stochastic, encoding.scale, encoding.clip, params.graph,
-            params.k, params.t, active, graph_seed, self._server_sk.public_key().public_bytes_raw(), ids,
+            params.k, params.t, active, self._server_sk.public_key().public_bytes_raw(),
+            self._signing_key.public_key().public_bytes_raw(), ids,
         )
-        self.config_message = m.seal(m.Header(m.RoundConfig.TYPE, self.round_id, m.SERVER, m.SERVER), self.config.body(), None)
+        header = m.Header(m.RoundConfig.TYPE, self.round_id, m.SERVER, m.SERVER)
+        self.config_message = m.sign_broadcast(header, self.config.body(), self._signing_key, config=True)
+        try:  # the clients parse it with these rules: refuse here what every honest client would refuse
+            m.RoundConfig.parse(self.config.body())
+        except m.ParseError as e:
+            raise ConfigurationError(f"the round configuration would be refused by every client: {e}") from None
         self._cfg_hash = keys.config_hash(self.config_message)
         self.roster = ids
         self._roster_set = set(ids.tolist())
-        self.graph = build_graph(params.graph, ids.tolist(), params.k, graph_seed)
-        self.stages = ("advertise_keys", "share_keys", "masked_input") + (("consistency_check",) if active else ()) + ("unmasking",)
+        self.graph: dict[int, np.ndarray] = {}  # drawn at the close of seed_reveal
+        self.stages = ("advertise_keys", "seed_reveal", "share_keys", "masked_input") + (
+            ("consistency_check",) if active else ()) + ("unmasking",)
         self.stage = self.stages[0]
+        self.graph_attempt = 0
+        self._view = np.zeros(0, dtype=np.int64)
+        self._reveals: dict[int, bytes] = {}
+        self._repeat = False
         self.excluded: dict[int, str] = {}
         self.rejections: dict[int, str] = {}
         self.silent_at_unmasking: dict[int, str] = {}
@@ -118,31 +152,49 @@ class SecAggServer:
         self.rejections[sender] = reason
         return MessageRejected(reason, sender=sender)
 
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The server's long-term signing key, for clients to pin (``ClientPolicy(server_key=...)``)."""
+        return self._signing_key.public_key()
+
     def receive(self, sender: int, data: bytes) -> None:
-        """Accept one message from client ``sender`` or raise :class:`MessageRejected` naming it."""
-        data = bytes(data)
-        if sender not in self._roster_set:
-            raise MessageRejected("not on this round's roster", sender=sender)
+        """Accept one message from client ``sender`` or raise :class:`MessageRejected` naming it.
+
+        Whatever ``data`` holds, nothing but an error of the :class:`SecAggError` family escapes, and a
+        rejected message changes nothing already accepted.
+        """
         try:
-            header = m.parse_header(data)
+            if sender not in self._roster_set:
+                raise MessageRejected("not on this round's roster", sender=sender)
+            data = bytes(data)
+        except SecAggError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- an unhashable sender id or non-bytes data
+            raise MessageRejected(f"unusable sender or data ({type(e).__name__}: {e})", sender=None) from None
+        try:
+            self._receive(sender, data)
+        except SecAggError:
+            raise
         except m.ParseError as e:
             raise self._reject(sender, str(e)) from None
+        except Exception as e:  # noqa: BLE001 -- whatever the bytes, the sender is rejected, the round goes on
+            raise self._reject(sender, f"inadmissible message ({type(e).__name__}: {e})") from None
+
+    def _receive(self, sender: int, data: bytes) -> None:
+        header = m.parse_header(data)
         if header.round_id != self.round_id:
             raise self._reject(sender, "message belongs to another round (replay?)")
         if header.sender != sender or header.recipient != m.SERVER:
             raise self._reject(sender, f"header says {header.sender} -> {header.recipient}, transport says {sender} -> server")
         expected = {
-            "advertise_keys": m.AdvertiseKeys, "share_keys": m.ShareKeys, "masked_input": m.MaskedInput,
-            "consistency_check": m.ConsistencySignature, "unmasking": m.UnmaskResponse,
+            "advertise_keys": m.AdvertiseKeys, "seed_reveal": m.SeedReveal, "share_keys": m.ShareKeys,
+            "masked_input": m.MaskedInput, "consistency_check": m.ConsistencySignature, "unmasking": m.UnmaskResponse,
         }.get(self.stage)
         if expected is None or header.type != expected.TYPE:
             raise StageError(
                 f"{m.MESSAGE_TYPES[header.type].__name__} is not accepted in stage {self.stage!r}", sender=sender
             )
-        try:
-            getattr(self, "_on_" + self.stage)(sender, data)
-        except m.ParseError as e:
-            raise self._reject(sender, str(e)) from None
+        getattr(self, "_on_" + self.stage)(sender, data)
         self.bytes_received += len(data)
         self.bytes_received_by_stage[self.stage] = self.bytes_received_by_stage.get(self.stage, 0) + len(data)
 
@@ -157,24 +209,31 @@ class SecAggServer:
             raise m.ParseError("duplicate advertise_keys message")
         if len(data) < m.HEADER.size + m.TAG_BYTES:
             raise m.ParseError("message too short")
-        adv = m.AdvertiseKeys.parse(data[m.HEADER.size : -m.TAG_BYTES])
-        try:
-            shared = self._server_sk.exchange(X25519PublicKey.from_public_bytes(adv.enc_pk))
-            X25519PublicKey.from_public_bytes(adv.mask_pk)
-        except ValueError as e:
-            raise m.ParseError(f"invalid public key: {e}") from None
+        adv = m.AdvertiseKeys.parse(data[m.HEADER.size : -m.TAG_BYTES])  # small-order keys refused here
+        shared = self._server_sk.exchange(X25519PublicKey.from_public_bytes(adv.enc_pk))
         key = keys.client_server_key(shared, self._cfg_hash, sender)
         m.open_sealed(data, key)  # the tag covers enc_pk itself, and the config via the key
         if self.active:
             try:
-                self._identity_keys[sender].verify(
-                    adv.signature, keys.advertise_payload(self._cfg_hash, sender, adv.enc_pk, adv.mask_pk, adv.commitment)
-                )
+                self._identity_keys[sender].verify(adv.signature, keys.advertise_payload(
+                    self._cfg_hash, sender, adv.enc_pk, adv.mask_pk, adv.commitment, adv.seed_commitment))
             except InvalidSignature:
                 raise m.ParseError("advertised keys are not signed by the client's identity key") from None
         elif adv.signature != m.NO_SIGNATURE:
             raise m.ParseError("signature field must be zero in a semi-honest round")
         self._keys[sender], self._adv[sender] = key, adv
+
+    def _on_seed_reveal(self, sender: int, data: bytes) -> None:
+        if not _in_sorted(self._view, sender):
+            raise m.ParseError(f"is not in the view of graph draw {self.graph_attempt}")
+        if sender in self._reveals:
+            raise m.ParseError("duplicate seed reveal")
+        msg = m.SeedReveal.parse(self._open(sender, data))
+        if msg.attempt != self.graph_attempt:
+            raise m.ParseError(f"reveal for graph draw {msg.attempt}, the current draw is {self.graph_attempt}")
+        if not keys.reveal_matches(msg.reveal, msg.attempt, self._adv[sender].seed_commitment):
+            raise m.ParseError("graph-seed reveal does not open the client's commitment")
+        self._reveals[sender] = msg.reveal
 
     def _on_share_keys(self, sender: int, data: bytes) -> None:
         if sender not in self._nbrs:
@@ -243,11 +302,20 @@ class SecAggServer:
                 why = self.rejections.get(u)
                 self.excluded[u] = f"no valid message at stage {self.stage}" + (f" ({why})" if why else "")
 
+    def _broadcast(self, msg, to: Iterable[int]) -> dict[int, bytes]:
+        data = m.sign_broadcast(m.Header(msg.TYPE, self.round_id, m.SERVER, m.SERVER), msg.body(), self._signing_key)
+        out = {u: data for u in to}  # one bytes object shared by every recipient
+        self.bytes_sent += len(data) * len(out)
+        return out
+
     def advance(self) -> dict[int, bytes]:
         """Close the current stage; return the messages of the next one (empty when done)."""
         if self.stage == "done":
             raise StageError("the round is finished", sender="server")
         out = getattr(self, "_close_" + self.stage)()
+        if self._repeat:  # another graph draw: the stage stays open
+            self._repeat = False
+            return out
         i = self.stages.index(self.stage)
         self.stage = self.stages[i + 1] if i + 1 < len(self.stages) else "done"
         return out
@@ -258,16 +326,32 @@ class SecAggServer:
 
     def _close_advertise_keys(self) -> dict[int, bytes]:
         self._drop_missing(self.roster.tolist(), self._adv)
-        self._need(len(self._adv), "advertised keys")
-        out = {}
-        for u in sorted(self._adv):
-            nb = np.array([v for v in self.graph[u].tolist() if v in self._adv], dtype=np.int64)
-            if nb.size < self.params.t:
-                self.excluded[u] = f"only {nb.size} neighbours advertised keys (< t={self.params.t})"
-                continue
-            self._nbrs[u] = nb
-            out[u] = self._out(u, m.Neighbours(nb, tuple(self._adv[v] for v in nb.tolist())))
-        return out
+        self._need(len(self._adv) - 1, "besides one advertised keys")
+        self._view = np.array(sorted(self._adv), dtype=np.int64)
+        records = b"".join(self._adv[u].body() for u in self._view.tolist())
+        return self._broadcast(m.SeedCommitments(0, self._view, records), self._view.tolist())
+
+    def _close_seed_reveal(self) -> dict[int, bytes]:
+        view = self._view.tolist()
+        missing = [u for u in view if u not in self._reveals]
+        if missing:
+            for u in missing:
+                why = self.rejections.get(u)
+                self.excluded[u] = f"no graph-seed reveal in draw {self.graph_attempt}" + (f" ({why})" if why else "")
+            if self.graph_attempt + 1 >= GRAPH_DRAWS:
+                raise TooFewSurvivors(f"clients {missing} did not reveal in the last of {GRAPH_DRAWS} graph draws",
+                                      sender="server")
+            self._view = np.array(sorted(self._reveals), dtype=np.int64)
+            self._need(self._view.size - 1, "besides one revealed their graph-seed value")
+            self.graph_attempt += 1
+            self._reveals = {}
+            self._repeat = True
+            return self._broadcast(m.SeedCommitments(self.graph_attempt, self._view, b""), self._view.tolist())
+        reveals = b"".join(self._reveals[u] for u in view)
+        seed = keys.graph_seed(self._cfg_hash, self.graph_attempt, self._view, reveals)
+        self.graph = build_graph(self.params.graph, self._view, self.params.k, seed)
+        self._nbrs = {u: self.graph[u] for u in view}
+        return self._broadcast(m.SeedReveals(self.graph_attempt, reveals), view)
 
     def _close_share_keys(self) -> dict[int, bytes]:
         self._drop_missing(self._nbrs, self._shares)

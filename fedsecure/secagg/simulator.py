@@ -3,7 +3,9 @@
 Everything travels as bytes through the same ``receive``/``advance`` calls a
 real transport would make; the simulator only decides who is silent.
 ``dropouts[u] = stage`` makes client ``u`` stop at ``stage`` (one of the
-server's stages): it sends nothing from that stage on. With ``workers > 1``
+server's stages): it sends nothing from that stage on. Every client pins the
+server's long-term key and enforces a :class:`ClientPolicy` made of the same
+assumptions the parameters were chosen under. With ``workers > 1``
 the clients are split over forked worker processes (each owns its clients'
 state for the whole round), so their cryptography runs on several cores
 while the server stays in this process.
@@ -11,6 +13,7 @@ while the server stays in this process.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +26,7 @@ from .client import SecAggClient
 from .encoding import FixedPointEncoding, IntegerNoise
 from .errors import MessageRejected, SecAggError
 from .params import SecAggParams
+from .policy import ClientPolicy
 from .server import SecAggServer
 
 #: hook for tests: (stage, sender, data) -> list of byte strings actually delivered to the server
@@ -51,9 +55,9 @@ class RoundReport:
 class _Clients:
     """Clients owned by this process."""
 
-    def __init__(self, ids, vectors, identity, identity_pub, noise):
+    def __init__(self, ids, vectors, identity, identity_pub, noise, policy):
         self.clients = {
-            u: SecAggClient(u, vectors[u], identity_key=identity.get(u) if identity else None,
+            u: SecAggClient(u, vectors[u], policy=policy, identity_key=identity.get(u) if identity else None,
                             identity_keys=identity_pub, noise=noise)
             for u in ids
         }
@@ -75,8 +79,8 @@ class _Clients:
         return {u: dict(c.revealed) for u, c in self.clients.items()}
 
 
-def _worker(conn, ids, vectors, identity, identity_pub, noise) -> None:
-    clients = _Clients(ids, vectors, identity, identity_pub, noise)
+def _worker(conn, ids, vectors, identity, identity_pub, noise, policy) -> None:
+    clients = _Clients(ids, vectors, identity, identity_pub, noise, policy)
     while True:
         cmd, arg = conn.recv()
         if cmd == "deliver":
@@ -91,14 +95,14 @@ def _worker(conn, ids, vectors, identity, identity_pub, noise) -> None:
 class _Pool:
     """Clients split over forked processes; same interface as :class:`_Clients`."""
 
-    def __init__(self, workers, ids, vectors, identity, identity_pub, noise):
+    def __init__(self, workers, ids, vectors, identity, identity_pub, noise, policy):
         ctx = mp.get_context("fork")
         self.shards = [ids[i::workers] for i in range(workers)]
         self.owner = {u: i for i, shard in enumerate(self.shards) for u in shard}
         self.conns, self.procs = [], []
         for shard in self.shards:
             a, b = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(b, shard, vectors, identity, identity_pub, noise), daemon=True)
+            p = ctx.Process(target=_worker, args=(b, shard, vectors, identity, identity_pub, noise, policy), daemon=True)
             p.start()
             b.close()
             self.conns.append(a)
@@ -146,11 +150,14 @@ def run_round(
     noise: IntegerNoise | None = None,
     workers: int = 1,
     tamper: Tamper | None = None,
+    policy: ClientPolicy | None = None,
 ) -> RoundReport:
     """Run one full round; return the decoded sum over the included clients and the costs.
 
     Raises :class:`TooFewSurvivors` (an :class:`AggregationError`) when the
-    round cannot finish correctly.
+    round cannot finish correctly. ``policy`` (default: the assumptions
+    ``params`` were chosen under) is what every client requires; its
+    ``server_key`` is set to the server's.
     """
     ids = sorted(int(u) for u in vectors.keys())
     d = int(vector_length if vector_length is not None else np.asarray(vectors[ids[0]]).size)
@@ -159,13 +166,22 @@ def run_round(
     if active:
         identity = {u: Ed25519PrivateKey.generate() for u in ids}
         identity_pub = {u: k.public_key() for u, k in identity.items()}
-    server = SecAggServer(ids, d, params, encoding, active=active, identity_keys=identity_pub)
+    server = SecAggServer(ids, d, params, encoding, active=active, identity_keys=identity_pub,
+                          signing_key=Ed25519PrivateKey.generate())
+    if policy is not None:  # the caller's client policy, pinned to this server
+        policy = dataclasses.replace(policy, server_key=server.public_key)
+    else:
+        policy = ClientPolicy(
+            threat_model="active" if active else "semi-honest", corrupt_fraction=params.corrupt_fraction,
+            dropout_rate=params.dropout_rate, min_colluders=params.min_colluders,
+            privacy_target=params.privacy_target, server_key=server.public_key,
+        )
     unknown = {s for s in dropouts.values() if s not in server.stages}
     if unknown:
         raise ValueError(f"unknown dropout stage(s) {sorted(unknown)}; stages are {server.stages}")
     drop_at = {u: server.stages.index(s) for u, s in dropouts.items()}
-    pool = (_Pool(workers, ids, vectors, identity, identity_pub, noise) if workers > 1
-            else _Clients(ids, vectors, identity, identity_pub, noise))
+    pool = (_Pool(workers, ids, vectors, identity, identity_pub, noise, policy) if workers > 1
+            else _Clients(ids, vectors, identity, identity_pub, noise, policy))
     stage_seconds: dict[str, float] = {}
     client_s = server_s = 0.0
     client_errors: dict[int, str] = {}
@@ -173,7 +189,9 @@ def run_round(
     download = len(server.config_message) * len(ids)
     inbox = {u: server.config_message for u in ids}
     try:
-        for i, stage in enumerate(server.stages):
+        while server.stage != "done":
+            stage = server.stage
+            i = server.stages.index(stage)
             live = {u: msg for u, msg in inbox.items() if drop_at.get(u, len(server.stages)) > i}
             replies, errors, csec = pool.deliver(live)
             client_errors.update(errors)
@@ -187,7 +205,7 @@ def run_round(
             inbox = server.advance()
             ssec = time.process_time() - t0
             download += sum(len(v) for v in inbox.values())
-            stage_seconds[stage] = csec + ssec
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + csec + ssec
             client_s += csec
             server_s += ssec
         revealed = pool.revealed()

@@ -92,7 +92,7 @@ class SecAggSum(SumProtocol):
         self.stochastic_rounding = bool(stochastic_rounding)
         self.failure_target, self.privacy_target = failure_target, privacy_target
         self.workers = int(workers)
-        self.stages = ("advertise_keys", "share_keys", "masked_input") + (
+        self.stages = ("advertise_keys", "seed_reveal", "share_keys", "masked_input") + (
             ("consistency_check",) if self.active else ()) + ("unmasking",)
         self._params_cache: dict[int, SecAggParams] = {}
 

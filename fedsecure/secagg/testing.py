@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .client import SecAggClient
 from .encoding import FixedPointEncoding
-from .errors import TooFewSurvivors
+from .errors import PolicyViolation, TooFewSurvivors
+from .policy import ClientPolicy
 from .params import evaluate
 from .server import SecAggServer
 
@@ -55,17 +56,23 @@ def transcript(
         identity = {u: Ed25519PrivateKey.from_private_bytes(
             unsafe_deterministic_randbytes(f"{seed}/identity/{u}".encode())(32)) for u in ids}
         pub = {u: key.public_key() for u, key in identity.items()}
-    server = SecAggServer(ids, d, params, enc, active=active, identity_keys=pub,
+    signing = Ed25519PrivateKey.from_private_bytes(unsafe_deterministic_randbytes(f"{seed}/server-signing".encode())(32))
+    server = SecAggServer(ids, d, params, enc, active=active, identity_keys=pub, signing_key=signing,
                           _unsafe_randbytes_for_test_vectors=unsafe_deterministic_randbytes(f"{seed}/server".encode()))
+    policy = ClientPolicy(threat_model="active" if active else "semi-honest", dropout_rate=0.0,
+                          server_key=server.public_key)
     clients = {
-        u: SecAggClient(u, np.array(vectors[u], dtype=np.float64), identity_key=identity[u] if active else None,
+        u: SecAggClient(u, np.array(vectors[u], dtype=np.float64), policy=policy,
+                        identity_key=identity[u] if active else None,
                         identity_keys=pub,
                         _unsafe_randbytes_for_test_vectors=unsafe_deterministic_randbytes(f"{seed}/client/{u}".encode()))
         for u in ids
     }
     stages: list[dict[str, Any]] = []
     inbox = {u: server.config_message for u in ids}
-    for i, stage in enumerate(server.stages):
+    while server.stage != "done":
+        stage = server.stage
+        i = server.stages.index(stage)
         to_clients = {str(u): m.hex() for u, m in sorted(inbox.items())}
         to_server = {}
         for u, msg in sorted(inbox.items()):
@@ -73,7 +80,7 @@ def transcript(
                 continue
             try:
                 outs = clients[u].receive(msg)
-            except TooFewSurvivors:
+            except (TooFewSurvivors, PolicyViolation):
                 continue
             for out in outs:
                 to_server[str(u)] = out.hex()
@@ -92,22 +99,22 @@ def transcript(
 
 
 VECTOR_CASES = [
-    {"name": "secagg-complete-semi-honest-with-dropout", "seed": "fedsecure-secagg-v2-vector-1",
+    {"name": "secagg-complete-semi-honest-with-dropout", "seed": "fedsecure-secagg-v3-vector-1",
      "vectors": {"0": [0.5, -0.25, 1.0, 0.0], "1": [-1.0, 0.75, 0.125, 0.5], "2": [0.3, 0.3, -0.3, 0.9],
                  "3": [0.0, -1.0, 1.0, -0.5], "4": [0.2, 0.4, 0.6, 0.8]},
      "graph": "complete", "k": 4, "t": 3, "bits": 24, "clip": 1.0, "active": False, "dropouts": {"3": "masked_input"}},
-    {"name": "secaggplus-sparse-active", "seed": "fedsecure-secagg-v2-vector-2",
+    {"name": "secaggplus-sparse-active", "seed": "fedsecure-secagg-v3-vector-2",
      "vectors": {str(u): [u / 10, -u / 20, 0.5] for u in range(6)},
      "graph": "sparse", "k": 2, "t": 2, "bits": 32, "clip": 1.0, "active": True, "dropouts": {}},
 ]
 
 
 def write_vectors(path: str) -> None:
-    """Regenerate ``protocols/vectors/secagg_v2.json``: ``python -m fedsecure.secagg.testing PATH``."""
+    """Regenerate ``protocols/vectors/secagg_v3.json``: ``python -m fedsecure.secagg.testing PATH``."""
     import json
 
     out = {
-        "description": "fedsecure SecAgg wire-protocol v2 test vectors; see protocols/secagg.md. Each party's "
+        "description": "fedsecure SecAgg wire-protocol v3 test vectors; see protocols/secagg.md. Each party's "
         "randomness is the AES-256-CTR keystream under SHA-256(label) (labels '<seed>/server', '<seed>/client/<id>', "
         "'<seed>/identity/<id>'), consumed in the order given in the spec.",
         "vectors": [],
