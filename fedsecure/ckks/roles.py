@@ -287,10 +287,9 @@ class KeyHolder:
             self._decryptor.decrypt(ct, plain)
             slots[i] = self._encoder.decode_complex(plain)
         out = unpack(slots, blob.length)
-        bound = self.error_bound(n, blob.length)
         limit = self.params.max_abs_sum
         if self.max_abs_input is not None:
-            limit = min(limit, n * self.max_abs_input + bound)
+            limit = min(limit, n * self.max_abs_input + self.error_bound(n, blob.length))
         top = float(np.max(np.abs(out))) if out.size else 0.0
         if not np.isfinite(top) or top > limit:
             raise AggregateMismatchError(
