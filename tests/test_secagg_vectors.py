@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from fedsecure.secagg.testing import transcript
+from fedsecure.secagg.testing import refusal, transcript
 
 VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v3.json"
-CASES = json.loads(VECTORS.read_text())["vectors"]
+DATA = json.loads(VECTORS.read_text())
+CASES = DATA["vectors"]
+REFUSALS = DATA["refusals"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -24,6 +26,35 @@ def test_vector_reproduces_every_message_and_the_sum(case):
     assert got["included"] == want["included"]
     assert got["ring_sum"] == want["ring_sum"]
     assert got["sum"] == want["sum"]
+    assert got["derived"] == want["derived"]
+
+
+def test_vectors_cover_what_the_spec_promises():
+    """Section 11 of protocols/secagg.md lists what the vector set pins; keep it true."""
+    by_name = {c["name"]: c for c in CASES}
+    inputs = [c["input"] for c in CASES]
+    assert any(i["bits"] == 64 and i["t"] >= 3 for i in inputs)
+    assert any(i["bits"] % 8 and (len(i["vectors"]["0"]) * i["bits"]) % 8 for i in inputs)
+    active = by_name["secaggplus-sparse-active-dropouts"]
+    assert set(active["input"]["dropouts"].values()) >= {"seed_reveal", "consistency_check", "unmasking"}
+    assert [s["stage"] for s in active["expected"]["stages"]].count("seed_reveal") == 2
+    assert active["expected"]["derived"]["graph_attempt"] == 1
+    for c in CASES:
+        d = c["expected"]["derived"]
+        if c["input"]["graph"] == "sparse":  # a genuinely non-complete graph
+            assert all(len(nb) == c["input"]["k"] < len(d["graph_view"]) - 1 for nb in d["neighbours"].values())
+    ties = by_name["encoding-ties-and-clip"]
+    scale = ties["expected"]["scale"]
+    xs = [x for v in ties["input"]["vectors"].values() for x in v]
+    assert any((x * scale) % 1 == 0.5 for x in xs) and 1.0 in xs and -1.0 in xs
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=[c["name"] for c in REFUSALS])
+def test_v2_messages_are_refused_with_the_recorded_reason(case):
+    got = refusal(case["input"]["seed"], case["input"]["receiver"])
+    assert got == case["expected"]
+    assert bytes.fromhex(case["expected"]["message"])[0] == 2
+    assert "unsupported version 2" in case["expected"]["reason"]
 
 
 def test_vectors_sum_what_they_claim():

@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from . import keys, messages as m
 from .client import SecAggClient
 from .encoding import FixedPointEncoding
 from .errors import PolicyViolation, TooFewSurvivors
 from .policy import ClientPolicy
 from .params import evaluate
+from .prg import expand
 from .server import SecAggServer
 
 
@@ -95,6 +98,39 @@ def transcript(
         "ring_sum": [int(v) for v in res.ring_sum],
         "sum": [float(v) for v in enc.decode(res.ring_sum)],
         "scale": enc.scale,
+        "derived": _derived(server, clients, enc, vectors),
+    }
+
+
+def _derived(server: SecAggServer, clients: Mapping[int, SecAggClient], enc: FixedPointEncoding,
+             vectors: Mapping[int, list[float]]) -> dict[str, Any]:
+    """Intermediate values of a transcript, for implementers to debug against (protocols/secagg.md, section 11).
+
+    Read from the finished state machines (test support only: it touches their private state).
+    """
+    cfg_hash = keys.config_hash(server.config_message)
+    view = [int(u) for u in server._view.tolist()]
+    reveals = b"".join(server._reveals[u] for u in view)
+    adv = server._adv
+    edges = sorted((u, int(v)) for u, nb in server.graph.items() for v in nb.tolist() if u < int(v))
+    seeds = {}
+    for u, v in edges:
+        shared = clients[u]._mask_sk.exchange(X25519PublicKey.from_public_bytes(adv[v].mask_pk))
+        seeds[f"{u}-{v}"] = keys.pair_key(shared, server.round_id, u, v, keys.MASK).hex()
+    head = min(4, server.config.vector_length)
+    return {
+        "config_hash": cfg_hash.hex(),
+        "client_server_keys": {str(u): clients[u]._key.hex() for u in sorted(adv)},
+        "graph_attempt": server.graph_attempt,
+        "graph_view": view,
+        "graph_seed": keys.graph_seed(cfg_hash, server.graph_attempt, server._view, reveals).hex(),
+        "neighbours": {str(u): [int(v) for v in server.graph[u].tolist()] for u in view},
+        "pairwise_mask_seeds": seeds,
+        "pairwise_mask_words_head": {e: [int(w) for w in expand(bytes.fromhex(s), head, enc.bits)]
+                                     for e, s in seeds.items()},
+        "self_mask_seeds": {str(u): clients[u]._self_seed.hex() for u in sorted(adv)},
+        "encoded": {str(u): [int(w) for w in enc.encode(np.array(vectors[u], dtype=np.float64))] for u in sorted(adv)},
+        "excluded": sorted(int(u) for u in server.excluded),
     }
 
 
@@ -106,7 +142,98 @@ VECTOR_CASES = [
     {"name": "secaggplus-sparse-active", "seed": "fedsecure-secagg-v3-vector-2",
      "vectors": {str(u): [u / 10, -u / 20, 0.5] for u in range(6)},
      "graph": "sparse", "k": 2, "t": 2, "bits": 32, "clip": 1.0, "active": True, "dropouts": {}},
+    # t >= 3 in a 64-bit ring (u64 mask words), on a non-complete Harary graph over non-contiguous ids, with a
+    # dropout at masked_input (its masking key is rebuilt from 64-bit-ring shares).
+    {"name": "secaggplus-sparse-64bit-t3-dropout", "seed": "fedsecure-secagg-v3-vector-3",
+     "vectors": {str(u): [u / 32, -u / 64, 1.5 - u / 16] for u in (2, 5, 7, 11, 13, 17, 19, 23, 29, 31)},
+     "graph": "sparse", "k": 4, "t": 3, "bits": 64, "clip": 2.0, "active": False, "dropouts": {"19": "masked_input"}},
+    # bits = 13, d = 5: 65 bits packed into 9 bytes, 7 zero padding bits; a dropout at unmasking (still summed).
+    {"name": "secagg-complete-13bit-padding", "seed": "fedsecure-secagg-v3-vector-4",
+     "vectors": {"0": [-1.0, 0.5, -0.25, 0.75, -0.5], "1": [0.125, -0.875, 1.0, -1.0, 0.0],
+                 "2": [0.3, -0.3, 0.6, -0.6, 0.9], "3": [-0.001, 0.001, -0.999, 0.999, -0.5]},
+     "graph": "complete", "k": 3, "t": 2, "bits": 13, "clip": 1.0, "active": False, "dropouts": {"2": "unmasking"}},
+    # Rounding at ties (scale = 8192 here, x * scale = m + 1/2 exactly rounds to the even m or m + 1) and
+    # values at exactly +clip and -clip (accepted: the clip check is |x| <= clip).
+    {"name": "encoding-ties-and-clip", "seed": "fedsecure-secagg-v3-vector-5",
+     "vectors": {"0": [1.0, -1.0, 0.5 / 8192, 1.5 / 8192, 2.5 / 8192, -0.5 / 8192, -1.5 / 8192, -2.5 / 8192],
+                 "1": [-1.0, 1.0, 3.5 / 8192, -3.5 / 8192, 4.5 / 8192, -4.5 / 8192, 8191.5 / 8192, -8191.5 / 8192],
+                 "2": [0.0, 1.0, -1.0, 0.5, -0.5, 1.0 / 8192, -1.0 / 8192, 100.5 / 8192]},
+     "graph": "complete", "k": 2, "t": 2, "bits": 16, "clip": 1.0, "active": False, "dropouts": {}},
+    # Active SecAgg+ with dropouts at every stage after advertise_keys: 3 is silent at seed_reveal (a second
+    # graph draw over the other 11), 6 at masked_input (masking key rebuilt), 8 at consistency_check (in the
+    # sum, not asked to unmask), 10 at unmasking (in the sum).
+    {"name": "secaggplus-sparse-active-dropouts", "seed": "fedsecure-secagg-v3-vector-6",
+     "vectors": {str(u): [(u - 6) / 8, (u % 3) / 4, -u / 16] for u in range(12)},
+     "graph": "sparse", "k": 8, "t": 5, "bits": 32, "clip": 1.0, "active": True,
+     "dropouts": {"3": "seed_reveal", "6": "masked_input", "8": "consistency_check", "10": "unmasking"}},
 ]
+
+
+#: Messages of an older wire version that a v3 party must refuse, naming the reason (section 12 of the spec).
+REFUSAL_CASES = [
+    {"name": "v2-round-config-refused-by-v3-client", "seed": "fedsecure-secagg-v3-refusal-1", "receiver": "client"},
+    {"name": "v2-advertise-keys-refused-by-v3-server", "seed": "fedsecure-secagg-v3-refusal-2", "receiver": "server"},
+]
+
+_V2_LABEL = b"fedsecure/secagg/v2/"
+
+
+def v2_messages(seed: str, roster: list[int], d: int) -> tuple[bytes, bytes]:
+    """A wire-v2 RoundConfig and client ``roster[0]``'s AdvertiseKeys answer, built from the v2 spec alone.
+
+    v2 (protocols/secagg.md before v3): header version 2; the config is unsigned and carries a server-drawn
+    ``graph_seed``; AdvertiseKeys has no seed commitment; labels ``fedsecure/secagg/v2/``.
+    """
+    import struct
+
+    srand = unsafe_deterministic_randbytes(f"{seed}/v2-server".encode())
+    round_id, server_sk, graph_seed = srand(16), X25519PrivateKey.from_private_bytes(srand(32)), srand(32)
+    n = len(roster)
+    body = (struct.pack("<IBBddBIIB", d, 32, 0, 2.0**20, 1.0, 0, n - 1, 2, 0) + graph_seed
+            + server_sk.public_key().public_bytes_raw() + struct.pack("<I", n) + struct.pack(f"<{n}I", *roster))
+    config = struct.pack("<BB16sII", 2, 1, round_id, m.SERVER, m.SERVER) + body
+    u = roster[0]
+    crand = unsafe_deterministic_randbytes(f"{seed}/v2-client/{u}".encode())
+    enc_sk, mask_sk, b_u = (X25519PrivateKey.from_private_bytes(crand(32)), X25519PrivateKey.from_private_bytes(crand(32)),
+                            crand(32))
+    commit = hashlib.sha256(_V2_LABEL + b"self-mask-commitment" + round_id + struct.pack("<I", u) + b_u).digest()
+    adv_body = (enc_sk.public_key().public_bytes_raw() + mask_sk.public_key().public_bytes_raw() + commit
+                + bytes(64))
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    k_u = HKDF(algorithm=hashes.SHA256(), length=32, salt=hashlib.sha256(config).digest(),
+               info=_V2_LABEL + b"client-server" + struct.pack("<I", u)).derive(
+        enc_sk.exchange(server_sk.public_key()))
+    msg = struct.pack("<BB16sII", 2, 2, round_id, u, m.SERVER) + adv_body
+    nonce = crand(12)
+    return config, msg + nonce + ChaCha20Poly1305(k_u).encrypt(nonce, b"", msg)
+
+
+def refusal(seed: str, receiver: str) -> dict[str, Any]:
+    """Deliver a v2 message to a fresh v3 party (client 0 awaiting its configuration, or a server in
+    advertise_keys with roster 0..3) and record what it refuses with."""
+    from .errors import SecAggError
+    from .params import choose_params
+
+    roster, d = [0, 1, 2, 3], 4
+    config, advertise = v2_messages(seed, roster, d)
+    try:
+        if receiver == "client":
+            message = config
+            SecAggClient(0, np.zeros(d)).receive(message)
+        else:
+            message = advertise
+            params = choose_params(len(roster), dropout_rate=0.0, graph="complete")
+            server = SecAggServer(roster, d, params, FixedPointEncoding.for_sum(len(roster), 1.0),
+                                  _unsafe_randbytes_for_test_vectors=unsafe_deterministic_randbytes(
+                                      f"{seed}/server".encode()))
+            server.receive(0, message)
+    except SecAggError as e:
+        return {"message": message.hex(), "error": type(e).__name__, "reason": e.reason,
+                "sender": e.sender}
+    raise AssertionError(f"a v3 {receiver} accepted a v2 message")
 
 
 def write_vectors(path: str) -> None:
@@ -114,14 +241,18 @@ def write_vectors(path: str) -> None:
     import json
 
     out = {
-        "description": "fedsecure SecAgg wire-protocol v3 test vectors; see protocols/secagg.md. Each party's "
-        "randomness is the AES-256-CTR keystream under SHA-256(label) (labels '<seed>/server', '<seed>/client/<id>', "
-        "'<seed>/identity/<id>'), consumed in the order given in the spec.",
+        "description": "fedsecure SecAgg wire-protocol v3 test vectors; layout and meaning in protocols/secagg.md "
+        "section 11. Each party's randomness is the AES-256-CTR keystream (zero initial counter block) under key "
+        "SHA-256(label), labels '<seed>/server', '<seed>/server-signing', '<seed>/client/<id>', "
+        "'<seed>/identity/<id>', consumed in the order given in the spec. 'refusals' are wire-v2 messages a v3 "
+        "party must refuse. Integers may exceed 2^53: parse them exactly.",
         "vectors": [],
     }
     for c in VECTOR_CASES:
         args = {k: v for k, v in c.items() if k != "name"}
         out["vectors"].append({"name": c["name"], "input": c, "expected": transcript(**args)})
+    out["refusals"] = [{"name": c["name"], "input": c, "expected": refusal(c["seed"], c["receiver"])}
+                       for c in REFUSAL_CASES]
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
 
