@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsecure import __version__
+from fedsecure.stats import CI_SUFFIX
 
 PERCENT_KEYS = ("hr@", "ndcg@")
 
@@ -124,18 +125,27 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _with_interval(metrics: dict[str, Any], key: str) -> str:
+    """``value [lo, hi]`` when the metric carries its 95% interval."""
+    value = metrics.get(key, float("nan"))
+    ci = metrics.get(key + CI_SUFFIX)
+    return _fmt(value) if ci is None else f"{_fmt(value)} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
 def _print_result(result: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     final, pop = result["final"], result["popularity"]
     keys = [k for k in final if k not in ("round",) and isinstance(final[k], float)]
     table = Table(title=f"{result['config']['model']} on {result['data']['source']}")
-    table.add_column("model")
+    table.add_column("metric")
+    table.add_column(f"{result['config']['model']} (federated)", justify="right")
+    table.add_column("popularity", justify="right")
     for k in keys:
-        table.add_column(k, justify="right")
-    table.add_row(f"{result['config']['model']} (federated)", *(_fmt(final[k]) for k in keys))
-    table.add_row("popularity", *(_fmt(pop.get(k, float("nan"))) for k in keys))
+        table.add_row(k, _with_interval(final, k), _with_interval(pop, k))
     console.print(table)
+    users = final.get("n_eval_users")
+    console.print(f"[dim]\\[lo, hi]: 95% bootstrap interval over the {users or 'test'} evaluated users[/dim]")
     t = result["timings"]
     for label, text in (
         ("protocol", result["protocol"]),
@@ -166,7 +176,8 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
             if record.error:
                 status = f"round {record.round} aborted: {record.error}"
             elif record.metrics:
-                shown = {k: v for k, v in record.metrics.items() if k.startswith(PERCENT_KEYS) or k in ("rmse",)}
+                shown = {k: v for k, v in record.metrics.items()
+                         if isinstance(v, float) and (k.startswith(PERCENT_KEYS) or k in ("rmse",))}
                 status = " ".join(f"{k}={v:.4f}" for k, v in list(shown.items())[:2])
             progress.update(task, advance=1, status=status)
 

@@ -165,4 +165,9 @@ def test_score_fn_of_the_wrong_shape_is_rejected():
 def test_evaluate_rating_worked_example():
     test = table([0, 1, 1], [0, 0, 1], 2, 2, ratings=[4.0, 2.0, 5.0])
     r = evaluate_rating(lambda u, i: np.array([3.0, 3.0, 5.0]), test)  # errors 1, -1, 0
-    assert r == {"rmse": pytest.approx(math.sqrt(2 / 3)), "mae": pytest.approx(2 / 3)}
+    assert (r["rmse"], r["mae"]) == (pytest.approx(math.sqrt(2 / 3)), pytest.approx(2 / 3))
+    # the intervals resample the two users: user 0 alone has error 1, user 1 alone (1, 0)
+    lo, hi = r["rmse_ci95"]
+    assert math.sqrt(1 / 2) - 1e-12 <= lo <= r["rmse"] <= hi <= 1.0 + 1e-12
+    lo, hi = r["mae_ci95"]
+    assert 0.5 - 1e-12 <= lo <= r["mae"] <= hi <= 1.0 + 1e-12

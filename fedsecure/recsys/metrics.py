@@ -19,19 +19,24 @@ Two candidate sets are reported, and they are not comparable with each other:
 * **sampled**: the test item plus ``n_negatives`` items drawn uniformly without
   replacement from the items the user never interacted with (in train or
   test), seeded -- the 1 + 99 protocol of He et al. (NCF, WWW 2017).
+
+Every metric comes with its 95% interval (``<metric>_ci95``), a bootstrap
+over the evaluated users (:mod:`fedsecure.stats`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from fedsecure.recsys.data import Interactions
 from fedsecure.recsys.split import Split
+from fedsecure.stats import CI_SUFFIX, bootstrap_users
 
-__all__ = ["rmse", "mae", "target_ranks", "hit_ndcg", "evaluate_ranking", "evaluate_rating"]
+__all__ = ["rmse", "mae", "target_ranks", "hit_ndcg", "ranking_rows", "evaluate_ranking", "evaluate_rating", "CI_SUFFIX"]
 
 
 def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +105,7 @@ def _gather_segments(indptr: np.ndarray, values: np.ndarray, users: np.ndarray) 
     return owner, values[indptr[users][owner] + offsets]
 
 
-def evaluate_ranking(
+def ranking_rows(
     score_fn: Callable[[np.ndarray], torch.Tensor],
     split: Split,
     *,
@@ -108,15 +113,12 @@ def evaluate_ranking(
     n_negatives: int = 99,
     seed: int = 0,
     batch_size: int = 256,
-) -> dict[str, float | str]:
-    """HR@k and NDCG@k of ``score_fn`` on ``split.test``, full-catalogue and sampled.
+) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """Per-row HR@k and NDCG@k of ``score_fn`` on ``split.test``: ``(users, {metric: values}, protocol)``.
 
-    ``score_fn(users)`` returns float scores ``[len(users), n_items]``. Every
-    (user, test item) pair of ``split.test`` is one evaluation row. Keys:
-    ``hr@{k}``, ``ndcg@{k}``, ``hr@{k}_sampled{n}``, ``ndcg@{k}_sampled{n}``
-    (omitted when ``n_negatives == 0``), ``n_eval_users``, ``n_eval_rows`` and
-    ``protocol``. The negatives come from ``numpy.random.default_rng(seed)``,
-    so a seed fixes them for every model compared.
+    Row ``i`` is one (user, test item) pair of ``split.test`` (sorted by user,
+    stably), owned by ``users[i]``; the same split and seed give the same rows
+    for every model, so two models' rows pair up (``fedsecure.stats.paired_users``).
     """
     train, test = split.train, split.test
     n_items = train.n_items
@@ -181,32 +183,67 @@ def evaluate_ranking(
         ndcgs.append(n)
 
     n_users = len(np.unique(test.users))
-    result: dict[str, float | str] = {
-        f"hr@{k}": float(torch.cat(hits).mean()),
-        f"ndcg@{k}": float(torch.cat(ndcgs).mean()),
-    }
+    rows = {f"hr@{k}": torch.cat(hits).numpy(), f"ndcg@{k}": torch.cat(ndcgs).numpy()}
     if n_negatives:
-        result[f"hr@{k}_sampled{n_negatives}"] = float(torch.cat(s_hits).mean())
-        result[f"ndcg@{k}_sampled{n_negatives}"] = float(torch.cat(s_ndcgs).mean())
-    result["n_eval_users"] = n_users
-    result["n_eval_rows"] = len(test)
+        rows[f"hr@{k}_sampled{n_negatives}"] = torch.cat(s_hits).numpy()
+        rows[f"ndcg@{k}_sampled{n_negatives}"] = torch.cat(s_ndcgs).numpy()
     sampled = (
         f"; sampled: the test item + {n_negatives} negatives drawn uniformly without replacement from the "
         f"user's never-interacted items (seed {seed})"
         if n_negatives
         else ""
     )
-    result["protocol"] = (
+    protocol = (
         f"{split.protocol}. Ranking over {len(test)} (user, test item) rows of {n_users} users; "
         f"0-based rank with ties counted half; HR@{k} = [rank < {k}], NDCG@{k} = [rank < {k}] / log2(rank + 2). "
         f"Full catalogue: all {n_items} items except the user's training items{sampled}"
     )
+    return eval_users, rows, protocol
+
+
+def evaluate_ranking(
+    score_fn: Callable[[np.ndarray], torch.Tensor],
+    split: Split,
+    *,
+    k: int = 10,
+    n_negatives: int = 99,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """HR@k and NDCG@k of ``score_fn`` on ``split.test``, full-catalogue and sampled, with 95% intervals.
+
+    ``score_fn(users)`` returns float scores ``[len(users), n_items]``. Every
+    (user, test item) pair of ``split.test`` is one evaluation row. Keys:
+    ``hr@{k}``, ``ndcg@{k}``, ``hr@{k}_sampled{n}``, ``ndcg@{k}_sampled{n}``
+    (omitted when ``n_negatives == 0``), each with ``<metric>_ci95`` beside
+    it (bootstrap over the evaluated users, :func:`fedsecure.stats.bootstrap_users`),
+    ``n_eval_users``, ``n_eval_rows`` and ``protocol``. The negatives come
+    from ``numpy.random.default_rng(seed)``, so a seed fixes them for every
+    model compared.
+    """
+    users, rows, protocol = ranking_rows(score_fn, split, k=k, n_negatives=n_negatives, seed=seed,
+                                         batch_size=batch_size)
+    result: dict[str, Any] = {}
+    for name, values in rows.items():
+        result[name] = float(values.mean())
+        result[name + CI_SUFFIX] = list(bootstrap_users(users, values, seed=seed))
+    result["n_eval_users"] = int(np.unique(users).size)
+    result["n_eval_rows"] = int(users.size)
+    result["protocol"] = protocol
     return result
 
 
-def evaluate_rating(predict_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], test: Interactions) -> dict[str, float]:
-    """RMSE and MAE of ``predict_fn(users, items)`` against ``test.ratings``."""
+def evaluate_rating(predict_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], test: Interactions) -> dict[str, Any]:
+    """RMSE and MAE of ``predict_fn(users, items)`` against ``test.ratings``, each with a 95% interval
+    (``<metric>_ci95``, bootstrap over the test users)."""
     if len(test) == 0:
         raise ValueError("the test set is empty")
     pred = predict_fn(test.users, test.items)
-    return {"rmse": rmse(pred, test.ratings), "mae": mae(pred, test.ratings)}
+    p, y = _pair(pred, test.ratings)
+    err = p - y
+    return {
+        "rmse": rmse(pred, test.ratings),
+        "rmse" + CI_SUFFIX: list(bootstrap_users(test.users, err**2, root=True)),
+        "mae": mae(pred, test.ratings),
+        "mae" + CI_SUFFIX: list(bootstrap_users(test.users, np.abs(err))),
+    }
