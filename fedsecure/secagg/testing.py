@@ -169,7 +169,7 @@ VECTOR_CASES = [
 ]
 
 
-#: Messages of an older wire version that a v3 party must refuse, naming the reason (section 12 of the spec).
+#: Messages of an older wire version that a v3 party must refuse, naming the reason (spec section 11.3).
 REFUSAL_CASES = [
     {"name": "v2-round-config-refused-by-v3-client", "seed": "fedsecure-secagg-v3-refusal-1", "receiver": "client"},
     {"name": "v2-advertise-keys-refused-by-v3-server", "seed": "fedsecure-secagg-v3-refusal-2", "receiver": "server"},
