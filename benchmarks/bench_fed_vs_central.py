@@ -11,10 +11,13 @@ learning rate and batch size. So both sides see the data the same number of
 times (for a fraction ``f`` of clients per round, the federated side sees it
 ``f * rounds`` times and the central side is given that many epochs).
 
-Reported per model: full-catalogue and 1+99-sampled HR@10 / NDCG@10 per seed,
-their means, the relative gap ``(central - federated) / central`` of mean
-full-catalogue HR@10 (target: at most 0.10), the popularity baseline (same
-split, same protocol) and timings. A markdown table is printed for the README.
+Reported per model: full-catalogue and 1+99-sampled HR@10 / NDCG@10 per seed
+(each with its bootstrap interval over the evaluated users), per side the mean,
+sd and Student-t interval over seeds, federated minus central paired by seed
+with its interval (resolved or not), the relative gap ``(central - federated) /
+central`` of full-catalogue HR@10 with its interval (target: at most 0.10), the
+popularity baseline (same split, same protocol) and timings. A markdown table
+is printed for the README.
 
     python benchmarks/bench_fed_vs_central.py [--models mf-implicit,ncf,sasrec] [--seeds 0,1,2]
 
@@ -28,7 +31,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsecure.experiment import Experiment, RunConfig, library_versions
+from fedsecure.stats import CI_SUFFIX, over_seeds, paired_seeds
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,7 +71,7 @@ def run_one(model: str, seed: int, data: str, overrides: dict[str, Any]) -> dict
     t0 = time.perf_counter()
     central = central_exp.run_central(epochs=epochs)
     central_seconds = time.perf_counter() - t0
-    pick = lambda m: {k: m[k] for k in METRICS}  # noqa: E731
+    pick = lambda m: {key: m[key] for k in METRICS for key in (k, k + CI_SUFFIX)}  # noqa: E731
     out = {
         "seed": seed, "passes": passes, "central_epochs": epochs,
         "federated": pick(fed["final"]), "central": pick(central["final"]), "popularity": pick(fed["popularity"]),
@@ -83,51 +86,63 @@ def run_one(model: str, seed: int, data: str, overrides: dict[str, Any]) -> dict
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means over seeds, and the paired per-seed difference of full-catalogue HR@10 with its standard error.
+    """Per side and metric: mean, sd, Student-t 95% interval and per-seed values (:func:`fedsecure.stats.over_seeds`);
+    federated minus central paired by seed (:func:`fedsecure.stats.paired_seeds`) with its interval.
 
-    One evaluation on 610 users has a binomial standard error of about
-    ``sqrt(0.05 * 0.95 / 610) = 0.009`` in HR@10, close to the 10 % margin
-    itself, so the per-seed spread is reported beside every mean.
+    One evaluation on 610 users has a standard error of about
+    ``sqrt(0.05 * 0.95 / 610) = 0.009`` in full-catalogue HR@10, close to a
+    10 % margin itself; each run's own bootstrap interval over users is kept in
+    its ``runs`` entry (``<metric>_ci95``). ``within_10pct_of_central`` is
+    claimed only when the whole interval of the relative gap lies below 10 %.
     """
-    mean = {side: {k: statistics.mean(r[side][k] for r in runs) for k in METRICS}
-            for side in ("federated", "central", "popularity")}
-    sd = {side: statistics.stdev(r[side]["hr@10"] for r in runs) if len(runs) > 1 else float("nan")
-          for side in ("federated", "central")}
-    diff = [r["federated"]["hr@10"] - r["central"]["hr@10"] for r in runs]
-    c, f = mean["central"]["hr@10"], mean["federated"]["hr@10"]
-    gap = (c - f) / c if c > 0 else float("nan")
-    return {
-        "mean": mean,
-        "sd_hr@10": sd,
-        "paired_diff_hr@10": {
-            "per_seed": diff, "mean": statistics.mean(diff),
-            "se": statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else float("nan"),
-        },
-        "relative_gap_hr@10": gap,
-        "within_10pct_of_central": gap <= 0.10,
-        "federated_beats_popularity": f > mean["popularity"]["hr@10"],
-        "central_beats_popularity": c > mean["popularity"]["hr@10"],
-    }
+    sides = ("federated", "central", "popularity")
+    seeds = {side: {r["seed"]: r[side] for r in runs} for side in sides}
+    per = {side: {k: over_seeds([v[k] for v in seeds[side].values()]).as_dict() for k in METRICS} for side in sides}
+    mean = {side: {k: per[side][k]["mean"] for k in METRICS} for side in sides}
+    out: dict[str, Any] = {"seeds": sorted(seeds["federated"]), "per_side": per, "mean": mean}
+    if len(runs) > 1:
+        cmp = {k: paired_seeds(k, {s: v[k] for s, v in seeds["federated"].items()},
+                               {s: v[k] for s, v in seeds["central"].items()}) for k in METRICS}
+        out["federated_minus_central"] = {k: c.as_dict() for k, c in cmp.items()}
+        c = mean["central"]["hr@10"]
+        lo, hi = cmp["hr@10"].ci95
+        gap_ci = (-hi / c, -lo / c)  # (central - federated) / central
+        out["relative_gap_hr@10"] = {"value": -cmp["hr@10"].difference / c, "ci95": list(gap_ci)}
+        out["within_10pct_of_central"] = gap_ci[1] <= 0.10  # resolved: the whole interval under 10 %
+        out["verdict_hr@10"] = cmp["hr@10"].verdict("federated", "central")
+    return out
+
+
+def _cell(summary: dict[str, Any], side: str, metric: str) -> str:
+    m = summary["per_side"][side][metric]
+    lo, hi = m["ci95"]
+    return f"{m['mean']:.4f} [{lo:.4f}, {hi:.4f}]" if m["n_seeds"] > 1 else f"{m['mean']:.4f}"
 
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| model | setting | HR@10 (mean ± sd over seeds) | NDCG@10 | HR@10 (1+99) | NDCG@10 (1+99) | fed vs central HR@10 |",
-        "|---|---|---|---|---|---|---|",
+        "| model | setting | seeds | HR@10 [95% CI over seeds] | NDCG@10 | HR@10 (1+99) | NDCG@10 (1+99) | "
+        "fed - central HR@10 [paired 95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, res in results.items():
         s = res["summary"]
-        for side in ("federated", "central"):
-            m = s["mean"][side]
-            gap = f"{-100 * s['relative_gap_hr@10']:+.1f}%" if side == "federated" else ""
+        if "per_side" not in s:  # recorded before intervals existed: recompute from its runs
+            s = res["summary"] = summarise(res["runs"])
+        n = len(s["seeds"])
+        for side in ("federated", "central", "popularity"):
+            diff = ""
+            if side == "federated" and "federated_minus_central" in s:
+                d = s["federated_minus_central"]["hr@10"]
+                diff = (f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+                        f"{' resolved' if d['resolved'] else ' not resolved'}")
             cfg = res["runs"][0]["config"]
-            label = (f"federated, {res['runs'][0]['clients_per_round']}/{res['runs'][0]['clients']} clients/round, "
-                     f"{cfg['rounds']} rounds" if side == "federated" else f"central, {res['runs'][0]['central_epochs']} epochs")
-            lines.append(f"| {model} | {label} | {m['hr@10']:.4f} ± {s['sd_hr@10'][side]:.4f} | {m['ndcg@10']:.4f} | "
-                         f"{m['hr@10_sampled99']:.4f} | {m['ndcg@10_sampled99']:.4f} | {gap} |")
-        p = res["summary"]["mean"]["popularity"]
-        lines.append(f"| {model} | popularity | {p['hr@10']:.4f} | {p['ndcg@10']:.4f} | "
-                     f"{p['hr@10_sampled99']:.4f} | {p['ndcg@10_sampled99']:.4f} | |")
+            label = {"federated": f"federated, {res['runs'][0]['clients_per_round']}/{res['runs'][0]['clients']} "
+                                  f"clients/round, {cfg['rounds']} rounds",
+                     "central": f"central, {res['runs'][0]['central_epochs']} epochs",
+                     "popularity": "popularity"}[side]
+            cells = " | ".join(_cell(s, side, k) for k in METRICS)
+            lines.append(f"| {model} | {label} | {n} | {cells} | {diff} |")
     return "\n".join(lines)
 
 
