@@ -1,0 +1,938 @@
+"""A malicious server (and malicious clients) against the real SecAggClient / SecAggServer objects.
+
+Issue #11 listed attacks on wire v2; every one is replayed here against v3.
+The malicious server holds its own long-term signing key, so it signs
+whatever it likes (``m.sign_broadcast`` with ``server._signing_key``, or
+``server._broadcast``) and seals whatever it likes to each client
+(``server._out``): pinned keys only stop third parties. Each test's
+docstring states the property it checks, in one of two forms:
+
+* **no honest input recoverable** -- the attack is run to its end and the
+  attacker's reconstruction fails (where a positive control shows the same
+  attack code *does* recover the input when the client's policy allows the
+  weaker round), or the victim revealed nothing (``client.revealed``, its
+  stage, no share ciphertexts or masked input sent);
+* **refused with a named protocol error** -- the exception type and its
+  reason text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import struct
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from fedsecure.secagg import (
+    ClientPolicy, ConfigurationError, FixedPointEncoding, MessageRejected, PolicyViolation, SecAggClient, SecAggError,
+    SecAggServer, SecAggSum, StageError, TooFewSurvivors, choose_params,
+)
+from fedsecure.secagg import keys, messages as m, shamir
+from fedsecure.secagg.encoding import pack, unpack
+from fedsecure.secagg.graph import neighbours_of
+from fedsecure.secagg.params import GRAPH_DRAWS, evaluate
+from fedsecure.secagg.prg import MaskExpander
+
+#: the 7 small-order X25519 encodings (libsodium's list), each with and without the ignored high bit
+SMALL_ORDER = [bytes.fromhex(h) for h in (
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+)]
+SMALL_ORDER += [k[:31] + bytes([k[31] | 0x80]) for k in SMALL_ORDER]
+R = m.KEY_RECORD_BYTES
+S = shamir.SHARE_BYTES
+
+
+# --- a round under the test's control --------------------------------------------------------------
+class Round:
+    """Real server + real clients, driven stage by stage; the test plays the network (and the server)."""
+
+    def __init__(self, n=6, d=4, *, graph="complete", k=None, t=None, active=False, bits=32, policy=None,
+                 ids=None, server_rand=None):
+        self.ids = list(range(n)) if ids is None else list(ids)
+        n = len(self.ids)
+        self.tm = "active" if active else "semi-honest"
+        k = n - 1 if (k is None or graph == "complete") else k
+        if t is None:
+            t = (k + 1) // 2 + 1 if active else 2
+        self.params = evaluate(n, k, t, graph=graph, dropout_rate=0.0, threat_model=self.tm)
+        self.d = d
+        self.enc = FixedPointEncoding.for_sum(n, 1.0, bits=bits)
+        self.ident = {u: Ed25519PrivateKey.generate() for u in self.ids} if active else None
+        self.pub = {u: key.public_key() for u, key in self.ident.items()} if active else None
+        self.server = SecAggServer(self.ids, d, self.params, self.enc, active=active, identity_keys=self.pub,
+                                   signing_key=Ed25519PrivateKey.generate(),
+                                   _unsafe_randbytes_for_test_vectors=server_rand)
+        self.policy = ClientPolicy(threat_model=self.tm, dropout_rate=0.0, server_key=self.server.public_key,
+                                   **(policy or {}))
+        rng = np.random.default_rng(len(self.ids) * 1000 + d)
+        self.vecs = {u: rng.uniform(-1, 1, d) for u in self.ids}
+        self.clients = {u: self.client(u) for u in self.ids}
+        self.inbox = {u: self.server.config_message for u in self.ids}
+        self.rejected: list[tuple[int, str]] = []
+        self.sent: dict[tuple[str, int], bytes] = {}  # (server stage, client) -> what the client sent
+
+    def client(self, u, vector=None, policy=None):
+        return SecAggClient(u, self.vecs[u] if vector is None else vector, policy=policy or self.policy,
+                            identity_key=self.ident[u] if self.ident else None, identity_keys=self.pub)
+
+    def step(self, *, skip=(), to_server=None, inbox=None):
+        """Deliver the inbox to the clients, their replies to the server, and close the stage."""
+        stage = self.server.stage
+        for u, msg in (self.inbox if inbox is None else inbox).items():
+            if u in skip:
+                continue
+            for out in self.clients[u].receive(msg):
+                self.sent[(stage, u)] = out
+                for item in (to_server(stage, u, out) if to_server else [out]):
+                    try:
+                        self.server.receive(u, item)
+                    except MessageRejected as e:
+                        self.rejected.append((u, str(e)))
+        self.inbox = self.server.advance()
+        return self.inbox
+
+    def until(self, stage, **kw):
+        while self.server.stage != stage:
+            self.step(**kw)
+        return self.inbox
+
+    def finish(self, **kw):
+        self.until("done", **kw)
+        return self.server.result
+
+    def assert_exact(self, included):
+        res = self.server.result
+        assert res.included == tuple(sorted(included))
+        true = sum((self.vecs[u] for u in included), np.zeros(self.d))
+        assert np.abs(self.enc.decode(res.ring_sum) - true).max() <= self.enc.max_error(len(included)) + 1e-12
+
+    # the malicious server's tools
+    def signed(self, msg, to):
+        return self.server._broadcast(msg, to)
+
+    def config(self, *, body=None, key=None, round_id=None, **changes) -> bytes:
+        cfg = dataclasses.replace(self.server.config, **changes)
+        header = m.Header(m.RoundConfig.TYPE, round_id or self.server.round_id, m.SERVER, m.SERVER)
+        return m.sign_broadcast(header, cfg.body() if body is None else body, key or self.server._signing_key,
+                                config=True)
+
+    def from_client(self, u, msg, key=None, round_id=None):
+        """What a malicious client ``u`` sends: any body, correctly sealed with its own key."""
+        return m.seal(m.Header(msg.TYPE, round_id or self.server.round_id, u, m.SERVER), msg.body(),
+                      key or self.server._keys[u])
+
+    def opened(self, data, u):
+        """Body of a sealed message between ``u`` and the server (the server holds K_u)."""
+        return m.open_sealed(data, self.server._keys[u])[1]
+
+
+def _commitments(rnd: Round) -> m.SeedCommitments:
+    data = next(iter(rnd.inbox.values()))
+    return m.SeedCommitments.parse(m.open_broadcast(data, rnd.server.public_key)[1])
+
+
+def _assert_revealed_nothing(client, stage):
+    assert client.stage == stage
+    assert client.revealed == {}
+    assert not hasattr(client, "_held")  # never got past the masked input
+
+
+# --- 1. downgrade -----------------------------------------------------------------------------------
+def test_downgrade_to_semi_honest_is_refused_by_an_active_client():
+    """Refused with a named protocol error: a client whose policy is active refuses a (validly signed)
+    active=0 configuration ("downgrade refused") and reveals nothing: no key advertisement is sent."""
+    rnd = Round(n=6, active=True)
+    forged = rnd.config(active=False)
+    victim = rnd.clients[0]
+    with pytest.raises(PolicyViolation, match="downgrade refused"):
+        victim.receive(forged)
+    _assert_revealed_nothing(victim, "config")
+    assert not hasattr(victim, "_key")
+    # The same refusal whatever (k, t) the downgraded round announces, even the strongest.
+    for t in range(1, 6):
+        with pytest.raises(PolicyViolation, match="downgrade refused"):
+            victim.receive(rnd.config(active=False, t=t))
+    # The genuine configuration is still accepted afterwards.
+    assert len(victim.receive(rnd.server.config_message)) == 1 and victim.stage == "commitments"
+
+
+def test_active_policy_cannot_be_built_without_pinned_server_key_or_identity_keys():
+    """Refused with a named protocol error: an active policy without a pinned server key (anyone on the path
+    could play server) and an active client without identity keys are refused at construction."""
+    with pytest.raises(ConfigurationError, match="pinned"):
+        ClientPolicy(threat_model="active")
+    key = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(ConfigurationError, match="identity key"):
+        SecAggClient(0, np.zeros(3), policy=ClientPolicy(threat_model="active", server_key=key))
+
+
+def test_a_semi_honest_client_without_identity_keys_refuses_an_active_round():
+    """Refused with a named protocol error: an active round needs identity keys the client does not hold."""
+    rnd = Round(n=5, active=True)
+    plain = SecAggClient(0, rnd.vecs[0], policy=ClientPolicy(dropout_rate=0.0, server_key=rnd.server.public_key))
+    with pytest.raises(PolicyViolation, match="needs this client's identity key"):
+        plain.receive(rnd.server.config_message)
+    assert plain.stage == "config"
+
+
+def _substitute_keys(rnd: Round, victim: int):
+    """The v2 attack: the server puts its own X25519 keys in every key record but the victim's, re-signs the
+    broadcast, then decrypts the victim's shares, rebuilds its self-mask seed and strips every mask."""
+    enc_a, mask_a = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    a_enc, a_mask = enc_a.public_key().public_bytes_raw(), mask_a.public_key().public_bytes_raw()
+    rnd.step()  # configuration -> seed commitments
+    c = _commitments(rnd)
+    records = bytearray(c.records)
+    for j, v in enumerate(c.ids.tolist()):
+        if v != victim:
+            records[j * R : j * R + 64] = a_enc + a_mask
+    forged = rnd.signed(m.SeedCommitments(0, c.ids, bytes(records)), [victim])[victim]
+    inbox = dict(rnd.inbox)
+    inbox[victim] = forged
+    rnd.step(inbox=inbox)  # every reveal is genuine: the seed reveals verify for the victim too
+    out = rnd.clients[victim].receive(rnd.inbox[victim])  # raises in active mode
+    # Passive from here: the server has what it needs. Decrypt every share the victim dealt.
+    adv = rnd.server._adv[victim]
+    sk_msg = m.ShareKeys.parse(rnd.opened(out[0], victim))
+    xs, b_rows = [], []
+    for j, v in enumerate(sk_msg.ids.tolist()):
+        ck = keys.pair_key(enc_a.exchange(X25519PublicKey.from_public_bytes(adv.enc_pk)), rnd.server.round_id,
+                           victim, v, keys.ENC)
+        pt = AESGCM(ck).decrypt(keys.share_nonce(victim), sk_msg.ciphertext(j), keys.share_ad(rnd.server.round_id, victim, v))
+        xs.append(v + 1)
+        b_rows.append(np.frombuffer(pt[8 + shamir.SHARE_BYTES :], dtype="<u4"))
+    t = rnd.params.t
+    b = shamir.reconstruct(xs[:t], np.array(b_rows[:t], dtype=np.int64))
+    # The victim masks with whoever the server says sent it shares.
+    fwd = m.ForwardedShares(sk_msg.ids, bytes(len(sk_msg.ids) * m.SHARE_CIPHERTEXT_BYTES))
+    y_msg = rnd.clients[victim].receive(rnd.server._out(victim, fwd))[0]
+    cfg = rnd.server.config
+    y = unpack(bytes(rnd.opened(y_msg, victim)), cfg.bits, cfg.vector_length)
+    ex = MaskExpander(cfg.vector_length, cfg.bits)
+    ex.sub_into(y, b)
+    for v in sk_msg.ids.tolist():
+        s = keys.pair_key(mask_a.exchange(X25519PublicKey.from_public_bytes(adv.mask_pk)), rnd.server.round_id,
+                          victim, v, keys.MASK)
+        (ex.sub_into if victim < v else ex.add_into)(y, s)
+    return rnd.enc.decode(y)
+
+
+def test_key_substitution_recovers_a_semi_honest_input_positive_control():
+    """Positive control of the attack code: against a semi-honest client (which by its threat model trusts the
+    server with the key records) the key-substitution attack does recover the input, so its failure below is
+    the protocol's doing, not the attack's."""
+    rnd = Round(n=5, t=3)
+    x = _substitute_keys(rnd, 0)
+    assert np.abs(x - rnd.vecs[0]).max() <= rnd.enc.max_error(1)
+
+
+def test_key_substitution_fails_against_an_active_client():
+    """No honest input recoverable: with identity keys the substituted records fail their signatures; the
+    victim stops at the seed reveals with MessageRejected naming a neighbour, never deals a share nor sends
+    a masked input."""
+    rnd = Round(n=5, active=True)
+    with pytest.raises(MessageRejected, match=r"advertised keys of client \d+ carry no valid identity signature"):
+        _substitute_keys(rnd, 0)
+    _assert_revealed_nothing(rnd.clients[0], "reveals")
+    assert not hasattr(rnd.clients[0], "_share_keys")
+
+
+@pytest.mark.parametrize("how", ["enc_pk", "mask_pk", "commitment", "other_client_record", "other_round_record"])
+def test_every_key_record_substitution_in_the_signed_broadcast_is_caught(how):
+    """Refused with a named protocol error: whichever field of a neighbour's record the server changes (keys,
+    self-mask commitment), or a record signed by another client or for another round, the identity
+    signature fails and the victim deals no share."""
+    rnd = Round(n=5, active=True)
+    rnd.step()
+    c = _commitments(rnd)
+    records = bytearray(c.records)
+    if how == "enc_pk":
+        records[R : R + 32] = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    elif how == "mask_pk":
+        records[R + 32 : R + 64] = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    elif how == "commitment":
+        records[R + 64 : R + 96] = bytes(32)
+    elif how == "other_client_record":
+        records[R : 2 * R] = records[2 * R : 3 * R]  # client 2's genuine, signed record in client 1's slot
+    else:
+        other = Round(n=5, active=True)
+        other.ident, other.pub = rnd.ident, rnd.pub  # same identities, another round
+        other.server = SecAggServer(other.ids, other.d, other.params, other.enc, active=True, identity_keys=rnd.pub,
+                                    signing_key=Ed25519PrivateKey.generate())
+        adv = other.client(1, policy=dataclasses.replace(rnd.policy, server_key=other.server.public_key))
+        out = adv.receive(other.server.config_message)[0]
+        records[R : 2 * R] = out[m.HEADER.size : -m.TAG_BYTES]  # client 1's real signature, other config hash
+    # Keep client 1's seed commitment, so its reveal opens it and only the identity signature can object.
+    records[R + 96 : R + 128] = c.records[R + 96 : R + 128]
+    forged = rnd.signed(m.SeedCommitments(0, c.ids, bytes(records)), [0])[0]
+    inbox = dict(rnd.inbox)
+    inbox[0] = forged
+    rnd.step(inbox=inbox)
+    with pytest.raises(MessageRejected, match="advertised keys of client 1 carry no valid identity signature"):
+        rnd.clients[0].receive(rnd.inbox[0])
+    _assert_revealed_nothing(rnd.clients[0], "reveals")
+
+
+# --- 2. server-chosen k and t -----------------------------------------------------------------------
+@pytest.mark.parametrize("active", [False, True])
+def test_t_equal_one_is_refused_even_when_signed(active):
+    """Refused with a named protocol error: t = 1 (a share is the secret) breaks t > 1 / 2t > k + 1."""
+    rnd = Round(n=6, active=active)
+    for graph, k in (("complete", 5), ("sparse", 2), ("sparse", 4)):
+        with pytest.raises(PolicyViolation, match=r"threshold t=1 .* breaks (t > 1|2t > k \+ 1)"):
+            rnd.clients[0].receive(rnd.config(graph=graph, k=k, t=1))
+    _assert_revealed_nothing(rnd.clients[0], "config")
+
+
+def test_t3_k7_is_refused_by_an_active_client():
+    """Refused with a named protocol error: the issue's t=3, k=7 (n=8 complete) breaks 2t > k + 1."""
+    rnd = Round(n=8, active=True)
+    with pytest.raises(PolicyViolation, match=r"t=3 with k=7 breaks 2t > k \+ 1"):
+        rnd.clients[0].receive(rnd.config(t=3))
+    _assert_revealed_nothing(rnd.clients[0], "config")
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(3, 12), graph=st.sampled_from(["complete", "sparse"]), data=st.data())
+def test_no_signed_k_t_below_the_floor_is_ever_accepted(n, graph, data):
+    """Refused with a named protocol error: for every (graph, k, t) the server may sign, a client accepts only
+    t >= 2 (semi-honest) or 2t > k + 1 (active); the rest is refused with PolicyViolation."""
+    active = data.draw(st.booleans())
+    rnd = Round(n=n, active=active) if n >= 3 else None
+    if graph == "sparse" and n >= 5:
+        k = data.draw(st.sampled_from(list(range(2, n - 1, 2))))
+    else:
+        graph, k = "complete", n - 1
+    t = data.draw(st.integers(1, k))
+    victim = rnd.clients[0]
+    floor_ok = (2 * t > k + 1) if active else (t >= 2)
+    try:
+        victim.receive(rnd.config(graph=graph, k=k, t=t))
+    except PolicyViolation as e:
+        assert not floor_ok, str(e)  # no dropout or corruption assumed: only the floors can refuse
+        assert victim.stage == "config"
+        return
+    assert floor_ok and victim.stage == "commitments"
+
+
+def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped: set[int], colluder=None):
+    """The v2 attack: tell some neighbours the victim survived (they reveal self-mask shares) and others it
+    dropped (they reveal masking-key shares); with t of each, strip both masks. Returns the input or None."""
+    t = rnd.params.t
+    rnd.until("unmasking" if not rnd.server.active else "consistency_check")
+    ids = rnd.ids
+    b_sh: dict[int, list] = {}
+    s_sh: dict[int, list] = {}
+    if rnd.server.active:
+        everyone = np.array(ids, dtype=np.int64)
+        without = everyone[everyone != victim]
+        lists = {w: (everyone if w in told_alive or w == victim else without) for w in ids if w != colluder}
+        sigs: dict[bytes, dict[int, bytes]] = {}
+        for w, lst in lists.items():
+            try:
+                out = rnd.clients[w].receive(rnd.server._out(w, m.ConsistencyRequest(lst)))
+            except SecAggError:
+                continue
+            sigs.setdefault(lst.tobytes(), {})[w] = m.ConsistencySignature.parse(rnd.opened(out[0], w)).signature
+        if colluder is not None:  # the server signs both lists with the colluder's identity key
+            for lst in (everyone, without):
+                sigs.setdefault(lst.tobytes(), {})[colluder] = rnd.ident[colluder].sign(
+                    keys.consistency_payload(rnd.server._cfg_hash, lst))
+        requests = {}
+        for w, lst in lists.items():
+            if w == victim:
+                continue
+            sg = sigs.get(lst.tobytes(), {})
+            u2 = rnd.server._u2_of[w]
+            requests[w] = m.UnmaskRequest(np.intersect1d(lst, u2), tuple((v, sg[v]) for v in sorted(sg) if v != w))
+    else:
+        requests = {}
+        for w in ids:
+            if w == victim or w == colluder:
+                continue
+            u2 = rnd.server._u2_of[w]
+            requests[w] = m.UnmaskRequest(u2 if w in told_alive else u2[u2 != victim])
+    for w, req in requests.items():
+        try:
+            out = rnd.clients[w].receive(rnd.server._out(w, req))
+        except SecAggError:
+            continue
+        resp = m.UnmaskResponse.parse(rnd.opened(out[0], w))
+        for j, v in enumerate(resp.self_mask_ids.tolist()):
+            b_sh.setdefault(v, []).append((w, resp.self_mask_shares[j * S : (j + 1) * S]))
+        for j, v in enumerate(resp.mask_key_ids.tolist()):
+            s_sh.setdefault(v, []).append((w, resp.mask_key_shares[j * S : (j + 1) * S]))
+    if colluder is not None:  # a corrupt neighbour hands over both shares it holds
+        s, b = rnd.clients[colluder]._held[victim]
+        s_sh.setdefault(victim, []).append((colluder, s))
+        b_sh.setdefault(victim, []).append((colluder, b))
+    got_b, got_s = len(b_sh.get(victim, [])), len(s_sh.get(victim, []))
+    if got_b < t or got_s < t:
+        return None, got_b, got_s
+
+    def rebuild(sh):
+        sh = sh[:t]
+        return shamir.reconstruct([w + 1 for w, _ in sh],
+                                  np.array([np.frombuffer(x, dtype="<u4") for _, x in sh], dtype=np.int64))
+
+    b, s = rebuild(b_sh[victim]), rebuild(s_sh[victim])
+    cfg = rnd.server.config
+    y = unpack(bytes(rnd.opened(rnd.sent[("masked_input", victim)], victim)), cfg.bits, cfg.vector_length)
+    ex = MaskExpander(cfg.vector_length, cfg.bits)
+    ex.sub_into(y, b)
+    sk = X25519PrivateKey.from_private_bytes(s)
+    for v in rnd.server._u2_of[victim].tolist():
+        seed = keys.pair_key(sk.exchange(X25519PublicKey.from_public_bytes(rnd.server._adv[v].mask_pk)),
+                             rnd.server.round_id, victim, v, keys.MASK)
+        (ex.sub_into if victim < v else ex.add_into)(y, seed)
+    return rnd.enc.decode(y), got_b, got_s
+
+
+def test_split_survivor_lists_recover_an_input_when_t_is_low_positive_control():
+    """Positive control of the attack code: a semi-honest client whose own policy accepts t=3 of k=7 (no
+    collusion floor) loses its input to split unmask requests, as the issue reported for v2."""
+    rnd = Round(n=8, t=3, policy=dict(min_colluders=0, privacy_target=1.0))
+    x, got_b, got_s = _split_survivors(rnd, 0, told_alive={1, 2, 3}, told_dropped={4, 5, 6, 7})
+    assert got_b >= 3 and got_s >= 3
+    assert np.abs(x - rnd.vecs[0]).max() <= rnd.enc.max_error(1)
+
+
+@pytest.mark.parametrize("alive", range(0, 7))
+def test_split_survivor_lists_fail_against_active_clients_with_a_colluder(alive):
+    """No honest input recoverable: n=8 complete, active (t=5), one colluding client whose identity key the
+    server holds (so it signs both lists); the server gives `alive` honest neighbours a survivor list with
+    the victim and the rest one without. Consistency signatures leave it short of t self-mask shares or of
+    t masking-key shares of the victim, whatever the split (by symmetry only its size matters)."""
+    rnd = Round(n=8, active=True)
+    assert rnd.params.t == 5
+    honest = [1, 2, 3, 4, 5, 6]
+    told_alive = set(honest[:alive])
+    x, got_b, got_s = _split_survivors(rnd, 0, told_alive, set(honest) - told_alive, colluder=7)
+    assert x is None
+    assert got_b < 5 or got_s < 5
+    # What the honest clients disclosed about the victim (the colluder adds one share of each).
+    told = Counter(rnd.clients[w].revealed.get(0) for w in honest)
+    assert (told["self_mask"] + 1, told["mask_key"] + 1) == (got_b, got_s)
+
+
+def test_contradictory_survivor_lists_make_honest_clients_refuse_to_unmask():
+    """Refused with a named protocol error: clients that signed different survivor lists do not endorse each
+    other's, so a client shown a list with fewer than t neighbours' signatures (TooFewSurvivors) or with a
+    signature over another list (MessageRejected) reveals nothing."""
+    rnd = Round(n=6, active=True)
+    rnd.until("consistency_check")
+    everyone = np.arange(6)
+    lists = {w: (everyone if w < 3 else everyone[everyone != 0]) for w in range(1, 6)}
+    lists[0] = everyone
+    sigs = {}
+    for w, lst in lists.items():
+        out = rnd.clients[w].receive(rnd.server._out(w, m.ConsistencyRequest(lst)))
+        sigs[w] = m.ConsistencySignature.parse(rnd.opened(out[0], w)).signature
+    # Client 1 signed "everyone"; show it the signatures of the clients that signed the other list.
+    req = m.UnmaskRequest(np.arange(6)[np.arange(6) != 1], tuple((v, sigs[v]) for v in (3, 4, 5)))
+    with pytest.raises(MessageRejected, match="consistency signature of client 3 does not verify"):
+        rnd.clients[1].receive(rnd.server._out(1, req))
+    # Only its own side's signatures (0 and 2): fewer than t = 4.
+    req = m.UnmaskRequest(np.arange(6)[np.arange(6) != 1], tuple((v, sigs[v]) for v in (0, 2)))
+    with pytest.raises(TooFewSurvivors, match="only 2 neighbours endorsed"):
+        rnd.clients[1].receive(rnd.server._out(1, req))
+    # A list that disagrees with what it signed.
+    req = m.UnmaskRequest(np.array([0, 2, 3, 4]), tuple((v, sigs[v]) for v in (0, 2)))
+    with pytest.raises(MessageRejected, match="disagrees with the survivor list this client signed"):
+        rnd.clients[1].receive(rnd.server._out(1, req))
+    # Client 4 signed the list without the victim: asking it for the victim's self-mask share is refused.
+    req = m.UnmaskRequest(np.array([0, 1, 2, 3, 5]), tuple((v, sigs[v]) for v in (3, 5)))
+    with pytest.raises(MessageRejected, match="disagrees"):
+        rnd.clients[4].receive(rnd.server._out(4, req))
+    for w in range(6):
+        assert rnd.clients[w].revealed == {} and rnd.clients[w].stage == "unmask"
+
+
+def test_consistency_request_below_the_policy_minimum_is_refused():
+    """Refused with a named protocol error: a survivor list shorter than max(min_survivors, t) is not signed."""
+    rnd = Round(n=6, active=True)
+    rnd.until("consistency_check")
+    with pytest.raises(PolicyViolation, match="unmasks only sums of at least 4"):
+        rnd.clients[0].receive(rnd.server._out(0, m.ConsistencyRequest(np.array([0, 1, 2]))))
+    with pytest.raises(MessageRejected, match="must contain this client"):
+        rnd.clients[0].receive(rnd.server._out(0, m.ConsistencyRequest(np.array([1, 2, 3, 4, 5]))))
+    assert rnd.clients[0].stage == "consistency"
+    rnd.finish()
+    rnd.assert_exact(rnd.ids)
+
+
+# --- 3. graph seed ------------------------------------------------------------------------------------
+def _sparse(n=10, k=2, active=False, **kw):
+    return Round(n=n, graph="sparse", k=k, t=2 if not active else k // 2 + 1, active=active, **kw)
+
+
+def test_forged_seed_reveals_are_rejected():
+    """Refused with a named protocol error: once the victim has revealed, the server cannot replace any other
+    client's reveal (or reorder them, or send another count): every reveal must open the commitment the
+    victim saw before it revealed, so the seed, hence its neighbours, follows from its own reveal."""
+    rnd = _sparse()
+    rnd.step()
+    rnd.step()  # seed reveals in the inbox
+    reveals = bytes(m.SeedReveals.parse(m.open_broadcast(rnd.inbox[0], rnd.server.public_key)[1]).reveals)
+    victim = rnd.clients[0]
+    forged_sets = {
+        "client 3": reveals[: 3 * 32] + bytes(32) + reveals[4 * 32 :],
+        "client 1": reveals[:32] + reveals[64:96] + reveals[32:64] + reveals[96:],  # two reveals swapped
+    }
+    for who, forged in forged_sets.items():
+        data = rnd.signed(m.SeedReveals(0, forged), [0])[0]
+        with pytest.raises(MessageRejected, match=f"graph-seed reveal of {who} does not open its commitment"):
+            victim.receive(data)
+    for count in (9, 11):
+        data = rnd.signed(m.SeedReveals(0, (reveals * 2)[: 32 * count]), [0])[0]
+        with pytest.raises(MessageRejected, match="expected draw 0 of 10"):
+            victim.receive(data)
+    with pytest.raises(MessageRejected, match="expected draw 0"):
+        victim.receive(rnd.signed(m.SeedReveals(1, reveals), [0])[0])
+    assert victim.stage == "reveals"
+    rnd.finish()
+    rnd.assert_exact(rnd.ids)
+
+
+def test_the_view_cannot_change_after_the_victim_revealed():
+    """Refused with a named protocol error: after the victim revealed draw j, a new view for draw j (or an
+    earlier one), a later draw that adds a client, or a draw beyond GRAPH_DRAWS is rejected; a later draw that
+    only drops clients is accepted (at most GRAPH_DRAWS in all), and each reveals the next chain value."""
+    rnd = _sparse(n=10, ids=range(10))
+    victim = rnd.clients[0]
+    rnd.step(skip={9})  # client 9 never advertises: the view of draw 0 is 0..8
+    c = _commitments(rnd)
+    assert c.ids.tolist() == list(range(9))
+    rnd.step()
+    assert victim._attempt == 0
+    with pytest.raises(MessageRejected, match="graph draw 0 after draw 0"):
+        victim.receive(rnd.signed(m.SeedCommitments(0, c.ids, c.records), [0])[0])
+    with pytest.raises(MessageRejected, match="may only drop clients"):
+        victim.receive(rnd.signed(m.SeedCommitments(1, np.arange(10), b""), [0])[0])
+    out = victim.receive(rnd.signed(m.SeedCommitments(1, np.arange(8), b""), [0])[0])
+    r1 = m.SeedReveal.parse(rnd.opened(out[0], 0))
+    assert r1.attempt == 1 and keys.reveal_matches(r1.reveal, 1, rnd.server._adv[0].seed_commitment)
+    with pytest.raises(MessageRejected, match="graph draw 1 after draw 1"):
+        victim.receive(rnd.signed(m.SeedCommitments(1, np.arange(7), b""), [0])[0])
+    with pytest.raises(MessageRejected, match="may only drop clients"):
+        victim.receive(rnd.signed(m.SeedCommitments(2, np.arange(9), b""), [0])[0])
+    out = victim.receive(rnd.signed(m.SeedCommitments(2, np.arange(7), b""), [0])[0])
+    assert m.SeedReveal.parse(rnd.opened(out[0], 0)).attempt == 2 == GRAPH_DRAWS - 1
+    with pytest.raises(MessageRejected, match=f"at most {GRAPH_DRAWS} draws"):
+        victim.receive(rnd.signed(m.SeedCommitments(3, np.arange(6), b""), [0])[0])
+    with pytest.raises(MessageRejected, match="expected draw 2"):  # the reveals of an abandoned draw
+        victim.receive(rnd.inbox[0])
+    # A draw that drops the victim itself, or shrinks the view under the policy's minimum: refused.
+    rnd2 = _sparse(n=6)
+    rnd2.step()
+    rnd2.step()
+    with pytest.raises(MessageRejected, match="does not contain this client"):
+        rnd2.clients[0].receive(rnd2.signed(m.SeedCommitments(1, np.arange(1, 6), b""), [0])[0])
+    with pytest.raises(PolicyViolation, match="view of 2 .*fewer than the 3"):
+        rnd2.clients[0].receive(rnd2.signed(m.SeedCommitments(1, np.arange(2), b""), [0])[0])
+    assert rnd2.clients[0].stage == "reveals" and rnd2.clients[0]._attempt == 0
+
+
+def test_a_shrunk_view_that_raises_the_colluding_fraction_is_refused():
+    """Refused with a named protocol error: a client assuming 5% corrupt clients on a roster of 100 refuses a
+    view of 40 the server kept (the corrupt may all be in it: fraction 12.5%), with PolicyViolation."""
+    n = 100
+    p = choose_params(n, dropout_rate=0.0, corrupt_fraction=0.05, graph="sparse")
+    enc = FixedPointEncoding.for_sum(n, 1.0)
+    server = SecAggServer(range(n), 3, p, enc, signing_key=Ed25519PrivateKey.generate())
+    policy = ClientPolicy(corrupt_fraction=0.05, dropout_rate=0.0, server_key=server.public_key)
+
+    def view_of(size, client):
+        own = client.receive(server.config_message)[0][m.HEADER.size : -m.TAG_BYTES]
+        body = m.SeedCommitments(0, np.arange(size), own + bytes(R * (size - 1))).body()
+        return m.sign_broadcast(m.Header(3, server.round_id, m.SERVER, m.SERVER), body, server._signing_key)
+
+    control = SecAggClient(0, np.zeros(3), policy=policy)
+    assert len(control.receive(view_of(100, control))) == 1  # the full view is fine
+    victim = SecAggClient(0, np.zeros(3), policy=policy)
+    with pytest.raises(PolicyViolation, match=r"view of 40 \(roster 100\).*exposes an input.*corrupt fraction 0\.125"):
+        victim.receive(view_of(40, victim))
+    _assert_revealed_nothing(victim, "commitments")
+
+
+def test_neighbours_follow_the_victims_own_reveal_and_are_spread():
+    """No honest input recoverable: a server that plays every other client (it knows all their chains and
+    picks all commitments) cannot steer the victim's neighbours in SecAgg+. Over 200 fresh victims the
+    neighbour pair is spread like a uniform draw: every peer is chosen, none dominates, and the server's
+    favourite pair {1, 2} comes up about 1/36 of the time."""
+    rnd = _sparse(n=10, k=2)
+    rnd.step()  # everyone advertises
+    c = _commitments(rnd)
+    rnd.step()  # everyone reveals draw 0: the server holds all the other reveals
+    others = {u: rnd.server._reveals[u] for u in rnd.ids if u != 0}
+    pairs = Counter()
+    for _ in range(200):
+        victim = rnd.client(0)
+        adv = victim.receive(rnd.server.config_message)[0][m.HEADER.size : -m.TAG_BYTES]
+        records = adv + bytes(c.records[R:])
+        victim.receive(rnd.signed(m.SeedCommitments(0, c.ids, records), [0])[0])
+        reveal = victim._chain[0]
+        reveals = reveal + b"".join(others[u] for u in range(1, 10))
+        victim.receive(rnd.signed(m.SeedReveals(0, reveals), [0])[0])
+        nb = tuple(victim._neighbours.tolist())
+        seed = keys.graph_seed(victim._cfg_hash, 0, c.ids, reveals)
+        assert nb == tuple(neighbours_of("sparse", c.ids, 2, seed, 0).tolist())
+        pairs[nb] += 1
+    per_peer = Counter(v for nb, cnt in pairs.items() for v in nb for _ in range(cnt))
+    assert set(per_peer) == set(range(1, 10)) and min(per_peer.values()) >= 15
+    assert max(pairs.values()) <= 20 and pairs[(1, 2)] <= 20
+
+
+# --- 4. malformed values: small-order keys, odd k, padding ------------------------------------------
+def test_small_order_server_key_in_the_configuration_is_refused():
+    """Refused with a named protocol error: all 14 small-order encodings of the server's round key."""
+    rnd = Round(n=4)
+    for key in SMALL_ORDER:
+        with pytest.raises(MessageRejected, match="small order"):
+            rnd.clients[0].receive(rnd.config(server_pk=key))
+        assert keys.weak_public_key(key)
+    _assert_revealed_nothing(rnd.clients[0], "config")
+    rnd.finish()
+    rnd.assert_exact(rnd.ids)
+
+
+@pytest.mark.parametrize("field", ["enc_pk", "mask_pk"])
+@pytest.mark.parametrize("active", [False, True])
+def test_small_order_neighbour_key_is_refused(field, active):
+    """Refused with a named protocol error: a neighbour record carrying any of the 14 small-order keys (in
+    the server's broadcast) stops the victim before it deals a share; the parse check precedes the
+    signature check, so the same holds in both threat models."""
+    for key in SMALL_ORDER[::3] + [SMALL_ORDER[-1]]:
+        rnd = Round(n=4, active=active)
+        rnd.step()
+        c = _commitments(rnd)
+        records = bytearray(c.records)
+        off = R + (0 if field == "enc_pk" else 32)
+        records[off : off + 32] = key
+        inbox = dict(rnd.inbox)
+        inbox[0] = rnd.signed(m.SeedCommitments(0, c.ids, bytes(records)), [0])[0]
+        rnd.step(inbox=inbox)
+        with pytest.raises(MessageRejected, match="not a valid X25519 public key"):
+            rnd.clients[0].receive(rnd.inbox[0])
+        _assert_revealed_nothing(rnd.clients[0], "reveals")
+
+
+def test_small_order_keys_from_a_malicious_client_exclude_only_that_client():
+    """Refused with a named protocol error: a client advertising any of the 14 small-order encodings (as
+    encryption or masking key, correctly sealed) is rejected by name; the round sums the others exactly."""
+    rnd = Round(n=6)
+    bad = 5
+
+    def tamper(stage, u, data):
+        if u != bad or stage != "advertise_keys":
+            return [data]
+        adv = m.AdvertiseKeys.parse(data[m.HEADER.size : -m.TAG_BYTES])
+        out = []
+        for key in SMALL_ORDER:
+            out.append(m.seal(m.Header(2, rnd.server.round_id, bad, m.SERVER),
+                              dataclasses.replace(adv, mask_pk=key).body(), bytes(32)))
+            out.append(m.seal(m.Header(2, rnd.server.round_id, bad, m.SERVER),
+                              dataclasses.replace(adv, enc_pk=key).body(), bytes(32)))
+        return out
+
+    rnd.finish(to_server=tamper)
+    assert len(rnd.rejected) == 28
+    assert all(u == bad and "client 5: " in e and "small order" in e for u, e in rnd.rejected)
+    rnd.assert_exact([0, 1, 2, 3, 4])
+
+
+def _raw_config(cfg: m.RoundConfig, **raw) -> bytes:
+    f = {**dataclasses.asdict(cfg), **raw}
+    return (struct.pack("<IBBddBIIB", f["vector_length"], f["bits"], int(f["stochastic"]), f["scale"], f["clip"],
+                        f.get("graph_byte", 0 if f["graph"] == "complete" else 1), f["k"], f["t"], int(f["active"]))
+            + f["server_pk"] + f["server_sign_pk"] + struct.pack("<I", len(f["roster"]))
+            + np.asarray(f["roster"], dtype="<u4").tobytes())
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(graph="sparse", k=3), "even k"),
+    (dict(graph="sparse", k=1, t=1), "even k"),
+    (dict(graph="sparse", k=5), "even k"),  # n - 1 is not sparse
+    (dict(k=4, t=3), "complete graph needs k = n - 1"),
+    (dict(k=6, t=3), "1 <= t <= k <= n-1"),
+    (dict(t=0), "1 <= t <= k <= n-1"),
+    (dict(t=6), "1 <= t <= k <= n-1"),
+    (dict(scale=0.0), "scale and clip must be finite and positive"),
+    (dict(scale=-1.0), "scale and clip must be finite and positive"),
+    (dict(scale=float("nan")), "scale and clip"),
+    (dict(scale=float("inf")), "scale and clip"),
+    (dict(clip=0.0), "scale and clip"),
+    (dict(clip=-2.0), "scale and clip"),
+    (dict(bits=1), "out of range"),
+    (dict(bits=65), "out of range"),
+    (dict(vector_length=0), "out of range"),
+    (dict(graph_byte=2), "out of range"),
+    (dict(active=2), "out of range"),
+    (dict(stochastic=2), "out of range"),
+    (dict(roster=[0]), "2 <= n"),
+    (dict(roster=[0, 1, 1, 2, 3, 4]), "strictly increasing"),
+    (dict(roster=[0, 1, 2, 3, 4, 2**31]), "strictly increasing client ids"),
+])
+def test_inadmissible_signed_configuration_is_refused_by_name(change, reason):
+    """Refused with a named protocol error: a configuration the pinned server signed but whose values are
+    inadmissible (odd or out-of-range sparse k, k != n-1 for complete, t outside [1, k], zero, negative or
+    non-finite scale or clip, bits outside [2, 64], flags > 1, bad rosters)."""
+    rnd = Round(n=6)
+    data = rnd.config(body=_raw_config(rnd.server.config, **change))
+    with pytest.raises(MessageRejected, match=reason):
+        rnd.clients[0].receive(data)
+    _assert_revealed_nothing(rnd.clients[0], "config")
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(vector_length=5), "round expects vectors of length 5"),
+    (dict(bits=8), "cannot|wrap|ring"),
+    (dict(scale=2.0**40), "cannot|wrap|ring"),
+    (dict(roster=np.arange(1, 7)), "not on the round's roster"),
+])
+def test_signed_configuration_unusable_for_this_client_is_refused(change, reason):
+    """Refused with a named protocol error: a well-formed signed configuration this client cannot serve
+    (another vector length, a ring where the sum could wrap, a roster without it)."""
+    rnd = Round(n=6)
+    with pytest.raises(MessageRejected, match=reason):
+        rnd.clients[0].receive(rnd.config(**change))
+    _assert_revealed_nothing(rnd.clients[0], "config")
+
+
+@pytest.mark.parametrize("then_genuine", [False, True])
+def test_padding_bits_in_a_masked_input_reject_only_that_client(then_genuine):
+    """Refused with a named protocol error: a masked input with non-zero padding bits (v2 aborted the whole
+    round on it) is rejected naming its sender; the round sums the others exactly (or all, when the
+    client's genuine input follows)."""
+    rnd = Round(n=6, d=3, bits=21)  # 63 bits in 8 bytes: one padding bit
+    bad = 2
+
+    def tamper(stage, u, data):
+        if u != bad or stage != "masked_input":
+            return [data]
+        body = bytearray(rnd.opened(data, u))
+        body[-1] |= 0x80
+        forged = rnd.from_client(u, m.MaskedInput(bytes(body)))
+        return [forged, data] if then_genuine else [forged]
+
+    rnd.finish(to_server=tamper)
+    assert rnd.rejected == [(bad, f"client {bad}: masked input has non-zero padding bits")]
+    rnd.assert_exact(rnd.ids if then_genuine else [u for u in rnd.ids if u != bad])
+
+
+# --- 5. authentication of the configuration -------------------------------------------------------
+def test_configuration_signed_by_another_key_is_refused():
+    """Refused with a named protocol error: a network attacker signs the genuine configuration with its own
+    key (naming the pinned key, or naming its own): signature failure, or a key other than the pinned one."""
+    rnd = Round(n=5)
+    mitm = Ed25519PrivateKey.generate()
+    with pytest.raises(MessageRejected, match="signature does not verify"):
+        rnd.clients[0].receive(rnd.config(key=mitm))
+    with pytest.raises(PolicyViolation, match="names a server signing key other than the pinned one"):
+        rnd.clients[0].receive(rnd.config(key=mitm, server_sign_pk=mitm.public_key().public_bytes_raw()))
+    _assert_revealed_nothing(rnd.clients[0], "config")
+    # Broadcasts later in the round are checked against the pinned key too.
+    rnd.step()
+    c = _commitments(rnd)
+    data = m.sign_broadcast(m.Header(3, rnd.server.round_id, m.SERVER, m.SERVER), c.body(), mitm)
+    with pytest.raises(MessageRejected, match="signature does not verify"):
+        rnd.clients[0].receive(data)
+    # Point-to-point messages need K_u, which a network attacker does not hold.
+    rnd.finish()
+    rnd.assert_exact(rnd.ids)
+
+
+def test_active_roster_with_unknown_identities_is_refused():
+    """Refused with a named protocol error: an active roster naming a client whose identity key the victim
+    does not know (a Sybil the server added) is refused."""
+    rnd = Round(n=5, active=True)
+    with pytest.raises(PolicyViolation, match="roster names clients without a known identity key"):
+        rnd.clients[0].receive(rnd.config(roster=np.array([0, 1, 2, 3, 4, 77]), k=5, t=4))
+    _assert_revealed_nothing(rnd.clients[0], "config")
+
+
+# --- malicious clients ------------------------------------------------------------------------------
+def _malicious_client_cases(rnd: Round, bad: int):
+    """(server stage, forged message builder, expected reason) for a malicious client ``bad``."""
+    def reveal_of(other):
+        return lambda data: [rnd.from_client(bad, m.SeedReveal(0, rnd.server._reveals.get(other, bytes(32))))]
+
+    return {
+        "advertise_keys": [
+            (lambda data: [data[:-1] + bytes([data[-1] ^ 1])], "authentication tag does not verify"),
+            (lambda data: [data[: m.HEADER.size + 100] + data[-m.TAG_BYTES :]], "truncated"),
+            (lambda data: [m.seal(m.Header(6, rnd.server.round_id, bad, m.SERVER), b"x", bytes(32))],
+             "not accepted in stage"),
+        ],
+        "seed_reveal": [
+            (lambda data: [rnd.from_client(bad, m.SeedReveal(0, bytes(32)))], "does not open the client's commitment"),
+            (reveal_of(0), "does not open the client's commitment"),  # another client's reveal
+            (lambda data: [rnd.from_client(bad, m.SeedReveal(1, m.SeedReveal.parse(rnd.opened(data, bad)).reveal))],
+             "reveal for graph draw 1"),
+            (lambda data: [rnd.from_client(bad, m.SeedReveal(0, bytes(31)))], "trailing|truncated"),
+        ],
+        "share_keys": [
+            (lambda data: [rnd.from_client(bad, m.ShareKeys(np.array([bad + 1]), bytes(m.SHARE_CIPHERTEXT_BYTES)))],
+             "not addressed to exactly the client's neighbours"),
+            (lambda data: [rnd.from_client(bad, m.MaskedInput(bytes(4 * rnd.d)))], "not accepted in stage"),
+        ],
+        "masked_input": [
+            (lambda data: [rnd.from_client(bad, m.MaskedInput(bytes(4 * rnd.d - 1)))], "masked input has"),
+            (lambda data: [rnd.from_client(bad, m.MaskedInput(bytes(4 * rnd.d + 1)))], "masked input has"),
+            (lambda data: [rnd.sent[("masked_input", 0)]], "transport says"),  # another client's message
+        ],
+        "unmasking": [
+            (lambda data: [rnd.from_client(bad, m.UnmaskResponse(np.array([0]), bytes(S), np.array([0]), bytes(S)))],
+             "revealed both shares"),
+            (lambda data: [rnd.from_client(bad, m.UnmaskResponse(np.zeros(0), b"", np.array([0]), bytes(S)))],
+             "peers that did not drop"),
+            (lambda data: [rnd.from_client(bad, m.UnmaskResponse(np.array([0]), b"\xff" * S, np.zeros(0), b""))],
+             "not a field element"),
+        ],
+    }
+
+
+def test_malicious_client_messages_are_rejected_by_name_and_the_round_completes():
+    """Refused with a named protocol error: a malicious client's forged tags, truncations, wrong lengths,
+    wrong or borrowed seed reveals, misaddressed shares, another client's message, out-of-stage and
+    duplicate messages, and unmask responses revealing both shares, shares of survivors or non-field values,
+    are each rejected with MessageRejected naming it; its genuine messages still count, and the round
+    completes with the exact sum of everyone."""
+    rnd = Round(n=6, d=3)
+    bad = 3
+    cases = _malicious_client_cases(rnd, bad)
+    expected = []
+
+    def tamper(stage, u, data):
+        if u != bad:
+            return [data]
+        out = []
+        for build, reason in cases.get(stage, []):
+            forged = build(data)
+            out += forged
+            expected.extend([reason] * len(forged))
+        expected.append("duplicate|not accepted")
+        return out + [data, data]
+
+    rnd.finish(to_server=tamper)
+    assert len(rnd.rejected) == len(expected)
+    for (u, reason), want in zip(rnd.rejected, expected):
+        assert u == bad and reason.startswith(f"client {bad}: "), reason
+        assert re.search(want, reason), (want, reason)
+    rnd.assert_exact(rnd.ids)
+
+
+def test_a_malicious_client_that_never_sends_a_valid_masked_input_is_excluded():
+    """Refused with a named protocol error: only forged masked inputs from a client: it is excluded with the
+    reason recorded, and the sum of the others is exact."""
+    rnd = Round(n=6, d=3, active=True)
+
+    def tamper(stage, u, data):
+        if u == 1 and stage == "masked_input":
+            return [rnd.from_client(1, m.MaskedInput(bytes(5)))]
+        return [data]
+
+    rnd.finish(to_server=tamper)
+    assert "masked input has 5 bytes" in rnd.server.excluded[1]
+    rnd.assert_exact([0, 2, 3, 4, 5])
+
+
+# --- replay across rounds ---------------------------------------------------------------------------
+def _two_rounds(same_round_id: bool):
+    if same_round_id:
+        def rand():  # a malicious server may pick the same round id twice
+            first = iter([b"\x07" * 16])
+            return lambda n: next(first, None) or os.urandom(n)
+
+        a, b = Round(n=5, server_rand=rand()), Round(n=5, server_rand=rand())
+        assert a.server.round_id == b.server.round_id
+    else:
+        a, b = Round(n=5), Round(n=5)
+    return a, b
+
+
+@pytest.mark.parametrize("same_round_id", [False, True])
+def test_replay_across_rounds_in_both_directions(same_round_id):
+    """Refused with a named protocol error: every message of round A delivered in round B (client -> server and
+    server -> client, stage by stage) is rejected -- by round id, or, when a malicious server reuses the round
+    id, by the tag (K_u binds the configuration hash) or the broadcast signature (another key) -- and round B
+    completes with its exact sum."""
+    a, b = _two_rounds(same_round_id)
+    a_to_server, a_to_client = {}, {}
+
+    def grab(stage, u, data):
+        a_to_server.setdefault(stage, {})[u] = data
+        return [data]
+
+    while a.server.stage != "done":
+        a_to_client[a.server.stage] = dict(a.inbox)
+        a.step(to_server=grab)
+    rejected_clients = 0
+    while b.server.stage != "done":
+        stage = b.server.stage
+        for u, old in a_to_client.get(stage, {}).items():
+            before = b.clients[u].stage
+            if stage == "advertise_keys":
+                continue  # a configuration is what defines a round; tested below
+            with pytest.raises(MessageRejected, match="another round|does not verify"):
+                b.clients[u].receive(old)
+            assert b.clients[u].stage == before
+            rejected_clients += 1
+
+        def replay(st_, u, data):
+            return [a_to_server[st_][u], data] if u in a_to_server.get(st_, {}) else [data]
+
+        b.step(to_server=replay)
+    assert rejected_clients >= 5 * 4
+    assert len(b.rejected) == sum(len(v) for v in a_to_server.values())
+    for u, reason in b.rejected:
+        assert reason.startswith(f"client {u}: ")
+        assert ("authentication tag does not verify" if same_round_id else "another round") in reason
+    b.assert_exact(b.ids)
+    # Round A's configuration to a client of round B that has already joined: out of stage.
+    with pytest.raises(StageError):
+        b.clients[0].receive(a.server.config_message)
+
+
+# --- 6. small n -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("graph", ["complete", "sparse"])
+@pytest.mark.parametrize("active", [False, True])
+def test_secaggsum_never_uses_t1_and_refuses_two_clients(graph, active):
+    """Refused with a named protocol error: SecAggSum at n = 3..8 picks t >= 2 (2t > k + 1 when active) and
+    refuses n = 2 (either client would learn the other's input) and an explicit t = 1."""
+    s = SecAggSum(graph=graph, active=active)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n in range(3, 9):
+            p = s.params_for(n)
+            assert p.t >= 2 and (not active or 2 * p.t > p.k + 1), (n, p)
+        with pytest.raises(ConfigurationError):
+            s.params_for(2)
+        with pytest.raises(SecAggError):
+            s.sum({0: np.zeros(2), 1: np.ones(2)})
+        with pytest.raises(ConfigurationError, match="t = 1"):
+            SecAggSum(graph=graph, active=active, t=1, k=4).params_for(6)
+
+
+def test_secaggsum_small_round_runs_with_its_chosen_t():
+    """The chosen small-n parameters are accepted by the clients' own policies: n=3 sums exactly."""
+    s = SecAggSum(dropout_rate=0.0)
+    vecs = {u: np.full(3, 0.25 * u) for u in range(3)}
+    res = s.sum(vecs)
+    assert res.stats["t"] == 2
+    assert np.allclose(res.total, sum(vecs.values()), atol=1e-6)
