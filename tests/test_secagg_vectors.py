@@ -43,6 +43,12 @@ def test_vectors_cover_what_the_spec_promises():
         d = c["expected"]["derived"]
         if c["input"]["graph"] == "sparse":  # a genuinely non-complete graph
             assert all(len(nb) == c["input"]["k"] < len(d["graph_view"]) - 1 for nb in d["neighbours"].values())
+    for c in CASES:  # the only silent clients are the scheduled dropouts: no vector hides a refusal
+        order = [s["stage"] for s in c["expected"]["stages"]]
+        for i, s in enumerate(c["expected"]["stages"]):
+            silent = set(s["server_to_clients"]) - set(s["clients_to_server"])
+            dropped = {u for u, st in c["input"]["dropouts"].items() if order.index(st) <= i}
+            assert silent == dropped & set(s["server_to_clients"]), (c["name"], s["stage"])
     ties = by_name["encoding-ties-and-clip"]
     scale = ties["expected"]["scale"]
     xs = [x for v in ties["input"]["vectors"].values() for x in v]
