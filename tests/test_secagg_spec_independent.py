@@ -373,10 +373,30 @@ def test_transcript_rederived_from_the_spec_alone(case):
     rederive(case)
 
 
-def test_refusals_are_version_2_messages():
+def v2_messages(seed: str) -> tuple[bytes, bytes]:
+    """The v2 RoundConfig and client 0's v2 AdvertiseKeys of section 11.3, from the v2 layout."""
+    L2, roster = b"fedsecure/secagg/v2/", [0, 1, 2, 3]
+    srand = Stream(f"{seed}/v2-server")
+    round_id, server_sk, graph_seed = srand(16), srand(32), srand(32)
+    body = (struct.pack("<IBBddBIIB", 4, 32, 0, 2.0**20, 1.0, 0, 3, 2, 0) + graph_seed + x25519_pub(server_sk)
+            + idlist(roster))
+    config = struct.pack("<BB16sII", 2, T_CONFIG, round_id, SERVER, SERVER) + body
+    crand = Stream(f"{seed}/v2-client/0")
+    enc_sk, mask_sk, b = crand(32), crand(32), crand(32)
+    commit = H(L2 + b"self-mask-commitment" + round_id + u32(0) + b)
+    k_u = hkdf(x25519(enc_sk, x25519_pub(server_sk)), H(config), L2 + b"client-server" + u32(0))
+    adv = sealed(struct.pack("<BB16sII", 2, T_ADV, round_id, 0, SERVER),
+                 x25519_pub(enc_sk) + x25519_pub(mask_sk) + commit + bytes(64), k_u, crand(12))
+    return config, adv
+
+
+def test_refusals_are_genuine_version_2_messages():
     for case in VECTORS["refusals"]:
+        config, adv = v2_messages(case["input"]["seed"])
+        assert (len(config), len(adv)) == (142, 214)
         msg = bytes.fromhex(case["expected"]["message"])
-        assert msg[0] == 2 and len(msg) >= 26
+        assert msg == (config if case["input"]["receiver"] == "client" else adv)
+        assert case["expected"]["error"] == "MessageRejected"
         assert "unsupported version 2 (this implementation speaks version 3)" in case["expected"]["reason"]
 
 
