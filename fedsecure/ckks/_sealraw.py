@@ -85,7 +85,7 @@ def _zstd_stored(z: memoryview) -> bytes:
         pos += 4  # content checksum; SEAL does not write one, and SEAL validates the residues on load
     if pos != len(z):
         raise CKKSError(f"SEAL object: {len(z) - pos} bytes after the zstd frame")
-    return b"".join(out)
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 def read_ciphertext(data: bytes, n: int, k: int) -> tuple[tuple[int, int], bytes, np.ndarray]:
@@ -103,20 +103,26 @@ def read_ciphertext(data: bytes, n: int, k: int) -> tuple[tuple[int, int], bytes
     return version, body[:_PREFIX], residues
 
 
-def write_ciphertext(version: tuple[int, int], prefix: bytes, residues: np.ndarray) -> bytes:
-    """Serialize (uncompressed) a ciphertext read by :func:`read_ciphertext` with new residues."""
-    payload = prefix + np.ascontiguousarray(residues, dtype="<u8").tobytes()
-    return _HEADER.pack(SEAL_MAGIC, _HEADER.size, version[0], version[1], _COMPR_NONE, 0, _HEADER.size + len(payload)) + payload
+def write_ciphertext(version: tuple[int, int], prefix: bytes, *polys: np.ndarray) -> bytes:
+    """Serialize (uncompressed) a ciphertext read by :func:`read_ciphertext` with new residues, polynomial by polynomial."""
+    parts = [np.ascontiguousarray(p, dtype="<u8") for p in polys]
+    size = _HEADER.size + len(prefix) + sum(p.nbytes for p in parts)
+    head = _HEADER.pack(SEAL_MAGIC, _HEADER.size, version[0], version[1], _COMPR_NONE, 0, size)
+    return b"".join([head, prefix, *(memoryview(p).cast("B") for p in parts)])
 
 
-def add_mod(a: np.ndarray, b: np.ndarray, moduli: np.ndarray) -> np.ndarray:
-    """``(a + b) mod q`` per prime row, for residues below 2^62."""
-    s = a + b
-    q = moduli.reshape((1,) * (s.ndim - 2) + (-1, 1))
-    return np.where(s >= q, s - q, s)
+def add_mod(a: np.ndarray, b: np.ndarray, moduli: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``(a + b) mod q`` per prime row (the last two axes are prime, coefficient), residues below 2^63.
+
+    ``s - q`` wraps around 2^64 exactly when ``s < q``, so ``min(s, s - q)`` is the reduced value.
+    """
+    q = moduli.reshape((1,) * (a.ndim - 2) + (-1, 1))
+    s = np.add(a, b, out=out)
+    return np.minimum(s, s - q, out=s)
 
 
 def sub_mod(a: np.ndarray, b: np.ndarray, moduli: np.ndarray) -> np.ndarray:
-    """``(a - b) mod q`` per prime row, both below q."""
+    """``(a - b) mod q`` per prime row, both below q: ``min(a - b, a - b + q)`` in wrapping u64."""
     q = moduli.reshape((1,) * (a.ndim - 2) + (-1, 1))
-    return np.where(a >= b, a - b, a + (q - b))
+    s = np.subtract(a, b)
+    return np.minimum(s, s + q, out=s)

@@ -114,17 +114,20 @@ def mask(seed: bytes, chunks: int, n: int, moduli: np.ndarray) -> np.ndarray:
     for j, q in enumerate(int(x) for x in moduli):
         enc = Cipher(algorithms.AES(seed), modes.CTR(struct.pack(">QQ", j, 0))).encryptor()
         keep = np.uint64((1 << q.bit_length()) - 1)
-        got: list[np.ndarray] = []
-        have = 0
-        batch = need + need // 256 + 64
-        while have < need:
-            words = np.frombuffer(enc.update(bytes(8 * batch)), dtype="<u8") & keep
-            words = words[words < np.uint64(q)]
-            got.append(words)
-            have += words.size
-            batch = max(64, 2 * (need - have))
-        flat = np.concatenate(got)[:need] if len(got) > 1 else got[0][:need]
-        out[:, j, :] = flat.reshape(chunks, n)
+        qq = np.uint64(q)
+        words = np.frombuffer(enc.update(bytes(8 * need)), dtype="<u8") & keep
+        if not (words >= qq).any():  # the usual case for a prime just below a power of two
+            if moduli.size == 1:
+                return words.reshape(chunks, 1, n)
+            out[:, j, :] = words.reshape(chunks, n)
+            continue
+        got = [words[words < qq]]
+        have = got[0].size
+        while have < need:  # continue the same stream: the result depends only on (seed, j)
+            more = np.frombuffer(enc.update(bytes(8 * max(64, 2 * (need - have)))), dtype="<u8") & keep
+            got.append(more[more < qq])
+            have += got[-1].size
+        out[:, j, :] = np.concatenate(got)[:need].reshape(chunks, n)
     return out
 
 

@@ -273,15 +273,14 @@ class KeyHolder:
         total = np.zeros((want, moduli.size, N), dtype=np.uint64)
         for ev in blob.evidence:
             seed = mask_seed(self._secrets[ev.client_id], self.context_id, blob.round_id, ev.client_id)
-            total = _sealraw.add_mod(total, mask(seed, want, N, moduli), moduli)
+            _sealraw.add_mod(total, mask(seed, want, N, moduli), moduli, out=total)
         slots = np.empty((want, N // 2), dtype=np.complex128)
         plain = sa.Plaintext()
         for i, data in enumerate(blob.chunks):
             try:
                 version, prefix, res = _sealraw.read_ciphertext(data, N, moduli.size)
-                res = res.copy()
-                res[0] = _sealraw.sub_mod(res[0], total[i], moduli)
-                ct = self._role.load_ciphertext(_sealraw.write_ciphertext(version, prefix, res))
+                c0 = _sealraw.sub_mod(res[0], total[i], moduli)
+                ct = self._role.load_ciphertext(_sealraw.write_ciphertext(version, prefix, c0, res[1]))
             except CKKSError as e:
                 raise CKKSError(f"aggregate chunk {i}: {e}") from None
             self._decryptor.decrypt(ct, plain)
@@ -352,9 +351,8 @@ class ClientEncryptor:
             self._encoder.encode(row, self.params.scale, plain)
             self._encryptor.encrypt(plain, ct)
             version, prefix, res = _sealraw.read_ciphertext(_sealio.save(ct), N, moduli.size)
-            res = res.copy()
-            res[0] = _sealraw.add_mod(res[0], masks[i], moduli)
-            chunks.append(_sealraw.write_ciphertext(version, prefix, res))
+            c0 = _sealraw.add_mod(res[0], masks[i], moduli)
+            chunks.append(_sealraw.write_ciphertext(version, prefix, c0, res[1]))
         chunks_t = tuple(chunks)
         sig = self.identity.sign(contribution_message(self.context_id, round_id, cid, x.size, chunks_digest(chunks_t)))
         return ContributionBlob(self.context_id, round_id, cid, x.size, chunks_t, sig).to_bytes()
