@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fedsecure"
-PROTOCOL_PACKAGES = ("secagg", "ckks", "dp")
+PROTOCOL_PACKAGES = ("secagg", "ckks", "dp", "robust")
 # the one module of the engine they may use: the interface they implement
 ALLOWED_FROM_FL = {"fedsecure.fl.aggregation", "fedsecure.fl.local"}
 
