@@ -91,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw DP noise and the Poisson sampling DP relies on from --seed (reproducible); "
              "VOIDS the privacy claim, and the output says so",
     )
+    from fedsecure.attacks import ATTACKS
+    from fedsecure.robust import RULES
+
+    r = run.add_argument_group("robustness and poisoning")
+    r.add_argument("--aggregator", default="fedavg", choices=["fedavg", *sorted(RULES)],
+                   help="how updates are combined: fedavg, or a Byzantine-robust rule (plaintext, or with --groups)")
+    r.add_argument("--byzantine", type=float, default=None,
+                   help="the rule's f: a count, or a fraction of the combined inputs (default: the most it defends)")
+    r.add_argument("--groups", type=int, default=0,
+                   help="grouped mode: split each round into G groups, sum each with --secure, run the rule over "
+                        "the G group means (the server never sees an individual update)")
+    r.add_argument("--attack", default="none", choices=["none", *sorted(ATTACKS)], help="model-poisoning attack")
+    r.add_argument("--malicious", type=float, default=0.0, help="fraction of all clients that are malicious")
+    r.add_argument("--non-colluding", action="store_true", help="malicious clients craft alone, from their own update")
     o = run.add_argument_group("output")
     o.add_argument("--json", type=Path, metavar="PATH", help="write the full result as JSON")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -113,7 +127,8 @@ def _config_from(args: argparse.Namespace) -> Any:
         dropout=args.dropout, straggler=args.straggler, seed=args.seed, model_args=model_args, secure=args.secure,
         clip_range=args.clip_range, secagg_active=args.active, dp=args.dp, noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon, clip=args.clip, delta=args.delta,
-        insecure_seeded_noise=args.insecure_seeded_noise,
+        insecure_seeded_noise=args.insecure_seeded_noise, aggregator=args.aggregator, byzantine=args.byzantine,
+        groups=args.groups, attack=args.attack, malicious=args.malicious, colluding=not args.non_colluding,
     )
 
 

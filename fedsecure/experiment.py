@@ -69,6 +69,13 @@ class RunConfig:
     clip: float = 1.0
     delta: float | None = None
     insecure_seeded_noise: bool = False
+    aggregator: str = "fedavg"  # or a robust rule (fedsecure.robust.RULES)
+    byzantine: float | None = None  # the rule's f: a count, a fraction below 1, or None (the most it defends)
+    groups: int = 0  # > 0: grouped mode, the rule over securely summed means of this many groups
+    attack: str = "none"  # a model-poisoning attack (fedsecure.attacks.ATTACKS)
+    malicious: float = 0.0  # fraction of all clients that are malicious
+    colluding: bool = True
+    root_fraction: float = 0.01  # fltrust: share of clients whose data the server holds as clean root data
 
     def __post_init__(self) -> None:
         for value, valid, what in (
@@ -90,6 +97,27 @@ class RunConfig:
             raise ValueError("--dp user-distributed adds integer noise inside pairwise masking: use --secure secagg or secagg+")
         if self.dp != "none" and self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError(f"--dp {self.dp} needs --noise-multiplier or --target-epsilon")
+        from fedsecure.attacks import ATTACKS
+        from fedsecure.robust import RULES
+
+        if self.aggregator != "fedavg" and self.aggregator not in RULES:
+            raise ValueError(f"unknown aggregator {self.aggregator!r}; choose one of: fedavg, {', '.join(sorted(RULES))}")
+        if self.attack != "none" and self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; choose one of: none, {', '.join(sorted(ATTACKS))}")
+        if (self.attack == "none") != (self.malicious == 0):
+            raise ValueError("--attack and --malicious go together: name an attack and a malicious fraction > 0")
+        if not (0.0 <= self.malicious < 1.0):
+            raise ValueError(f"--malicious is a fraction of the clients in [0, 1), got {self.malicious}")
+        if self.groups < 0:
+            raise ValueError(f"--groups must be >= 0, got {self.groups}")
+        robust = self.aggregator != "fedavg"
+        if robust and self.secure != "none" and not self.groups:
+            raise ValueError(f"--aggregator {self.aggregator} must see each update, which --secure {self.secure} "
+                             "hides: add --groups G to run it over securely summed group means")
+        if self.groups and not robust:
+            raise ValueError("--groups G combines group means with a robust rule: name one with --aggregator")
+        if robust and self.dp != "none":
+            raise ValueError("robust aggregation with differential privacy is not supported yet")
 
 
 def load_data(source: str, seed: int) -> Interactions:
@@ -132,6 +160,7 @@ class Experiment:
             self.clients = cross_device(train)
         else:
             self.clients = cross_silo(train, cfg.silos, scheme=cfg.silo_scheme, alpha=cfg.silo_alpha, seed=cfg.seed)
+        self.reference_clients = self._root_clients()
         self.clients_per_round = sampled_count(cfg.clients_per_round, len(self.clients))
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.data.n_users, self.data.n_items, **cfg.model_args)
@@ -152,6 +181,7 @@ class Experiment:
         self.aggregator = self._aggregator()
         self.trainer = self._trainer()
         self.sampler = self._sampler()
+        self.poisoning = self._poisoning()
         self.setup_seconds = time.perf_counter() - t0
 
 
@@ -181,8 +211,44 @@ class Experiment:
     def _delta(self, population: int) -> float:
         return self.config.delta if self.config.delta is not None else min(1e-5, 1.0 / (10 * population))
 
+    def _root_clients(self) -> list:
+        """FLTrust: a few clients' data held by the server as clean root data (taken out of the sampled ones)."""
+        cfg = self.config
+        if cfg.aggregator != "fltrust":
+            return []
+        rng = np.random.default_rng([cfg.seed, 0x1007])
+        k = max(1, int(round(cfg.root_fraction * len(self.clients))))
+        chosen = set(rng.choice(len(self.clients), size=k, replace=False).tolist())
+        root = [c for i, c in enumerate(self.clients) if i in chosen]
+        self.clients = [c for i, c in enumerate(self.clients) if i not in chosen]
+        return root
+
+    def _robust(self) -> Aggregator:
+        from fedsecure.robust import RobustAggregator, make_rule
+        from fedsecure.robust.grouped import GroupedRobustAggregator
+
+        cfg = self.config
+        rule = make_rule(cfg.aggregator)
+        if not cfg.groups:
+            return RobustAggregator(rule, byzantine=cfg.byzantine)
+        malicious = int(round(cfg.malicious * len(self.clients))) if cfg.malicious else None
+        return GroupedRobustAggregator(rule, self._protocol(), cfg.groups, byzantine=cfg.byzantine,
+                                       malicious=malicious, seed=cfg.seed)
+
+    def _poisoning(self) -> Any:
+        cfg = self.config
+        if cfg.attack == "none":
+            return None
+        from fedsecure.attacks import PoisoningPlan, make_attack
+
+        options = {"group_size": max(1, self.clients_per_round // max(cfg.groups, 1))} if cfg.attack == "adaptive-grouped" else {}
+        return PoisoningPlan.choose(make_attack(cfg.attack, **options), [c.client_id for c in self.clients],
+                                    cfg.malicious, seed=cfg.seed, colluding=cfg.colluding)
+
     def _aggregator(self) -> Aggregator:
         cfg = self.config
+        if cfg.aggregator != "fedavg":
+            return self._robust()
         if not cfg.dp.startswith("user"):
             return FedAvg(self._protocol())
         from fedsecure.dp import user_level
@@ -286,6 +352,7 @@ class Experiment:
         trainer = FederatedTrainer(
             self.model, self.split.train, self.clients, config=self.fl_config,
             aggregator=self.aggregator, trainer=self.trainer, evaluate=self.evaluator, sampler=self.sampler,
+            poisoning=self.poisoning, reference_clients=self.reference_clients,
         )
         t0 = time.perf_counter()
         history = trainer.run(on_round)
@@ -305,6 +372,10 @@ class Experiment:
             "evaluations": evaluations,
             "rounds": history.to_dict(),
             "aggregator": self.aggregator.describe(),
+            "poisoning": None if self.poisoning is None else {
+                **self.poisoning.describe(), "fraction": self.config.malicious,
+                "malicious_clients": sorted(self.poisoning.malicious)},
+            "root_clients": [c.client_id for c in self.reference_clients],
             "trainer": self.trainer.describe(),
             "privacy": self.privacy(),
             "timings": {"setup_seconds": self.setup_seconds, "train_seconds": seconds},

@@ -10,7 +10,11 @@ One round of :class:`FederatedTrainer`:
    of its local steps before the deadline);
 3. each sampled client starts from the global shared parameters and its own
    private ones, trains locally (:class:`~fedsecure.fl.local.LocalTrainer`)
-   and reports the change of the shared parameters only;
+   and reports the change of the shared parameters only; in an attack
+   experiment the malicious clients replace theirs
+   (:class:`~fedsecure.attacks.poisoning.PoisoningPlan`), and rules that
+   need the server's own update on clean root data (FLTrust) get it from the
+   ``reference_clients``, which are never sampled;
 4. the :class:`~fedsecure.fl.aggregation.Aggregator` turns the updates into
    one update (plaintext, masked, encrypted, noised or robust: the loop does
    not know which);
@@ -204,6 +208,8 @@ class FederatedTrainer:
         trainer: LocalTrainer | None = None,
         evaluate: Evaluator | None = None,
         sampler: ClientSampler | None = None,
+        poisoning: Any = None,
+        reference_clients: Sequence[ClientData] = (),
     ) -> None:
         if not clients:
             raise ValueError("no clients: the partition produced no client with training data")
@@ -221,6 +227,10 @@ class FederatedTrainer:
         self.server_opt = ServerOptimizer(self.config.server_optimizer, self.config.server_lr)
         self.history = History()
         self._ids = np.array(sorted(self.clients), dtype=np.int64)
+        self.poisoning = poisoning  # has .apply(updates, round_index, seed=) -> updates
+        self.reference = {c.client_id: c for c in reference_clients}
+        if set(self.reference) & set(self.clients):
+            raise ValueError("reference (root data) clients must not also be sampled clients")
 
     def _plan(self, round_index: int) -> tuple[np.ndarray, dict[int, str], set[int]]:
         """Sampled clients (sorted), who drops at which stage, and who straggles."""
@@ -237,7 +247,7 @@ class FederatedTrainer:
     def client_update(self, client_id: int, global_flat: np.ndarray, round_index: int, work: float = 1.0) -> ClientUpdate:
         """Train one client from the global shared parameters; return its update."""
         cfg = self.config
-        client = self.clients[client_id]
+        client = self.clients[client_id] if client_id in self.clients else self.reference[client_id]
         rng = np.random.default_rng([cfg.seed, round_index, client_id])
         self.shared.set(global_flat)
         examples = self.model.examples(self.train, client.rows, rng)
@@ -261,6 +271,11 @@ class FederatedTrainer:
             self.client_update(int(c), global_flat, round_index, cfg.straggler_work if int(c) in stragglers else 1.0)
             for c in sampled
         ]
+        if self.poisoning is not None:
+            updates = self.poisoning.apply(updates, round_index, seed=cfg.seed)
+        if self.reference and hasattr(self.aggregator, "set_reference"):
+            ref = [self.client_update(c, global_flat, round_index).delta for c in sorted(self.reference)]
+            self.aggregator.set_reference(np.mean(ref, axis=0))
         t1 = time.perf_counter()
         record = RoundRecord(
             round=round_index, sampled=int(sampled.size), included=0, excluded={},

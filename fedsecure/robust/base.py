@@ -17,6 +17,7 @@ states it in its stats.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -75,14 +76,41 @@ class RobustRule(ABC):
         return {"name": self.name, "f": self.f}
 
 
+def byzantine_count(rule: RobustRule, byzantine: float | None, n: int) -> int:
+    """``f`` for ``n`` inputs: ``byzantine`` >= 1 is a count, in (0, 1) a fraction of ``n`` (rounded down),
+    None the largest ``f`` the rule defends at ``n``."""
+    if byzantine is not None:
+        if byzantine < 0:
+            raise RobustConfigError(f"byzantine must be >= 0 (a count, or a fraction below 1), got {byzantine}")
+        return int(byzantine) if byzantine >= 1 else int(math.floor(byzantine * n))
+    saved, f = rule.f, 0
+    try:
+        while True:
+            rule.f = f + 1
+            if rule.min_clients() > n:
+                return f
+            f += 1
+    finally:
+        rule.f = saved
+
+
 class RobustAggregator(Aggregator):
-    """Runs a :class:`RobustRule` over the round's plaintext updates (the engine's ``Aggregator`` seam)."""
+    """Runs a :class:`RobustRule` over the round's plaintext updates (the engine's ``Aggregator`` seam).
+
+    ``byzantine`` sets the rule's ``f`` each round (see :func:`byzantine_count`).
+    """
 
     needs_individual_updates = True
 
-    def __init__(self, rule: RobustRule) -> None:
+    def __init__(self, rule: RobustRule, *, byzantine: float | None = None) -> None:
         self.rule = rule
         self.name = rule.name
+        self.byzantine = byzantine
+
+    def set_reference(self, reference: np.ndarray) -> None:
+        """The server's own update on its root data, for rules that use one (FLTrust)."""
+        if hasattr(self.rule, "set_reference"):
+            self.rule.set_reference(reference)
 
     def aggregate(
         self,
@@ -96,6 +124,7 @@ class RobustAggregator(Aggregator):
         kept = [u for u in updates if u.client_id not in dropouts]
         if not kept:
             raise AggregationError(f"round {round_index}: every client dropped out")
+        self.rule.f = byzantine_count(self.rule, self.byzantine, len(kept))
         try:
             self.rule.check(len(kept))
         except RobustConfigError as e:
@@ -126,4 +155,5 @@ class RobustAggregator(Aggregator):
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "rule": self.rule.describe(), "mode": "plaintext (every update seen)"}
+        return {"name": self.name, "rule": self.rule.describe(), "byzantine": self.byzantine,
+                "mode": "plaintext (every update seen)"}
