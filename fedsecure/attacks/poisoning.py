@@ -36,6 +36,11 @@ class ModelPoisoning(ABC):
     name: str = "abstract"
     #: True when the attack uses the honest clients' updates (else only the malicious clients' own)
     omniscient: bool = False
+    #: True when the attack reads the global model it was sent (``self.global_params``, set before
+    #: each :meth:`craft`), as every client may; ``self.layout`` then names its slices
+    needs_global: bool = False
+    global_params: np.ndarray | None = None
+    layout: list[tuple[str, tuple[int, ...], int]] | None = None  # (name, shape, offset) of each shared tensor
 
     @abstractmethod
     def craft(self, benign: np.ndarray, honest: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
@@ -77,11 +82,19 @@ class PoisoningPlan:
         chosen = rng.choice(ids, size=m, replace=False) if m else np.zeros(0, dtype=np.int64)
         return cls(attack, frozenset(int(c) for c in chosen), colluding)
 
-    def apply(self, updates: Sequence[ClientUpdate], round_index: int, *, seed: int = 0) -> list[ClientUpdate]:
-        """The round's updates with the malicious clients' replaced (weights kept)."""
+    def apply(self, updates: Sequence[ClientUpdate], round_index: int, *, seed: int = 0,
+              global_params: np.ndarray | None = None) -> list[ClientUpdate]:
+        """The round's updates with the malicious clients' replaced (weights kept).
+
+        ``global_params`` is the flat global model the round started from (what every client receives).
+        """
         bad = [i for i, u in enumerate(updates) if u.client_id in self.malicious]
         if not bad:
             return list(updates)
+        if self.attack.needs_global:
+            if global_params is None:
+                raise AttackConfigError(f"{self.attack.name} reads the global model: pass global_params")
+            self.attack.global_params = global_params
         good = [i for i, u in enumerate(updates) if u.client_id not in self.malicious]
         rng = np.random.default_rng([seed, round_index, 0xA77])
         benign = np.stack([np.asarray(updates[i].delta, dtype=np.float64) for i in bad])

@@ -150,6 +150,14 @@ class SharedParameters:
     # get/set run once per client per round; they copy through numpy views of
     # the parameters' storage because torch's intra-op threads make these
     # small copies 5-20x slower when the cores are shared.
+    def layout(self) -> list[tuple[str, tuple[int, ...], int]]:
+        """``(name, shape, offset)`` of each shared tensor inside the flat vector."""
+        out, offset = [], 0
+        for name, p in zip(self.names, self.params):
+            out.append((name, tuple(p.shape), offset))
+            offset += p.numel()
+        return out
+
     def get(self) -> np.ndarray:
         """A float32 copy (the parameters' own precision; a wider copy only costs time per client)."""
         return np.concatenate([p.detach().numpy().reshape(-1) for p in self.params])
@@ -227,7 +235,9 @@ class FederatedTrainer:
         self.server_opt = ServerOptimizer(self.config.server_optimizer, self.config.server_lr)
         self.history = History()
         self._ids = np.array(sorted(self.clients), dtype=np.int64)
-        self.poisoning = poisoning  # has .apply(updates, round_index, seed=) -> updates
+        self.poisoning = poisoning  # has .apply(updates, round_index, seed=, global_params=) -> updates
+        if poisoning is not None and getattr(poisoning.attack, "needs_global", False):
+            poisoning.attack.layout = self.shared.layout()
         self.reference = {c.client_id: c for c in reference_clients}
         if set(self.reference) & set(self.clients):
             raise ValueError("reference (root data) clients must not also be sampled clients")
@@ -272,7 +282,7 @@ class FederatedTrainer:
             for c in sampled
         ]
         if self.poisoning is not None:
-            updates = self.poisoning.apply(updates, round_index, seed=cfg.seed)
+            updates = self.poisoning.apply(updates, round_index, seed=cfg.seed, global_params=global_flat)
         if self.reference and hasattr(self.aggregator, "set_reference"):
             ref = [self.client_update(c, global_flat, round_index).delta for c in sorted(self.reference)]
             self.aggregator.set_reference(np.mean(ref, axis=0))
