@@ -15,7 +15,17 @@ from typing import Any
 from .base import RobustAggregator, RobustConfigError, RobustRule, RuleResult
 
 #: command-line name -> "module:Class" (imported on first use)
-RULES: dict[str, str] = {}
+RULES: dict[str, str] = {
+    "median": "median:CoordinateMedian",
+    "trimmed-mean": "trimmed_mean:TrimmedMean",
+    "krum": "krum:Krum",
+    "multi-krum": "multi_krum:MultiKrum",
+    "bulyan": "bulyan:Bulyan",
+    "geomed": "geomed:GeometricMedian",
+    "centered-clipping": "centered_clipping:CenteredClipping",
+    "norm-bounding": "norm_bounding:NormBounding",
+    "fltrust": "fltrust:FLTrust",
+}
 
 
 def make_rule(name: str, f: int = 0, **options: Any) -> RobustRule:

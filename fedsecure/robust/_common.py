@@ -1,0 +1,189 @@
+"""What every rule shares: input checks, non-finite rows, and memory-bounded column-chunked numpy kernels.
+
+A round's matrix can be large (``n = 1000`` clients by ``d = 100,000``
+parameters is 400 MB of float32), so nothing here makes a full copy of it:
+kernels walk it in blocks of columns (about :data:`CHUNK_BYTES` of float64 per
+block) and accumulate in float64.
+
+Non-finite rows. A row holding NaN or inf can only come from a faulty client,
+and NaN would poison any coordinate statistic. :class:`Rule` drops such rows
+before the rule runs and lowers ``f`` by their number (they are certainly
+among the at most ``f`` faulty rows, so the remaining ``n - k`` rows hold at
+most ``f - k`` faulty ones). With ``n >= min_clients(f)`` checked beforehand,
+``n - k >= min_clients(f - k)`` holds for every rule here, so a client that
+sends NaN is excluded and never aborts the round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .base import RobustConfigError, RobustRule, RuleResult
+
+#: float64 bytes per block of columns in the chunked kernels (bounds the temporaries)
+CHUNK_BYTES = 8 << 20
+
+
+def column_blocks(n: int, d: int, itemsize: int = 8, chunk_bytes: int = CHUNK_BYTES) -> Iterator[slice]:
+    """Slices of ``range(d)`` such that an ``n x block`` array of ``itemsize`` bytes stays near ``chunk_bytes``."""
+    step = max(1, chunk_bytes // (max(n, 1) * itemsize))
+    for start in range(0, d, step):
+        yield slice(start, min(d, start + step))
+
+
+def as_matrix(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ``n x d`` float array (float32 and float64 kept as they are, no copy)."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name}: updates must be an n x d matrix, got shape {x.shape}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name}: updates must have at least one row and one column, got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    return x
+
+
+def finite_rows(x: np.ndarray) -> np.ndarray:
+    """Boolean (n,): rows with no NaN or inf (checked block by block)."""
+    ok = np.ones(x.shape[0], dtype=bool)
+    for blk in column_blocks(*x.shape, itemsize=1, chunk_bytes=CHUNK_BYTES):
+        ok &= np.isfinite(x[:, blk]).all(axis=1)
+    return ok
+
+
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of each row, accumulated in float64."""
+    acc = np.zeros(x.shape[0])
+    for blk in column_blocks(*x.shape):
+        b = x[:, blk].astype(np.float64)
+        acc += np.einsum("ij,ij->i", b, b)
+    return np.sqrt(acc)
+
+
+def distances_to(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``||x_i - p||`` for every row, from the differences themselves (no cancellation), in float64."""
+    acc = np.zeros(x.shape[0])
+    for blk in column_blocks(*x.shape):
+        b = x[:, blk] - p[blk]  # p is float64, so b is float64
+        acc += np.einsum("ij,ij->i", b, b)
+    return np.sqrt(acc)
+
+
+def row_dots(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``x_i . p`` for every row, in float64."""
+    acc = np.zeros(x.shape[0])
+    p = np.asarray(p, dtype=np.float64)
+    for blk in column_blocks(*x.shape):
+        acc += x[:, blk].astype(np.float64) @ p[blk]
+    return acc
+
+
+def weighted_row_sum(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``sum_i w_i x_i`` in float64 (``w`` float64 of length n)."""
+    out = np.empty(x.shape[1])
+    w = np.asarray(w, dtype=np.float64)
+    for blk in column_blocks(*x.shape):
+        out[blk] = w @ x[:, blk].astype(np.float64)
+    return out
+
+
+def pairwise_sq_distances(x: np.ndarray) -> np.ndarray:
+    """``D[i, j] = ||x_i - x_j||^2`` as one matrix product: ``|a|^2 + |b|^2 - 2 a.b``.
+
+    The Gram matrix is accumulated in float64 over blocks of columns, each
+    block centred on its column mean first (distances do not change under a
+    translation, and centring shrinks ``|a|^2`` towards the distances, which
+    is what limits the cancellation of the identity). Negative round-off is
+    clamped to 0 and the diagonal is exactly 0.
+    """
+    n = x.shape[0]
+    gram = np.zeros((n, n))
+    for blk in column_blocks(*x.shape):
+        b = x[:, blk].astype(np.float64)
+        b -= b.mean(axis=0)
+        gram += b @ b.T
+    sq = np.diag(gram).copy()
+    dist = sq[:, None] + sq[None, :]
+    dist -= 2.0 * gram
+    np.maximum(dist, 0.0, out=dist)
+    np.fill_diagonal(dist, 0.0)
+    return dist
+
+
+def check_positive(name: str, option: str, value: Any, *, allow_none: bool = False, integer: bool = False,
+                   minimum: float = 0.0, strict: bool = True) -> Any:
+    """Refuse a bad option value with :class:`RobustConfigError` naming the rule and the option."""
+    if value is None and allow_none:
+        return None
+    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value):
+        raise RobustConfigError(f"{name}: {option} must be a finite {'integer' if integer else 'number'}, got {value!r}")
+    if (strict and value <= minimum) or (not strict and value < minimum):
+        raise RobustConfigError(f"{name}: {option} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+class Rule(RobustRule):
+    """The template every rule here follows: check the input, drop non-finite rows, run :meth:`_combine`.
+
+    Subclasses implement ``_min_clients(f)`` (the published condition) and
+    ``_combine(x, weights, f, **kw)`` over finite rows, with row indices
+    relative to the rows they were given; :meth:`combine` maps them back.
+    """
+
+    def _min_clients(self, f: int) -> int:
+        return 2 * f + 1
+
+    def min_clients(self) -> int:
+        return self._min_clients(self.f)
+
+    def combine(self, x: np.ndarray, weights: np.ndarray | None = None, **kw: Any) -> RuleResult:
+        x = as_matrix(x, self.name)
+        n = x.shape[0]
+        self.check(n)
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != (n,):
+                raise ValueError(f"{self.name}: weights must have shape ({n},), got {weights.shape}")
+        touched = kw.get("touched")
+        if touched is not None:
+            touched = np.asarray(touched, dtype=bool)
+            if touched.shape != x.shape:
+                raise ValueError(f"{self.name}: touched must have the shape of the updates {x.shape}, got {touched.shape}")
+            kw["touched"] = touched
+        ok = finite_rows(x)
+        keep = None
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            x = x[keep]
+            weights = None if weights is None else weights[keep]
+            if touched is not None:
+                kw["touched"] = touched[keep]
+        f = self.f if keep is None else max(self.f - (n - keep.size), 0)
+        if x.shape[0] < self._min_clients(f):  # unreachable after check(n); kept as a guard
+            raise RobustConfigError(f"{self.name}: {x.shape[0]} finite updates left, needs {self._min_clients(f)}")
+        res = self._combine(x, weights, f, **kw)
+        if keep is not None:
+            res = _remap(res, keep, n)
+            res.extra["non_finite_rows"] = [int(i) for i in np.flatnonzero(~ok)]
+        res.aggregate = np.asarray(res.aggregate, dtype=np.float64)
+        return res
+
+    def _combine(self, x: np.ndarray, weights: np.ndarray | None, f: int, **kw: Any) -> RuleResult:
+        raise NotImplementedError
+
+
+def _remap(res: RuleResult, keep: np.ndarray, n: int) -> RuleResult:
+    if res.selected is not None:
+        res.selected = [int(keep[i]) for i in res.selected]
+    if res.clipped is not None:
+        res.clipped = [int(keep[i]) for i in res.clipped]
+    if res.weights is not None:
+        full = [0.0] * n
+        for i, w in zip(keep, res.weights):
+            full[int(i)] = float(w)
+        res.weights = full
+    return res

@@ -1,0 +1,100 @@
+"""Coordinate-wise order statistics over column blocks, and their row-aware (sparse) form.
+
+Dense form: ``np.partition`` along axis 0, one block of columns at a time, so
+the temporaries are one block (a few MB), never the ``n x d`` matrix.
+
+Row-aware form (for recommender updates, which are sparse: a client's
+item-embedding update is non-zero only on the rows of the items it saw). A
+dense coordinate-wise statistic over mostly-zero columns is mostly zero, so
+the rare items learn almost nothing. The row-aware statistic of coordinate
+``j`` is taken over the clients that *touched* ``j`` only. Which clients
+touched ``j`` is given by a boolean ``touched`` mask, by default ``x != 0``
+(an exact zero is "not touched"; an honest client that touched a row but whose
+update is exactly 0 at one coordinate is simply left out there, which changes
+nothing for a median of the others).
+
+Limits, stated plainly:
+
+* The guarantee is per coordinate and needs an honest majority *among the
+  clients that touched it*. A coordinate touched by ``k_j`` clients, up to
+  ``f`` of them Byzantine, is defended only when ``k_j >= 2f + 1``; below
+  ``min_touch`` (default ``2f + 1``) the rule outputs 0 there (no update).
+  Lowering ``min_touch`` learns more rare items and gives the guarantee up on
+  them.
+* A Byzantine client can touch every coordinate (a dense update); it then
+  counts towards every ``k_j``, which is allowed for by the ``f`` above but
+  means the rare items see the attacker in every column.
+* The mask reveals which items each client saw; robust rules already see
+  every update in the clear, so this adds nothing to what the server learns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import column_blocks
+
+
+def coordinate_median(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=0)`` (mean of the two middle values when n is even), block by block."""
+    n, d = x.shape
+    out = np.empty(d)
+    lo, hi = (n - 1) // 2, n // 2
+    kth = [lo] if lo == hi else [lo, hi]
+    for blk in column_blocks(n, d, itemsize=x.itemsize):
+        p = np.partition(x[:, blk], kth, axis=0)
+        out[blk] = (p[lo].astype(np.float64) + p[hi]) * 0.5
+    return out
+
+
+def coordinate_trimmed_mean(x: np.ndarray, trim: int) -> np.ndarray:
+    """Per coordinate, the mean of the values left after removing the ``trim`` largest and ``trim`` smallest."""
+    n, d = x.shape
+    if trim == 0:
+        out = np.empty(d)
+        for blk in column_blocks(n, d):
+            out[blk] = x[:, blk].astype(np.float64).mean(axis=0)
+        return out
+    out = np.empty(d)
+    kth = [trim, n - trim - 1]
+    for blk in column_blocks(n, d, itemsize=x.itemsize):
+        p = np.partition(x[:, blk], kth, axis=0)
+        out[blk] = p[trim:n - trim].astype(np.float64).mean(axis=0)
+    return out
+
+
+def row_aware(x: np.ndarray, touched: np.ndarray | None, trim: int | None, min_touch: int) -> tuple[np.ndarray, dict]:
+    """Row-aware median (``trim is None``) or trimmed mean (trim ``min(trim, (k_j - 1) // 2)`` per side).
+
+    Per coordinate ``j`` over the ``k_j`` clients that touched it; 0 where
+    ``k_j < min_touch``. Vectorised: untouched values become ``+inf``, each
+    block is sorted along axis 0, so the touched values are the first ``k_j``
+    of each column.
+    """
+    n, d = x.shape
+    out = np.zeros(d)
+    untouched = below = 0
+    rank = np.arange(n)[:, None]
+    for blk in column_blocks(n, d):
+        vals = x[:, blk].astype(np.float64)
+        mask = (vals != 0.0) if touched is None else touched[:, blk]
+        k = mask.sum(axis=0)
+        vals[~mask] = np.inf
+        vals.sort(axis=0)
+        ok = k >= max(min_touch, 1)
+        untouched += int((k == 0).sum())
+        below += int(((k > 0) & ~ok).sum())
+        if trim is None:
+            lo = np.maximum(k - 1, 0) // 2
+            hi = k // 2
+            hi = np.minimum(hi, n - 1)
+            med = (np.take_along_axis(vals, lo[None, :], 0)[0] + np.take_along_axis(vals, hi[None, :], 0)[0]) * 0.5
+            out[blk] = np.where(ok, med, 0.0)
+        else:
+            t = np.minimum(trim, np.maximum(k - 1, 0) // 2)
+            keep = (rank >= t) & (rank < k - t)
+            s = np.where(keep, vals, 0.0).sum(axis=0)
+            cnt = np.maximum(k - 2 * t, 1)
+            out[blk] = np.where(ok, s / cnt, 0.0)
+    return out, {"row_aware": True, "min_touch": min_touch, "coordinates_untouched": untouched,
+                 "coordinates_below_min_touch": below}
