@@ -2,6 +2,11 @@
 
 * :mod:`fedsecure.attacks.poisoning` -- :class:`ModelPoisoning` attacks and the :class:`PoisoningPlan`
   that applies one to a round's updates. ``ATTACKS`` maps command-line names to them.
+* one module per attack: :mod:`~fedsecure.attacks.sign_flip`, :mod:`~fedsecure.attacks.scaling`,
+  :mod:`~fedsecure.attacks.gaussian` (non-omniscient); :mod:`~fedsecure.attacks.alie`,
+  :mod:`~fedsecure.attacks.ipm`, :mod:`~fedsecure.attacks.min_max` (min-max and min-sum) and
+  :mod:`~fedsecure.attacks.adaptive_grouped` (omniscient by default, ``omniscient=False`` estimates the
+  honest distribution from the malicious clients' own benign updates).
 """
 
 from __future__ import annotations
@@ -11,7 +16,16 @@ from typing import Any
 from .poisoning import AttackConfigError, ModelPoisoning, PoisoningPlan
 
 #: command-line name -> "module:Class" (imported on first use)
-ATTACKS: dict[str, str] = {}
+ATTACKS: dict[str, str] = {
+    "sign-flip": "sign_flip:SignFlip",
+    "scaling": "scaling:Scaling",
+    "gaussian": "gaussian:Gaussian",
+    "alie": "alie:ALittleIsEnough",
+    "ipm": "ipm:InnerProductManipulation",
+    "min-max": "min_max:MinMax",
+    "min-sum": "min_max:MinSum",
+    "adaptive-grouped": "adaptive_grouped:AdaptiveGrouped",
+}
 
 
 def make_attack(name: str, **options: Any) -> ModelPoisoning:
