@@ -38,16 +38,39 @@ def _fraction_or_count(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedsecure", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fedsecure {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train a federated recommender and report metrics beside popularity")
+    _add_run_arguments(run, robustness=True)
+    audit = sub.add_parser("audit", help="audit a deployment's robustness: sweeps of attacks against defences")
+    what = audit.add_subparsers(dest="audit", required=True)
+    pois = what.add_parser(
+        "poisoning", help="attacks x aggregators x malicious fractions (plain and grouped-secure); JSON, CSV, heatmap",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_run_arguments(pois, robustness=False)
+    from fedsecure.attacks import ATTACKS
+    from fedsecure.robust import RULES
+
+    s = pois.add_argument_group("sweep")
+    s.add_argument("--attacks", default="sign-flip,scaling,alie,min-max",
+                   help=f"comma-separated, from: {', '.join(sorted(ATTACKS))}")
+    s.add_argument("--aggregators", default="fedavg,median,trimmed-mean,krum,norm-bounding",
+                   help=f"comma-separated, from: fedavg, {', '.join(sorted(RULES))}")
+    s.add_argument("--fractions", default="0.1", help="comma-separated malicious fractions")
+    s.add_argument("--group-counts", default="0", help="comma-separated G for grouped mode (0: plaintext rules)")
+    s.add_argument("--out", type=Path, default=Path("poisoning_audit"), help="folder for the JSON, CSV and PNG")
+    return parser
+
+
+def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> None:
     from fedsecure.experiment import DP_MODES, SECURE_MODES, SETTINGS
     from fedsecure.fl.engine import SERVER_OPTIMIZERS
     from fedsecure.fl.local import OPTIMIZERS
     from fedsecure.recsys.models import MODELS
     from fedsecure.recsys.partition import SCHEMES
 
-    parser = argparse.ArgumentParser(prog="fedsecure", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"fedsecure {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train a federated recommender and report metrics beside popularity")
     d = run.add_argument_group("data and model")
     d.add_argument("--data", default="synthetic", help="'synthetic' (default, no download) or a MovieLens folder/file")
     d.add_argument("--model", default="mf-implicit", choices=list(MODELS))
@@ -91,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw DP noise and the Poisson sampling DP relies on from --seed (reproducible); "
              "VOIDS the privacy claim, and the output says so",
     )
+    o = run.add_argument_group("output")
+    o.add_argument("--json", type=Path, metavar="PATH", help="write the full result as JSON")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    if not robustness:
+        return
     from fedsecure.attacks import ATTACKS
     from fedsecure.robust import RULES
 
@@ -105,10 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--attack", default="none", choices=["none", *sorted(ATTACKS)], help="model-poisoning attack")
     r.add_argument("--malicious", type=float, default=0.0, help="fraction of all clients that are malicious")
     r.add_argument("--non-colluding", action="store_true", help="malicious clients craft alone, from their own update")
-    o = run.add_argument_group("output")
-    o.add_argument("--json", type=Path, metavar="PATH", help="write the full result as JSON")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 def _config_from(args: argparse.Namespace) -> Any:
@@ -127,9 +151,40 @@ def _config_from(args: argparse.Namespace) -> Any:
         dropout=args.dropout, straggler=args.straggler, seed=args.seed, model_args=model_args, secure=args.secure,
         clip_range=args.clip_range, secagg_active=args.active, dp=args.dp, noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon, clip=args.clip, delta=args.delta,
-        insecure_seeded_noise=args.insecure_seeded_noise, aggregator=args.aggregator, byzantine=args.byzantine,
-        groups=args.groups, attack=args.attack, malicious=args.malicious, colluding=not args.non_colluding,
+        insecure_seeded_noise=args.insecure_seeded_noise, **_robustness_from(args),
     )
+
+
+def _robustness_from(args: argparse.Namespace) -> dict[str, Any]:
+    if not hasattr(args, "aggregator"):
+        return {}
+    return dict(aggregator=args.aggregator, byzantine=args.byzantine, groups=args.groups, attack=args.attack,
+                malicious=args.malicious, colluding=not args.non_colluding)
+
+
+def cmd_audit_poisoning(args: argparse.Namespace, command: str) -> int:
+    from rich.console import Console
+
+    from fedsecure.audit import sweep, write_outputs
+
+    console = Console(quiet=args.quiet)
+    base = _config_from(args)
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+    total = [0]
+
+    def done(row: dict[str, Any]) -> None:
+        total[0] += 1
+        label = row["aggregator"] + (f" g={row['groups']}" if row["groups"] else "")
+        attack = "clean" if row["attack"] == "none" else f"{row['attack']} {row['malicious']:.0%}"
+        print(f"[{total[0]}] {label:<24} {attack:<22} hr@10 {row['hr@10']:.4f}  "
+              f"({row['wall_seconds']:.0f}s)", flush=True)
+
+    rows = sweep(base, attacks=split(args.attacks), aggregators=split(args.aggregators),
+                 fractions=[float(x) for x in split(args.fractions)], groups=[int(x) for x in split(args.group_counts)],
+                 on_done=None if args.quiet else done)
+    paths = write_outputs(rows, args.out, command=command, base=base)
+    console.print(f"wrote {paths['json']}, {paths['csv']}, {paths['png']}", markup=False)
+    return 0
 
 
 def _fmt(value: Any) -> str:
@@ -213,7 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fedsecure.recsys.movielens import DataFormatError
 
     try:
-        return cmd_run(args, shlex.join(["fedsecure", *argv]))
+        command = shlex.join(["fedsecure", *argv])
+        if args.command == "audit":
+            return cmd_audit_poisoning(args, command)
+        return cmd_run(args, command)
     except (ValueError, FileNotFoundError, DataFormatError) as exc:
         print(f"fedsecure: error: {exc}", file=sys.stderr)
         return 2
