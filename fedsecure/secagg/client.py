@@ -118,6 +118,13 @@ class SecAggClient:
     def _violation(self, reason: str) -> PolicyViolation:
         return PolicyViolation(f"client {self.id} refuses the round: {reason}", sender="server")
 
+    def _check_policy(self, cfg: m.RoundConfig, view: int | None = None):
+        """The policy's bounds for the round (or the view); a refusal names this client and the server."""
+        try:
+            return self.policy.check_round(cfg.roster.size, cfg.graph, cfg.k, cfg.t, cfg.active, view=view)
+        except PolicyViolation as e:
+            raise self._violation(e.reason) from None
+
     def _check_header(self, header: m.Header, expected: type, *, broadcast: bool) -> None:
         if header.round_id != self._round_id:
             raise self._reject("message belongs to another round")
@@ -192,7 +199,7 @@ class SecAggClient:
         m.open_broadcast(data, server_key, config=True)
         if not _sorted_contains(cfg.roster, np.array([self.id])):
             raise self._reject(f"client {self.id} is not on the round's roster")
-        bounds = self.policy.check_round(cfg.roster.size, cfg.graph, cfg.k, cfg.t, cfg.active)
+        bounds = self._check_policy(cfg)
         if cfg.active and (self._identity_key is None or not self._identity_keys):
             raise self._violation("an active-security round needs this client's identity key and the peers' keys")
         if cfg.active and not _sorted_contains(self._known, cfg.roster):
@@ -237,7 +244,7 @@ class SecAggClient:
         if not _sorted_contains(self._config.roster, view):
             raise self._reject("the view of the graph draw names clients outside the roster")
         cfg = self._config
-        self.policy.check_round(cfg.roster.size, cfg.graph, cfg.k, cfg.t, cfg.active, view=view.size)
+        self._check_policy(cfg, view=view.size)
         self._view, self._attempt = view, attempt
         return [self._seal(m.SeedReveal(attempt, self._chain[attempt]))]
 
