@@ -50,6 +50,8 @@ def test_every_registered_attack_builds_by_name_and_crafts_m_rows(name):
     attack = make_attack(name, **OPTIONS.get(name, {}))
     assert isinstance(attack, ModelPoisoning) and attack.name == name
     benign, honest = RNG.normal(size=(3, 7)), RNG.normal(size=(9, 7))
+    if attack.needs_global:  # what the engine hands it: the global model and its layout (here one item table)
+        attack.layout, attack.global_params = [("item_factors", (7, 1), 0)], RNG.normal(size=7)
     out = attack.craft(benign, honest if attack.omniscient else None, rng())
     assert out.shape == (3, 7) and np.isfinite(out).all()
     assert attack.describe()["name"] == name and attack.describe()["omniscient"] == attack.omniscient
@@ -57,7 +59,7 @@ def test_every_registered_attack_builds_by_name_and_crafts_m_rows(name):
 
 def test_registry_holds_the_issue_names_and_unknown_names_are_refused():
     assert set(ATTACKS) == {"sign-flip", "scaling", "gaussian", "alie", "ipm", "min-max", "min-sum",
-                            "adaptive-grouped"}
+                            "adaptive-grouped", "item-promotion"}
     with pytest.raises(AttackConfigError, match="unknown attack 'nope'"):
         make_attack("nope")
 
@@ -84,6 +86,8 @@ def test_update_only_attacks_are_not_omniscient(name):
     ("ipm", {"epsilon": float("nan")}, "epsilon must be finite"),
     ("alie", {"z": float("inf")}, "z must be finite"),
     ("alie", {"omniscient": False}, "give n_clients"),
+    ("alie", {"omniscient": "False"}, "omniscient must be True or False"),
+    ("min-max", {"omniscient": 0}, "omniscient must be True or False"),
     ("alie", {"n_clients": 0}, "n_clients must be an integer >= 1"),
     ("min-max", {"perturbation": "cosine"}, "unknown perturbation 'cosine'"),
     ("min-sum", {"tolerance": 0}, "tolerance must be finite and > 0"),

@@ -45,7 +45,7 @@ import numpy as np
 
 from .alie import alie_z_max
 from .poisoning import AttackConfigError, ModelPoisoning
-from .reference import as_updates, coordinate_std, finite_float, optional_count, reference_updates, repeat_rows
+from .reference import as_updates, coordinate_std, finite_float, flag, optional_count, reference_updates, repeat_rows
 
 
 def expected_touched_groups(n: int, m: int, group_size: int) -> tuple[int, float]:
@@ -70,7 +70,7 @@ class AdaptiveGrouped(ModelPoisoning):
             raise AttackConfigError(f"{self.name}: group_size (clients per securely summed group) is required")
         self.group_size = size
         self.z = None if z is None else finite_float(self.name, "z", z)
-        self.omniscient = bool(omniscient)
+        self.omniscient = flag(self.name, "omniscient", omniscient)
         self.n_clients = optional_count(self.name, "n_clients", n_clients)
         if not self.omniscient and self.n_clients is None:
             raise AttackConfigError(f"{self.name}: a non-omniscient attacker does not see how many clients a round "

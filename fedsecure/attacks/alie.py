@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .poisoning import AttackConfigError, ModelPoisoning
-from .reference import as_updates, coordinate_std, finite_float, optional_count, reference_updates, repeat_rows
+from .reference import as_updates, coordinate_std, finite_float, flag, optional_count, reference_updates, repeat_rows
 
 
 def alie_z_max(n: int, m: int) -> float:
@@ -55,7 +55,7 @@ class ALittleIsEnough(ModelPoisoning):
 
     def __init__(self, z: float | None = None, *, omniscient: bool = True, n_clients: int | None = None) -> None:
         self.z = None if z is None else finite_float(self.name, "z", z)
-        self.omniscient = bool(omniscient)
+        self.omniscient = flag(self.name, "omniscient", omniscient)
         self.n_clients = optional_count(self.name, "n_clients", n_clients)
         if not self.omniscient and self.z is None and self.n_clients is None:
             raise AttackConfigError(f"{self.name}: a non-omniscient attacker does not see how many clients a round "

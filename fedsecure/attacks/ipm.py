@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .poisoning import ModelPoisoning
-from .reference import as_updates, positive_float, reference_updates, repeat_rows
+from .reference import as_updates, flag, positive_float, reference_updates, repeat_rows
 
 
 class InnerProductManipulation(ModelPoisoning):
@@ -28,7 +28,7 @@ class InnerProductManipulation(ModelPoisoning):
 
     def __init__(self, epsilon: float = 0.1, *, omniscient: bool = True) -> None:
         self.epsilon = positive_float(self.name, "epsilon", epsilon)
-        self.omniscient = bool(omniscient)
+        self.omniscient = flag(self.name, "omniscient", omniscient)
 
     def craft(self, benign: np.ndarray, honest: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         b, h = as_updates(self.name, benign, honest)

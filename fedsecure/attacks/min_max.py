@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .poisoning import AttackConfigError, ModelPoisoning
-from .reference import as_updates, coordinate_std, positive_float, reference_updates, repeat_rows
+from .reference import as_updates, coordinate_std, flag, positive_float, reference_updates, repeat_rows
 
 PERTURBATIONS = ("std", "unit-vector", "sign")
 
@@ -74,7 +74,7 @@ class _AgrAgnostic(ModelPoisoning):
             raise AttackConfigError(f"{self.name}: unknown perturbation {perturbation!r}; "
                                     f"choose one of {', '.join(PERTURBATIONS)}")
         self.perturbation = perturbation
-        self.omniscient = bool(omniscient)
+        self.omniscient = flag(self.name, "omniscient", omniscient)
         self.tolerance = positive_float(self.name, "tolerance", tolerance)
         self.gamma_init = positive_float(self.name, "gamma_init", gamma_init)
 

@@ -63,6 +63,13 @@ def finite_float(name: str, param: str, value: object) -> float:
     return v
 
 
+def flag(name: str, param: str, value: object) -> bool:
+    """``value`` as a bool; anything but a bool (the string ``"False"`` above all) is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise AttackConfigError(f"{name}: {param} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def optional_count(name: str, param: str, value: object, *, minimum: int = 1) -> int | None:
     if value is None:
         return None
