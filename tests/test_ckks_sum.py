@@ -151,3 +151,24 @@ def test_more_clients_than_max_clients_is_an_explicit_error():
     proto = CKKSSum(max_clients=3)
     with pytest.raises(AggregationError, match="4 clients exceed max_clients=3"):
         proto.sum({i: np.zeros(10) for i in range(4)})
+
+
+def test_poisson_sampled_dp_rounds_never_exceed_the_ckks_limit():
+    """Issue 11 item 9: with --secure ckks --dp user-central the sample size is Binomial(N, W/N); the experiment
+    sizes CKKSSum for the population, so every round that samples anyone is aggregated, none lost to the limit."""
+    from fedsecure.experiment import Experiment, RunConfig
+    from fedsecure.recsys.synthetic import generate
+
+    data = generate(n_users=40, n_items=60, mean_interactions=12, seed=2)
+    cfg = RunConfig(model="mf-implicit", setting="cross-device", secure="ckks", dp="user-central",
+                    noise_multiplier=1.0, clip=0.5, clients_per_round=0.1, delta=1e-3, rounds=12, eval_every=12,
+                    batch_size=32, lr=0.5, server_optimizer="avg", server_lr=1.0, n_negatives=20,
+                    model_args={"dim": 8}, seed=4)
+    exp = Experiment(cfg, data=data)
+    proto = exp.aggregator.protocol
+    assert proto.max_clients == len(exp.clients) and proto.input_bound >= cfg.clip
+    result = exp.run()
+    rounds = result["rounds"]
+    assert max(r["sampled"] for r in rounds) > exp.clients_per_round  # some rounds drew more than W
+    assert all(not r["error"] or r["sampled"] == 0 for r in rounds)
+    assert result["privacy"]["rounds"] == sum(r["sampled"] > 0 for r in rounds)
