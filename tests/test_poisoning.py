@@ -403,19 +403,27 @@ def test_adaptive_grouped_non_omniscient_uses_own_updates_and_the_given_n():
     np.testing.assert_allclose(out[0], benign.mean(axis=0) - shift * benign.std(axis=0, ddof=1), rtol=1e-12)
 
 
-def grouped_median(updates: np.ndarray, groups: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Coordinate-wise median of the means of a random partition into groups (as grouped mode forms them)."""
+def trimmed_mean(x: np.ndarray, trim: int) -> np.ndarray:
+    return np.sort(x, axis=0)[trim : len(x) - trim].mean(axis=0)
+
+
+RULES_OVER_GROUPS = {"median": lambda x: np.median(x, axis=0), "trimmed-mean": lambda x: trimmed_mean(x, 2)}
+
+
+def grouped(updates: np.ndarray, groups: int, seed: int, rule: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A rule over the means of a random partition into groups (as grouped mode forms them)."""
     order = np.random.default_rng(seed).permutation(len(updates))
     members = [order[i::groups] for i in range(groups)]
     means = np.stack([updates[rows].mean(axis=0) for rows in members])
-    return np.median(means, axis=0), members
+    return RULES_OVER_GROUPS[rule](means), members
 
 
-def test_adaptive_grouped_moves_the_median_of_group_means_further_than_client_level_alie():
+@pytest.mark.parametrize("rule", sorted(RULES_OVER_GROUPS))
+def test_adaptive_grouped_moves_the_robust_group_aggregate_further_than_client_level_alie(rule):
     """20 groups of 5 (n = 100, m = 10). The touched groups' means land, on average, at the target
     ``mu - z_G sigma_G`` (z_G = z_max(20, 8) = Phi^{-1}(0.85)), inside the spread of the untouched groups'
-    means (above their minimum), and pull the median of group means several times further than ALIE aimed at
-    individual updates, whose shift the averaging inside a group dilutes."""
+    means (above their minimum), and pull the median (or trimmed mean) of the group means several times
+    further than ALIE aimed at individual updates, whose shift the averaging inside a group dilutes."""
     n, m, k, d = 100, 10, 5, 400
     gen = np.random.default_rng(11)
     mu, sigma = np.linspace(-1, 1, d), np.linspace(0.5, 1.5, d)
@@ -429,12 +437,12 @@ def test_adaptive_grouped_moves_the_median_of_group_means_further_than_client_le
         updates = mu + sigma * gen.normal(size=(n, d))
         bad = np.arange(m)  # the partition is random, so which rows are malicious does not matter
         honest = updates[m:]
-        clean, _ = grouped_median(updates, n // k, seed=trial)
+        clean, _ = grouped(updates, n // k, trial, rule)
         for key, attack in (("alie", ALittleIsEnough()), ("adaptive", adaptive)):
             poisoned = updates.copy()
             poisoned[bad] = attack.craft(updates[bad], honest, rng())
-            med, members = grouped_median(poisoned, n // k, seed=trial)
-            pulls[key].append(float(np.mean((clean - med) / sigma)))  # positive: towards mu - z sigma
+            aggregate, members = grouped(poisoned, n // k, trial, rule)
+            pulls[key].append(float(np.mean((clean - aggregate) / sigma)))  # positive: towards mu - z sigma
             if key == "adaptive":
                 means = (np.stack([poisoned[r].mean(axis=0) for r in members]) - mu) / sigma_g
                 touched = np.array([bool(np.isin(r, bad).any()) for r in members])
