@@ -45,8 +45,11 @@ def matrices(min_rows: int = 2, max_rows: int = 8, max_cols: int = 12):
 # --- the registry ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_every_registered_attack_builds_by_name_and_crafts_m_rows(name):
+MODEL_POISONING = ["sign-flip", "scaling", "gaussian", "alie", "ipm", "min-max", "min-sum", "adaptive-grouped"]
+
+
+@pytest.mark.parametrize("name", MODEL_POISONING)
+def test_every_model_poisoning_attack_builds_by_name_and_crafts_m_rows(name):
     attack = make_attack(name, **OPTIONS.get(name, {}))
     assert isinstance(attack, ModelPoisoning) and attack.name == name
     benign, honest = RNG.normal(size=(3, 7)), RNG.normal(size=(9, 7))
@@ -57,9 +60,8 @@ def test_every_registered_attack_builds_by_name_and_crafts_m_rows(name):
     assert attack.describe()["name"] == name and attack.describe()["omniscient"] == attack.omniscient
 
 
-def test_registry_holds_the_issue_names_and_unknown_names_are_refused():
-    assert set(ATTACKS) == {"sign-flip", "scaling", "gaussian", "alie", "ipm", "min-max", "min-sum",
-                            "adaptive-grouped", "item-promotion"}
+def test_registry_holds_the_model_poisoning_names_and_unknown_names_are_refused():
+    assert set(ATTACKS) >= set(MODEL_POISONING)
     with pytest.raises(AttackConfigError, match="unknown attack 'nope'"):
         make_attack("nope")
 
