@@ -7,6 +7,10 @@
   :mod:`~fedsecure.attacks.ipm`, :mod:`~fedsecure.attacks.min_max` (min-max and min-sum) and
   :mod:`~fedsecure.attacks.adaptive_grouped` (omniscient by default, ``omniscient=False`` estimates the
   honest distribution from the malicious clients' own benign updates).
+* recommender-targeted: :mod:`~fedsecure.attacks.promotion` (``item-promotion``, PipAttack / FedRecAttack-style
+  crafted item rows, reads the global model); :mod:`~fedsecure.attacks.data_poisoning` (``fake-users``,
+  ``rating-flip``: poisoned training data, registered in its own ``DATA_ATTACKS``) and
+  :mod:`~fedsecure.attacks.metrics` (the exposure ratio ER@K of promoted items).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ ATTACKS: dict[str, str] = {
     "min-max": "min_max:MinMax",
     "min-sum": "min_max:MinSum",
     "adaptive-grouped": "adaptive_grouped:AdaptiveGrouped",
+    "item-promotion": "promotion:ItemPromotion",
 }
 
 
