@@ -57,6 +57,13 @@ from .prg import MaskExpander
 RECONSTRUCTION_ATTEMPTS = 16
 
 
+def _canonical_x25519(raw: bytes) -> bytes:
+    """The canonical encoding of an X25519 public key: RFC 7748 ignores bit 255 and reduces mod p, so a
+    key advertised with the high bit set (or as u + p) is the same key as its canonical form."""
+    u = (int.from_bytes(bytes(raw), "little") & ((1 << 255) - 1)) % (2**255 - 19)
+    return u.to_bytes(32, "little")
+
+
 def _in_sorted(sorted_ids: np.ndarray, u: int) -> bool:
     j = int(np.searchsorted(sorted_ids, u))
     return j < sorted_ids.size and int(sorted_ids[j]) == u
@@ -417,7 +424,8 @@ class SecAggServer:
             partners = [u for u in self._u2_of[v].tolist() if u in self._u3]
             if not partners:
                 continue
-            mask_pk = self._adv[v].mask_pk
+            # Compare canonical encodings: a client may advertise its key with the ignored high bit set.
+            mask_pk = _canonical_x25519(self._adv[v].mask_pk)
             sk_bytes = self._rebuild(
                 v, s_sh.get(v, []),
                 lambda s: X25519PrivateKey.from_private_bytes(s).public_key().public_bytes_raw() == mask_pk,
