@@ -658,6 +658,31 @@ def test_small_order_keys_from_a_malicious_client_exclude_only_that_client():
     rnd.assert_exact([0, 1, 2, 3, 4])
 
 
+def test_a_non_canonical_key_encoding_does_not_let_a_client_abort_the_round():
+    """One client cannot abort the round by an encoding trick: X25519 ignores bit 255, so a client that
+    advertises its real masking key with that bit set masks exactly like an honest one. Dropping after
+    dealing its (honest) shares, it made the server's check of the rebuilt key against the advertised
+    encoding fail and abort the round (ReconstructionError); the round now sums the others exactly."""
+    rnd = Round(n=6)
+    bad = 2
+
+    def tamper(stage, u, data):
+        if u != bad:
+            return [data]
+        if stage == "advertise_keys":
+            adv = m.AdvertiseKeys.parse(data[m.HEADER.size : -m.TAG_BYTES])
+            odd = dataclasses.replace(adv, mask_pk=adv.mask_pk[:31] + bytes([adv.mask_pk[31] | 0x80]))
+            c = rnd.clients[bad]
+            c._advertised = odd  # the malicious client runs the honest code on its odd record
+            shared = c._enc_sk.exchange(X25519PublicKey.from_public_bytes(rnd.server.config.server_pk))
+            return [rnd.from_client(bad, odd, key=keys.client_server_key(shared, rnd.server._cfg_hash, bad))]
+        return [] if stage == "masked_input" else [data]  # drops after dealing its shares
+
+    rnd.finish(to_server=tamper)
+    assert rnd.rejected == []
+    rnd.assert_exact([u for u in rnd.ids if u != bad])
+
+
 def _raw_config(cfg: m.RoundConfig, **raw) -> bytes:
     f = {**dataclasses.asdict(cfg), **raw}
     return (struct.pack("<IBBddBIIB", f["vector_length"], f["bits"], int(f["stochastic"]), f["scale"], f["clip"],
