@@ -142,16 +142,30 @@ def test_sign_flip_of_honest_like_updates_has_negative_inner_product_with_the_ho
 
 
 def test_scaling_worked_example():
-    np.testing.assert_array_equal(Scaling(gamma=3.0).craft(np.array([[1.0, -2.0]]), None, rng()), [[3.0, -6.0]])
-    assert Scaling().gamma == 10.0
+    x = np.array([[1.0, -2.0]])
+    np.testing.assert_array_equal(Scaling(gamma=3.0, objective="backdoor").craft(x, None, rng()), [[3.0, -6.0]])
+    np.testing.assert_array_equal(Scaling(gamma=3.0).craft(x, None, rng()), [[-3.0, 6.0]])  # untargeted: reversed
+    assert Scaling().gamma == 10.0 and Scaling().objective == "untargeted"
+    with pytest.raises(AttackConfigError, match="objective"):
+        Scaling(objective="nope")
 
 
 @settings(max_examples=50, deadline=None)
 @given(matrices(min_rows=1), st.floats(0.5, 100))
-def test_scaling_multiplies_each_norm_by_gamma_and_keeps_the_direction(benign, gamma):
-    crafted = Scaling(gamma=gamma).craft(benign, None, rng())
-    np.testing.assert_allclose(np.linalg.norm(crafted, axis=1), gamma * np.linalg.norm(benign, axis=1), rtol=1e-12)
-    np.testing.assert_allclose(crafted, gamma * benign, rtol=1e-12)
+def test_scaling_multiplies_each_norm_by_gamma(benign, gamma):
+    for objective, sign in (("backdoor", 1.0), ("untargeted", -1.0)):
+        crafted = Scaling(gamma=gamma, objective=objective).craft(benign, None, rng())
+        np.testing.assert_allclose(np.linalg.norm(crafted, axis=1), gamma * np.linalg.norm(benign, axis=1),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(crafted, sign * gamma * benign, rtol=1e-12)
+
+
+def test_untargeted_scaling_reverses_the_round_mean_where_sign_flip_does_not():
+    """With 10 % malicious clients, boosting the reversed update turns the mean against the honest one."""
+    honest = np.tile([[1.0, 0.5]], (9, 1))
+    flipped = np.vstack([honest, SignFlip().craft(honest[:1], None, rng())]).mean(axis=0)
+    scaled = np.vstack([honest, Scaling().craft(honest[:1], None, rng())]).mean(axis=0)
+    assert flipped @ honest[0] > 0 > scaled @ honest[0]
 
 
 def test_gaussian_is_reproducible_from_the_generator_and_has_the_stated_moments():
