@@ -683,6 +683,36 @@ def test_a_non_canonical_key_encoding_does_not_let_a_client_abort_the_round():
     rnd.assert_exact([u for u in rnd.ids if u != bad])
 
 
+def test_a_client_dealing_shares_of_another_key_aborts_by_name_never_a_wrong_sum():
+    """Limitation (no verifiable secret sharing), pinned down: a malicious client that deals shares of a
+    masking key other than the one it advertised and then drops makes its pairwise masks unremovable. The
+    server checks every rebuilt secret against its public value, so the round aborts with
+    ReconstructionError naming that client; it never returns a wrong sum."""
+    from fedsecure.secagg import ReconstructionError
+
+    rnd = Round(n=6)
+    bad = 4
+    rnd.step()  # advertised
+    rnd.clients[bad]._mask_sk = X25519PrivateKey.generate()  # what it will share is not what it advertised
+    with pytest.raises(ReconstructionError, match=f"masking key of client {bad}") as e:
+        rnd.finish(to_server=lambda stage, u, data: [] if (u, stage) == (bad, "masked_input") else [data])
+    assert e.value.sender == bad and rnd.server.result is None
+
+
+def test_a_sparse_graph_weaker_than_the_clients_assumption_is_refused():
+    """Refused with a named protocol error: the server signs (sparse, k=4, t=3) for 30 clients, chosen for
+    no corrupt clients; a client that assumes 10% corrupt computes the exposure bound itself and refuses."""
+    p = evaluate(30, 4, 3, graph="sparse", dropout_rate=0.0)
+    server = SecAggServer(range(30), 3, p, FixedPointEncoding.for_sum(30, 1.0), signing_key=Ed25519PrivateKey.generate())
+    trusting = SecAggClient(0, np.zeros(3), policy=ClientPolicy(dropout_rate=0.0, server_key=server.public_key))
+    assert len(trusting.receive(server.config_message)) == 1
+    wary = SecAggClient(0, np.zeros(3), policy=ClientPolicy(corrupt_fraction=0.1, dropout_rate=0.0,
+                                                             server_key=server.public_key))
+    with pytest.raises(PolicyViolation, match=r"k=4, t=3\) exposes an input with probability up to 0\.155"):
+        wary.receive(server.config_message)
+    _assert_revealed_nothing(wary, "config")
+
+
 def _raw_config(cfg: m.RoundConfig, **raw) -> bytes:
     f = {**dataclasses.asdict(cfg), **raw}
     return (struct.pack("<IBBddBIIB", f["vector_length"], f["bits"], int(f["stochastic"]), f["scale"], f["clip"],
