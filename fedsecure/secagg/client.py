@@ -214,6 +214,8 @@ class SecAggClient:
             encoded = enc.encode(self._vector, noise)
         except (ConfigurationError, ValueError) as e:
             raise self._violation(str(e)) from None
+        except OverflowError:
+            raise self._violation(f"scale {cfg.scale} x clip {cfg.clip} overflows: the sum could wrap any ring") from None
         round_id = header.round_id
         cfg_hash = keys.config_hash(data)
         enc_sk, mask_sk = _x25519_from(self._rand), _x25519_from(self._rand)
