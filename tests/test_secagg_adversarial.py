@@ -760,13 +760,15 @@ def test_inadmissible_signed_configuration_is_refused_by_name(change, reason):
     (dict(vector_length=5), "round expects vectors of length 5"),
     (dict(bits=8), "cannot|wrap|ring"),
     (dict(scale=2.0**40), "cannot|wrap|ring"),
+    (dict(scale=1e300, clip=1e300), "overflows: the sum could wrap"),
+    (dict(scale=1e308), "could wrap"),
     (dict(roster=np.arange(1, 7)), "not on the round's roster"),
 ])
 def test_signed_configuration_unusable_for_this_client_is_refused(change, reason):
     """Refused with a named protocol error: a well-formed signed configuration this client cannot serve
-    (another vector length, a ring where the sum could wrap, a roster without it)."""
+    (another vector length, a ring where the sum could wrap or whose scale overflows, a roster without it)."""
     rnd = Round(n=6)
-    with pytest.raises(MessageRejected, match=reason):
+    with pytest.raises(PolicyViolation if "roster" not in reason else MessageRejected, match=reason):
         rnd.clients[0].receive(rnd.config(**change))
     _assert_revealed_nothing(rnd.clients[0], "config")
 
