@@ -4,8 +4,12 @@ Baseline (NVIDIA FLARE's HE defaults): ``tenseal.context(CKKS, 8192,
 [60, 40, 40])``, scale 2^40, every client holding the secret key, one
 ``ckks_vector`` per flattened update (TenSEAL splits a long vector into
 ceil(d / 4096) ciphertexts itself), serialized with ``serialize()``; the
-server deserializes and adds. fedsecure: ``KeyHolder`` / ``ClientEncryptor`` /
-``StreamingAggregator`` at the default 128-bit parameters.
+server deserializes and adds. fedsecure (wire v2): ``KeyHolder`` /
+``ClientEncryptor`` / ``StreamingAggregator`` at the default 128-bit
+parameters, with everything v2 does per round: each client masks its
+ciphertexts with its AES-CTR mask and signs the contribution (Ed25519), the
+aggregator verifies every signature, the key holder verifies the evidence,
+recomputes and removes the n masks, checks the range and adds flooding noise.
 
 Measured for n clients and each d: bytes per value on the wire, client
 encrypt+serialize seconds (mean per client), aggregator deserialize+sum
@@ -18,6 +22,7 @@ the contributions one by one from a pipe; we report its peak RSS
 
     python benchmarks/bench_ckks.py                 # full run, writes benchmarks/results/ckks.json
     python benchmarks/bench_ckks.py --sizes 10000 --clients 3 --memory-clients 3 5 --memory-length 10000
+    python benchmarks/bench_ckks.py --sizes 1000000 --memory-clients 10 --out ...   # the d = 10^6 headline only
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import tenseal as ts
 
-from fedsecure.ckks import ClientEncryptor, KeyHolder, StreamingAggregator
+from fedsecure.ckks import ClientEncryptor, ClientIdentity, ClientRegistration, KeyHolder, StreamingAggregator
 
 
 def _status_kib(field: str) -> int:
@@ -94,17 +99,30 @@ class Fedsecure:
         self.holder = KeyHolder()
         self.public_context = self.holder.public_context()
         self.aggregator_context = self.holder.aggregator_context()
-        self.encryptor = ClientEncryptor(self.public_context)
+        self.encryptors: dict[int, ClientEncryptor] = {}
+        self.round_id = os.urandom(16)
         self._agg = None
 
     def ciphertexts(self, d: int) -> int:
         return -(-d // self.holder.params.values_per_ciphertext)
 
+    def _encryptor(self, client_id: int) -> ClientEncryptor:
+        if client_id not in self.encryptors:  # one-time setup: identity keys, pinned by the key holder
+            identity = ClientIdentity(client_id)
+            self.holder.register(identity.registration)
+            self.encryptors[client_id] = ClientEncryptor(self.public_context, identity)
+        return self.encryptors[client_id]
+
+    def new_round(self) -> None:
+        self.round_id = os.urandom(16)
+
     def encrypt(self, x: np.ndarray, client_id: int) -> bytes:
-        return self.encryptor.encrypt(x, client_id=client_id)
+        return self._encryptor(client_id).encrypt(x, round_id=self.round_id)
 
     def start(self, length: int) -> None:
-        self._agg = StreamingAggregator(self.aggregator_context, length)
+        self._agg = StreamingAggregator(
+            self.aggregator_context, length, round_id=self.round_id, clients=self.holder.registrations
+        )
 
     def add(self, blob: bytes, client_id: int) -> None:
         self._agg.add(blob, sender=client_id)
@@ -122,6 +140,8 @@ def run_size(d: int, n: int, rng: np.random.Generator) -> dict:
     expected = xs.sum(axis=0)
     impls = (FlareBaseline(), Fedsecure())
     t = {impl.name: {"enc": 0.0, "agg": 0.0, "dec": 0.0, "bytes": 0} for impl in impls}
+    for i in range(n):  # client key set-up (X25519/Ed25519 generation, registration) happens once, not per round
+        impls[1]._encryptor(i)
     for impl in impls:
         impl.start(d)
     for i in range(n):
@@ -158,6 +178,8 @@ def run_size(d: int, n: int, rng: np.random.Generator) -> dict:
         }
         if impl.name == "fedsecure":
             res["stated_error_bound"] = impl.holder.error_bound(n, d)
+            res["flood_std"] = impl.holder.flood_std
+            res["max_abs_error_relative_to_clip_range"] = res["max_abs_error"] / 1.0  # inputs in [-1, 1]
         out[impl.name] = res
         print(f"d={d:>8} {impl.name:>9}: " + ", ".join(f"{k}={v:.4g}" for k, v in res.items()), flush=True)
     b, f = out["baseline"], out["fedsecure"]
@@ -182,7 +204,9 @@ def run_size(d: int, n: int, rng: np.random.Generator) -> dict:
 def _child(kind: str, context_path: str, length: int) -> None:
     data = Path(context_path).read_bytes()
     if kind == "fedsecure":
-        agg = StreamingAggregator(data, length)
+        reg = json.loads(Path(context_path + ".round.json").read_text())
+        clients = [ClientRegistration(c, bytes.fromhex(x), bytes.fromhex(e)) for c, x, e in reg["clients"]]
+        agg = StreamingAggregator(data, length, round_id=bytes.fromhex(reg["round_id"]), clients=clients)
     else:
         server_ctx = ts.context_from(data)
         acc = None
@@ -219,6 +243,12 @@ def _child(kind: str, context_path: str, length: int) -> None:
 def aggregator_memory(kind: str, n: int, length: int, impl, tmpdir: Path) -> dict:
     ctx_path = tmpdir / f"{kind}.ctx"
     ctx_path.write_bytes(impl.aggregator_context if kind == "fedsecure" else impl.server_context_bytes)
+    if kind == "fedsecure":
+        impl.new_round()
+        for i in range(n):
+            impl._encryptor(i)
+        regs = [[r.client_id, r.exchange_public.hex(), r.signing_public.hex()] for r in impl.holder.registrations]
+        Path(str(ctx_path) + ".round.json").write_text(json.dumps({"round_id": impl.round_id.hex(), "clients": regs}))
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", kind, str(ctx_path), str(length)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -271,6 +301,8 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": {"tenseal": ts.__version__, "numpy": np.__version__},
         "baseline": "FLARE-style: tenseal.context(CKKS, 8192, [60,40,40]), scale 2^40, one ckks_vector per update",
+        "fedsecure_protocol": "wire v2: per-round masks, Ed25519-signed contributions, key-holder evidence check, "
+        "mask removal, range check, flooding noise (std 2^-24 per value)",
         "fedsecure_params": Fedsecure().holder.params.describe(),
         "sizes": sizes,
         "aggregator_memory": memory,
