@@ -619,19 +619,22 @@ def test_small_order_neighbour_key_is_refused(field, active):
     """Refused with a named protocol error: a neighbour record carrying any of the 14 small-order keys (in
     the server's broadcast) stops the victim before it deals a share; the parse check precedes the
     signature check, so the same holds in both threat models."""
-    for key in SMALL_ORDER[::3] + [SMALL_ORDER[-1]]:
-        rnd = Round(n=4, active=active)
-        rnd.step()
-        c = _commitments(rnd)
-        records = bytearray(c.records)
-        off = R + (0 if field == "enc_pk" else 32)
+    rnd = Round(n=4, active=active)
+    rnd.step()
+    c = _commitments(rnd)
+    rnd.step()  # the server now holds every reveal of draw 0
+    others = b"".join(rnd.server._reveals[u] for u in (1, 2, 3))
+    off = R + (0 if field == "enc_pk" else 32)
+    for key in SMALL_ORDER:  # each against a fresh victim (a refusal leaves it where it was, tested below)
+        victim = rnd.client(0)
+        own = victim.receive(rnd.server.config_message)[0][m.HEADER.size : -m.TAG_BYTES]
+        records = bytearray(own + bytes(c.records[R:]))
         records[off : off + 32] = key
-        inbox = dict(rnd.inbox)
-        inbox[0] = rnd.signed(m.SeedCommitments(0, c.ids, bytes(records)), [0])[0]
-        rnd.step(inbox=inbox)
+        victim.receive(rnd.signed(m.SeedCommitments(0, c.ids, bytes(records)), [0])[0])
         with pytest.raises(MessageRejected, match="not a valid X25519 public key"):
-            rnd.clients[0].receive(rnd.inbox[0])
-        _assert_revealed_nothing(rnd.clients[0], "reveals")
+            victim.receive(rnd.signed(m.SeedReveals(0, victim._chain[0] + others), [0])[0])
+        _assert_revealed_nothing(victim, "reveals")
+        assert not hasattr(victim, "_share_keys")
 
 
 def test_small_order_keys_from_a_malicious_client_exclude_only_that_client():
