@@ -40,7 +40,8 @@ SIGNATURE_SIZE = 64
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
 
 
-def _raw_private(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
+def raw_private(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
+    """DANGEROUS: the raw 32 private-key bytes."""
     return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
@@ -81,7 +82,7 @@ class ClientIdentity:
 
     def export_private_keys(self) -> tuple[bytes, bytes]:
         """DANGEROUS: ``(X25519, Ed25519)`` private keys; whoever holds them can speak for this client."""
-        return _raw_private(self._exchange), _raw_private(self._signing)
+        return raw_private(self._exchange), raw_private(self._signing)
 
     def shared_secret(self, key_holder_public: bytes) -> bytes:
         return exchange(self._exchange, key_holder_public, self.client_id)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import tenseal.sealapi as sa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedsecure.ckks import _sealio, _sealraw
@@ -36,7 +37,7 @@ from fedsecure.ckks.flooding import gaussian
 from fedsecure.ckks.keys import (
     ClientIdentity,
     ClientRegistration,
-    _raw_private,
+    raw_private,
     contribution_message,
     exchange,
     mask,
@@ -54,6 +55,9 @@ from fedsecure.ckks.params import (
     summation_params,
 )
 from fedsecure.ckks.wire import ROUND_ID_SIZE, AggregateBlob, ContextBlob, ContributionBlob, chunks_digest
+
+
+_RAWPUB = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _check_round_id(round_id: object) -> bytes:
@@ -229,7 +233,7 @@ class KeyHolder:
 
     def export_exchange_key(self) -> bytes:
         """DANGEROUS: the X25519 private key; with it anyone can compute every client's masks."""
-        return _raw_private(self._exchange)
+        return raw_private(self._exchange)
 
     def public_context(self) -> bytes:
         """For clients: parameters, public key, the key holder's X25519 key (encrypt only)."""
@@ -357,7 +361,3 @@ class ClientEncryptor:
         sig = self.identity.sign(contribution_message(self.context_id, round_id, cid, x.size, chunks_digest(chunks_t)))
         return ContributionBlob(self.context_id, round_id, cid, x.size, chunks_t, sig).to_bytes()
 
-
-from cryptography.hazmat.primitives import serialization as _ser  # noqa: E402
-
-_RAWPUB = (_ser.Encoding.Raw, _ser.PublicFormat.Raw)
