@@ -314,7 +314,7 @@ def test_no_signed_k_t_below_the_floor_is_ever_accepted(n, graph, data):
     """Refused with a named protocol error: for every (graph, k, t) the server may sign, a client accepts only
     t >= 2 (semi-honest) or 2t > k + 1 (active); the rest is refused with PolicyViolation."""
     active = data.draw(st.booleans())
-    rnd = Round(n=n, active=active) if n >= 3 else None
+    rnd = Round(n=n, active=active)
     if graph == "sparse" and n >= 5:
         k = data.draw(st.sampled_from(list(range(2, n - 1, 2))))
     else:
@@ -333,7 +333,8 @@ def test_no_signed_k_t_below_the_floor_is_ever_accepted(n, graph, data):
 
 def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped: set[int], colluder=None):
     """The v2 attack: tell some neighbours the victim survived (they reveal self-mask shares) and others it
-    dropped (they reveal masking-key shares); with t of each, strip both masks. Returns the input or None."""
+    dropped (they reveal masking-key shares); with t of each, strip both masks. Returns (the victim's input
+    or None, self-mask shares of the victim collected, masking-key shares of the victim collected)."""
     t = rnd.params.t
     rnd.until("unmasking" if not rnd.server.active else "consistency_check")
     ids = rnd.ids
@@ -1000,9 +1001,12 @@ def test_replay_across_rounds_in_both_directions(same_round_id):
         assert reason.startswith(f"client {u}: ")
         assert ("authentication tag does not verify" if same_round_id else "another round") in reason
     b.assert_exact(b.ids)
-    # Round A's configuration to a client of round B that has already joined: out of stage.
+    # Round A's configuration to a client of round B that has already joined: out of stage; to a fresh client
+    # pinned to B's server: another signing key.
     with pytest.raises(StageError):
         b.clients[0].receive(a.server.config_message)
+    with pytest.raises(PolicyViolation, match="other than the pinned one"):
+        b.client(0).receive(a.server.config_message)
 
 
 # --- 6. small n -------------------------------------------------------------------------------------
