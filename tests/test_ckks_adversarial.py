@@ -469,3 +469,16 @@ def test_parsers_raise_only_ckks_errors(fuzz_world, data):
         assert target == "contribution" and e.sender == 1
     except CKKSError:
         assert target != "contribution"
+
+
+def test_restored_key_holder_keeps_refusing_spent_rounds(world):
+    """A key holder restored with its persisted round history still decrypts each round once."""
+    holder, xs, r, blobs, adv = world
+    kh = _fresh_holder(holder)
+    kh.decrypt(adv.aggregate(r, adv.add([blobs[1], blobs[2]]), [adv.evidence(blobs[i]) for i in (1, 2)]))
+    restored = KeyHolder.from_secret_key(
+        holder.public_context(), holder.export_secret_key(), holder.export_exchange_key(),
+        clients=holder.registrations, used_rounds=kh.used_rounds,
+    )
+    with pytest.raises(RoundReusedError):
+        restored.decrypt(adv.aggregate(r, adv.add([blobs[3], blobs[4]]), [adv.evidence(blobs[i]) for i in (3, 4)]))

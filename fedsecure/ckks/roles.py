@@ -209,8 +209,13 @@ class KeyHolder:
         clients: Iterable[ClientRegistration] = (),
         max_abs_input: float | None = None,
         flood_std: float = DEFAULT_FLOOD_STD,
+        used_rounds: Iterable[bytes] = (),
     ) -> KeyHolder:
-        """Rebuild a key holder from its public context and its exported secrets (round history is not kept)."""
+        """Rebuild a key holder from its public context, its exported secrets and its spent round ids.
+
+        The round history is the caller's to persist (:attr:`used_rounds`);
+        a key holder restored without it would decrypt a spent round again.
+        """
         blob = ContextBlob.from_bytes(public_context, public=True)
         self = cls.__new__(cls)
         role = SealRole(blob)
@@ -225,6 +230,7 @@ class KeyHolder:
         if xkey.public_key().public_bytes(*_RAWPUB) != blob.exchange_public:
             raise CKKSError("exchange key does not match the public context's X25519 key")
         self._init(blob, sk, xkey, min_contributions, clients, max_abs_input, flood_std)
+        self._used_rounds.update(_check_round_id(r) for r in used_rounds)
         return self
 
     def export_secret_key(self) -> bytes:
