@@ -331,7 +331,7 @@ def test_no_signed_k_t_below_the_floor_is_ever_accepted(n, graph, data):
     assert floor_ok and victim.stage == "commitments"
 
 
-def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped: set[int], colluder=None):
+def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped: set[int], colluders=()):
     """The v2 attack: tell some neighbours the victim survived (they reveal self-mask shares) and others it
     dropped (they reveal masking-key shares); with t of each, strip both masks. Returns (the victim's input
     or None, self-mask shares of the victim collected, masking-key shares of the victim collected)."""
@@ -343,7 +343,7 @@ def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped
     if rnd.server.active:
         everyone = np.array(ids, dtype=np.int64)
         without = everyone[everyone != victim]
-        lists = {w: (everyone if w in told_alive or w == victim else without) for w in ids if w != colluder}
+        lists = {w: (everyone if w in told_alive or w == victim else without) for w in ids if w not in colluders}
         sigs: dict[bytes, dict[int, bytes]] = {}
         for w, lst in lists.items():
             try:
@@ -351,7 +351,7 @@ def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped
             except SecAggError:
                 continue
             sigs.setdefault(lst.tobytes(), {})[w] = m.ConsistencySignature.parse(rnd.opened(out[0], w)).signature
-        if colluder is not None:  # the server signs both lists with the colluder's identity key
+        for colluder in colluders:  # the server signs both lists with the colluders' identity keys
             for lst in (everyone, without):
                 sigs.setdefault(lst.tobytes(), {})[colluder] = rnd.ident[colluder].sign(
                     keys.consistency_payload(rnd.server._cfg_hash, lst))
@@ -365,7 +365,7 @@ def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped
     else:
         requests = {}
         for w in ids:
-            if w == victim or w == colluder:
+            if w == victim or w in colluders:
                 continue
             u2 = rnd.server._u2_of[w]
             requests[w] = m.UnmaskRequest(u2 if w in told_alive else u2[u2 != victim])
@@ -379,7 +379,7 @@ def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped
             b_sh.setdefault(v, []).append((w, resp.self_mask_shares[j * S : (j + 1) * S]))
         for j, v in enumerate(resp.mask_key_ids.tolist()):
             s_sh.setdefault(v, []).append((w, resp.mask_key_shares[j * S : (j + 1) * S]))
-    if colluder is not None:  # a corrupt neighbour hands over both shares it holds
+    for colluder in colluders:  # a corrupt neighbour hands over both shares it holds
         s, b = rnd.clients[colluder]._held[victim]
         s_sh.setdefault(victim, []).append((colluder, s))
         b_sh.setdefault(victim, []).append((colluder, b))
@@ -424,12 +424,22 @@ def test_split_survivor_lists_fail_against_active_clients_with_a_colluder(alive)
     assert rnd.params.t == 5
     honest = [1, 2, 3, 4, 5, 6]
     told_alive = set(honest[:alive])
-    x, got_b, got_s = _split_survivors(rnd, 0, told_alive, set(honest) - told_alive, colluder=7)
+    x, got_b, got_s = _split_survivors(rnd, 0, told_alive, set(honest) - told_alive, colluders=(7,))
     assert x is None
     assert got_b < 5 or got_s < 5
     # What the honest clients disclosed about the victim (the colluder adds one share of each).
     told = Counter(rnd.clients[w].revealed.get(0) for w in honest)
     assert (told["self_mask"] + 1, told["mask_key"] + 1) == (got_b, got_s)
+
+
+def test_split_survivor_lists_with_four_colluders_recover_an_input_positive_control():
+    """Positive control of the active attack path: the same attack, signatures and all, does recover the
+    victim's input once 4 of its 7 neighbours collude (far beyond the 1 the client's policy assumes), so
+    its failure with one colluder above is the threshold's doing."""
+    rnd = Round(n=8, active=True)
+    x, got_b, got_s = _split_survivors(rnd, 0, told_alive={1}, told_dropped={2, 3}, colluders=(4, 5, 6, 7))
+    assert (got_b, got_s) == (5, 6)
+    assert np.abs(x - rnd.vecs[0]).max() <= rnd.enc.max_error(1)
 
 
 def test_contradictory_survivor_lists_make_honest_clients_refuse_to_unmask():
