@@ -168,6 +168,10 @@ def cmd_audit_poisoning(args: argparse.Namespace, command: str) -> int:
     from fedsecure.audit import sweep, write_outputs
 
     console = Console(quiet=args.quiet)
+    try:  # the heatmap is written last: fail now, not after the sweep
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("the poisoning audit draws its heatmap with matplotlib: pip install 'fedsecure[audit]'") from None
     base = _config_from(args)
     split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
     total = [0]
