@@ -54,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fedsecure.robust import RULES
 
     s = pois.add_argument_group("sweep")
+    from fedsecure.attacks.data_poisoning import DATA_ATTACKS
+
     s.add_argument("--attacks", default="sign-flip,scaling,alie,min-max",
-                   help=f"comma-separated, from: {', '.join(sorted(ATTACKS))}")
+                   help=f"comma-separated, from: {', '.join(sorted([*ATTACKS, *DATA_ATTACKS]))}")
     s.add_argument("--aggregators", default="fedavg,median,trimmed-mean,krum,norm-bounding",
                    help=f"comma-separated, from: fedavg, {', '.join(sorted(RULES))}")
     s.add_argument("--fractions", default="0.1", help="comma-separated malicious fractions")
@@ -130,7 +132,12 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     r.add_argument("--groups", type=int, default=0,
                    help="grouped mode: split each round into G groups, sum each with --secure, run the rule over "
                         "the G group means (the server never sees an individual update)")
-    r.add_argument("--attack", default="none", choices=["none", *sorted(ATTACKS)], help="model-poisoning attack")
+    from fedsecure.attacks.data_poisoning import DATA_ATTACKS
+
+    r.add_argument("--attack", default="none", choices=["none", *sorted([*ATTACKS, *DATA_ATTACKS])],
+                   help="poisoning attack: model poisoning (crafted updates) or data poisoning (fake-users, "
+                        "rating-flip: malicious clients train honestly on poisoned data); promotion attacks "
+                        "report the target's exposure ratio er@K")
     r.add_argument("--malicious", type=float, default=0.0, help="fraction of all clients that are malicious")
     r.add_argument("--non-colluding", action="store_true", help="malicious clients craft alone, from their own update")
 

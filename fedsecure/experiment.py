@@ -98,12 +98,14 @@ class RunConfig:
         if self.dp != "none" and self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError(f"--dp {self.dp} needs --noise-multiplier or --target-epsilon")
         from fedsecure.attacks import ATTACKS
+        from fedsecure.attacks.data_poisoning import DATA_ATTACKS
         from fedsecure.robust import RULES
 
         if self.aggregator != "fedavg" and self.aggregator not in RULES:
             raise ValueError(f"unknown aggregator {self.aggregator!r}; choose one of: fedavg, {', '.join(sorted(RULES))}")
-        if self.attack != "none" and self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; choose one of: none, {', '.join(sorted(ATTACKS))}")
+        if self.attack != "none" and self.attack not in ATTACKS and self.attack not in DATA_ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; choose one of: none, "
+                             f"{', '.join(sorted([*ATTACKS, *DATA_ATTACKS]))}")
         if (self.attack == "none") != (self.malicious == 0):
             raise ValueError("--attack and --malicious go together: name an attack and a malicious fraction > 0")
         if not (0.0 <= self.malicious < 1.0):
@@ -155,6 +157,9 @@ class Experiment:
         self.data = data if data is not None else load_data(cfg.data, cfg.seed)
         task = MODELS[cfg.model].task
         self.split = make_split(self.data, task, cfg.seed)
+        self.malicious_users: list[int] = []  # data poisoning: users the attacker controls
+        self.target_items: list[int] = []  # promotion attacks: the items promoted (ER@K is reported for them)
+        self._poison_data()
         train = self.split.train
         if cfg.setting == "cross-device":
             self.clients = cross_device(train)
@@ -163,7 +168,7 @@ class Experiment:
         self.reference_clients = self._root_clients()
         self.clients_per_round = sampled_count(cfg.clients_per_round, len(self.clients))
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, self.data.n_users, self.data.n_items, **cfg.model_args)
+        self.model = build_model(cfg.model, train.n_users, train.n_items, **cfg.model_args)
         self.evaluator = Evaluator(self.split, task, k=cfg.k, n_negatives=cfg.n_negatives, seed=cfg.seed)
         self.fl_config = FederatedConfig(
             rounds=cfg.rounds,
@@ -235,15 +240,48 @@ class Experiment:
         return GroupedRobustAggregator(rule, self._protocol(), cfg.groups, byzantine=cfg.byzantine,
                                        malicious=malicious, seed=cfg.seed)
 
+    def _poison_data(self) -> None:
+        """Data poisoning rewrites the training data before anything is built from it."""
+        from fedsecure.attacks.data_poisoning import DATA_ATTACKS, make_data_attack
+
+        cfg = self.config
+        if cfg.attack not in DATA_ATTACKS:
+            return
+        poisoned = make_data_attack(cfg.attack).poison(self.split, cfg.malicious, seed=cfg.seed)
+        self.split = poisoned.split
+        self.malicious_users = list(poisoned.malicious_users)
+        self.target_items = list(poisoned.target_items)
+
     def _poisoning(self) -> Any:
         cfg = self.config
-        if cfg.attack == "none":
-            return None
-        from fedsecure.attacks import PoisoningPlan, make_attack
+        from fedsecure.attacks import ATTACKS, PoisoningPlan, make_attack
 
-        options = {"group_size": max(1, self.clients_per_round // max(cfg.groups, 1))} if cfg.attack == "adaptive-grouped" else {}
-        return PoisoningPlan.choose(make_attack(cfg.attack, **options), [c.client_id for c in self.clients],
-                                    cfg.malicious, seed=cfg.seed, colluding=cfg.colluding)
+        if cfg.attack not in ATTACKS:
+            return None
+        options: dict[str, Any] = {}
+        if cfg.attack == "adaptive-grouped":
+            options["group_size"] = max(1, self.clients_per_round // max(cfg.groups, 1))
+        if cfg.attack == "item-promotion":
+            from fedsecure.attacks.promotion import item_popularity
+
+            options.update(popularity=item_popularity(self.split.train), seed=cfg.seed)
+        attack = make_attack(cfg.attack, **options)
+        if getattr(attack, "target_items", None):
+            self.target_items = list(attack.target_items)
+        return PoisoningPlan.choose(attack, [c.client_id for c in self.clients], cfg.malicious, seed=cfg.seed,
+                                    colluding=cfg.colluding)
+
+    def evaluate(self, model: Any) -> dict[str, Any]:
+        """The evaluator's metrics, plus the promoted items' exposure ratio over honest users under a promotion attack."""
+        metrics = self.evaluator(model)
+        if self.target_items and self.evaluator.task == "ranking":
+            from fedsecure.attacks.metrics import exposure_ratio
+
+            bad = set(self.malicious_users) | (set(self.poisoning.malicious) if self.poisoning is not None else set())
+            er = exposure_ratio(model.score_fn(self.split.train), self.split, self.target_items, k=self.config.k,
+                                exclude_users=sorted(bad), seed=self.config.seed)
+            metrics.update({key: value for key, value in er.items() if key.startswith("er@")})
+        return metrics
 
     def _aggregator(self) -> Aggregator:
         cfg = self.config
@@ -351,7 +389,7 @@ class Experiment:
         """Train federatedly; return the full result (config, metrics per evaluation, timings, privacy, versions)."""
         trainer = FederatedTrainer(
             self.model, self.split.train, self.clients, config=self.fl_config,
-            aggregator=self.aggregator, trainer=self.trainer, evaluate=self.evaluator, sampler=self.sampler,
+            aggregator=self.aggregator, trainer=self.trainer, evaluate=self.evaluate, sampler=self.sampler,
             poisoning=self.poisoning, reference_clients=self.reference_clients,
         )
         t0 = time.perf_counter()
@@ -372,15 +410,24 @@ class Experiment:
             "evaluations": evaluations,
             "rounds": history.to_dict(),
             "aggregator": self.aggregator.describe(),
-            "poisoning": None if self.poisoning is None else {
-                **self.poisoning.describe(), "fraction": self.config.malicious,
-                "malicious_clients": sorted(self.poisoning.malicious)},
+            "poisoning": self._poisoning_report(),
             "root_clients": [c.client_id for c in self.reference_clients],
             "trainer": self.trainer.describe(),
             "privacy": self.privacy(),
             "timings": {"setup_seconds": self.setup_seconds, "train_seconds": seconds},
             "versions": library_versions(),
         }
+
+    def _poisoning_report(self) -> dict[str, Any] | None:
+        cfg = self.config
+        if cfg.attack == "none":
+            return None
+        if self.poisoning is not None:
+            return {**self.poisoning.describe(), "kind": "model", "fraction": cfg.malicious,
+                    "malicious_clients": sorted(self.poisoning.malicious), "target_items": self.target_items}
+        return {"attack": {"name": cfg.attack}, "kind": "data", "fraction": cfg.malicious,
+                "malicious": len(self.malicious_users), "malicious_clients": self.malicious_users,
+                "target_items": self.target_items}
 
     def privacy(self) -> dict[str, Any]:
         """What the run spent, as the DP component reports it; says so when there is no DP."""

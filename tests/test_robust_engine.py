@@ -141,3 +141,19 @@ def test_run_config_refuses_incoherent_robustness_settings():
         RunConfig(aggregator="nope")
     with pytest.raises(ValueError, match="unknown attack 'nope'"):
         RunConfig(attack="nope", malicious=0.1)
+
+
+def test_promotion_and_fake_users_report_the_targets_exposure_over_honest_users():
+    from fedsecure.experiment import Experiment, RunConfig
+    from fedsecure.recsys.synthetic import generate
+
+    data = generate(n_users=120, n_items=80, mean_interactions=10, seed=0)
+    for attack in ("item-promotion", "fake-users"):
+        exp = Experiment(RunConfig(rounds=2, eval_every=2, n_negatives=20, attack=attack, malicious=0.1), data)
+        result = exp.run()
+        report = result["poisoning"]
+        assert report["target_items"] and report["malicious"] >= 1
+        final = result["final"]
+        assert 0.0 <= final["er@10"] <= 1.0 and final["er@10_ci95"][0] <= final["er@10"] <= final["er@10_ci95"][1]
+        if attack == "fake-users":  # the fake users are clients, with training rows only
+            assert exp.split.train.n_users == data.n_users + report["malicious"] == exp.model.n_users
