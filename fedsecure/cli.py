@@ -129,6 +129,9 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
                    help="how updates are combined: fedavg, or a Byzantine-robust rule (plaintext, or with --groups)")
     r.add_argument("--byzantine", type=float, default=None,
                    help="the rule's f: a count, or a fraction of the combined inputs (default: the most it defends)")
+    r.add_argument("--row-aware", action="store_true",
+                   help="median / trimmed-mean per coordinate over the clients whose update touches it (sparse "
+                        "recommender updates: otherwise the zeros of the other clients win)")
     r.add_argument("--groups", type=int, default=0,
                    help="grouped mode: split each round into G groups, sum each with --secure, run the rule over "
                         "the G group means (the server never sees an individual update)")
@@ -165,8 +168,8 @@ def _config_from(args: argparse.Namespace) -> Any:
 def _robustness_from(args: argparse.Namespace) -> dict[str, Any]:
     if not hasattr(args, "aggregator"):
         return {}
-    return dict(aggregator=args.aggregator, byzantine=args.byzantine, groups=args.groups, attack=args.attack,
-                malicious=args.malicious, colluding=not args.non_colluding)
+    return dict(aggregator=args.aggregator, byzantine=args.byzantine, row_aware=args.row_aware, groups=args.groups,
+                attack=args.attack, malicious=args.malicious, colluding=not args.non_colluding)
 
 
 def cmd_audit_poisoning(args: argparse.Namespace, command: str) -> int:

@@ -71,6 +71,7 @@ class RunConfig:
     insecure_seeded_noise: bool = False
     aggregator: str = "fedavg"  # or a robust rule (fedsecure.robust.RULES)
     byzantine: float | None = None  # the rule's f: a count, a fraction below 1, or None (the most it defends)
+    row_aware: bool = False  # median / trimmed-mean per coordinate over the clients that touched it
     groups: int = 0  # > 0: grouped mode, the rule over securely summed means of this many groups
     attack: str = "none"  # a model-poisoning attack (fedsecure.attacks.ATTACKS)
     malicious: float = 0.0  # fraction of all clients that are malicious
@@ -118,6 +119,8 @@ class RunConfig:
                              "hides: add --groups G to run it over securely summed group means")
         if self.groups and not robust:
             raise ValueError("--groups G combines group means with a robust rule: name one with --aggregator")
+        if self.row_aware and self.aggregator not in ("median", "trimmed-mean"):
+            raise ValueError("--row-aware applies to --aggregator median or trimmed-mean")
         if robust and self.dp != "none":
             raise ValueError("robust aggregation with differential privacy is not supported yet")
 
@@ -233,7 +236,7 @@ class Experiment:
         from fedsecure.robust.grouped import GroupedRobustAggregator
 
         cfg = self.config
-        rule = make_rule(cfg.aggregator)
+        rule = make_rule(cfg.aggregator, **({"row_aware": True} if cfg.row_aware else {}))
         if not cfg.groups:
             return RobustAggregator(rule, byzantine=cfg.byzantine)
         malicious = int(round(cfg.malicious * len(self.clients))) if cfg.malicious else None
