@@ -268,6 +268,8 @@ def test_rating_flip_flips_exactly_the_malicious_users_ratings():
     np.testing.assert_array_equal(train.ratings[~bad], before.ratings[~bad])
     np.testing.assert_array_equal(train.items, before.items)
     assert poisoned.split.test is split.test
+    honest = poisoned.honest_split()
+    assert honest.train is train and set(honest.test.users) == set(split.test.users) - set(poisoned.malicious_users)
     # flipping twice is the identity
     again = RatingFlip().poison(poisoned.split, 0.2, seed=3)
     np.testing.assert_array_equal(again.split.train.ratings, before.ratings)

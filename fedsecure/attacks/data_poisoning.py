@@ -62,6 +62,13 @@ class PoisonedData:
     target_items: list[int] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
+    def honest_split(self) -> Split:
+        """The poisoned training set with a test set of the honest users only (what utility is reported on)."""
+        test = self.split.test
+        keep = ~np.isin(test.users, np.asarray(self.malicious_users, dtype=np.int64))
+        return Split(self.split.train, test.select(keep),
+                     f"{self.split.protocol}; evaluated on the honest users' test rows only")
+
 
 class DataPoisoning(ABC):
     """Poisons a split's training data. Subclasses set ``name`` (the CLI name)."""
