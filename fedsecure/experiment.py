@@ -251,7 +251,7 @@ class Experiment:
         if cfg.attack not in DATA_ATTACKS:
             return
         poisoned = make_data_attack(cfg.attack).poison(self.split, cfg.malicious, seed=cfg.seed)
-        self.split = poisoned.split
+        self.split = poisoned.honest_split()  # poisoned training data; utility measured on honest users only
         self.malicious_users = list(poisoned.malicious_users)
         self.target_items = list(poisoned.target_items)
 
