@@ -11,6 +11,14 @@ time (wall, and total CPU -- the latter is robust to other load on a shared
 machine) versus ``n log n``. Inputs are generated on demand from the client id so
 that they do not dominate memory; the decoded sum is checked exactly.
 
+Wire v3 (driven by ``run_round`` until the server is ``done``): every round
+includes the signed configuration, each client's policy checks and the
+commit-and-reveal graph seed. The ``seed_reveal`` stage and each client's
+check of the n reveals (it opens every commitment of the view, and the view
+broadcast carries the n advertised key records) are O(n) per client, so the
+clients' CPU grows as n^2 rather than n log n; ``stage_cpu_seconds`` shows
+where.
+
 Usage: python benchmarks/bench_secagg_scale.py [--ns 1000 2000 5000 10000] [--d 10000] [--workers 2] [--dropout 0.0]
 """
 

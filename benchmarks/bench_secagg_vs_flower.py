@@ -50,7 +50,7 @@ Flower's own ``random.shuffle``) until one completes: its CPU time gives
 ``ratio_*_over_completed_flower``, the cost of actually aggregating under
 that dropout. The summary has both.
 
-Usage: python benchmarks/bench_secagg_vs_flower.py [--n 100] [--d 100000] [--repeats 2]
+Usage: python benchmarks/bench_secagg_vs_flower.py [--n 100] [--d 100000] [--repeats 2] [--flower-attempts 30]
 """
 
 from __future__ import annotations
