@@ -282,12 +282,13 @@ class SecAggClient:
             raise self._reject(f"reveals for draw {msg.attempt} of {len(msg.reveals) // m.SEED_BYTES} clients; "
                                f"expected draw {attempt} of {view.size}")
         # Every reveal must open the commitment fixed before this client disclosed its own.
-        R, S = m.KEY_RECORD_BYTES, m.SEED_BYTES
+        R = m.KEY_RECORD_BYTES
         rows = np.searchsorted(self._view0, view)
-        for j, row in enumerate(rows.tolist()):
-            commit = self._records[row * R + 4 * m.KEY_BYTES - 32 : row * R + 4 * m.KEY_BYTES]
-            if not keys.reveal_matches(msg.reveals[j * S : (j + 1) * S], attempt, commit):
-                raise self._reject(f"the graph-seed reveal of client {int(view[j])} does not open its commitment")
+        table = np.frombuffer(self._records, dtype=np.uint8).reshape(-1, R)
+        commits = table[rows, 4 * m.KEY_BYTES - 32 : 4 * m.KEY_BYTES].tobytes()  # seed commitments, view order
+        bad = keys.reveals_mismatch(msg.reveals, attempt, commits)
+        if bad >= 0:
+            raise self._reject(f"the graph-seed reveal of client {int(view[bad])} does not open its commitment")
         seed = keys.graph_seed(self._cfg_hash, attempt, view, msg.reveals)
         ids = neighbours_of(cfg.graph, view, cfg.k, seed, self.id)
         if ids.size < cfg.t:
