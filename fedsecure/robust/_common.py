@@ -23,13 +23,17 @@ import numpy as np
 
 from .base import RobustConfigError, RobustRule, RuleResult
 
+#: below this many multiply-adds the Gram block is an einsum loop, not BLAS: on a loaded machine a
+#: multi-threaded BLAS call can take 0.3 s to start whatever its size (measured here, OpenBLAS 0.3.31)
+SMALL_PRODUCT = 10_000_000
+
 #: float64 bytes per block of columns in the chunked kernels (bounds the temporaries)
 CHUNK_BYTES = 8 << 20
 
 
-def column_blocks(n: int, d: int, itemsize: int = 8, chunk_bytes: int = CHUNK_BYTES) -> Iterator[slice]:
+def column_blocks(n: int, d: int, itemsize: int = 8, chunk_bytes: int | None = None) -> Iterator[slice]:
     """Slices of ``range(d)`` such that an ``n x block`` array of ``itemsize`` bytes stays near ``chunk_bytes``."""
-    step = max(1, chunk_bytes // (max(n, 1) * itemsize))
+    step = max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (max(n, 1) * itemsize))
     for start in range(0, d, step):
         yield slice(start, min(d, start + step))
 
@@ -49,7 +53,7 @@ def as_matrix(x: Any, name: str) -> np.ndarray:
 def finite_rows(x: np.ndarray) -> np.ndarray:
     """Boolean (n,): rows with no NaN or inf (checked block by block)."""
     ok = np.ones(x.shape[0], dtype=bool)
-    for blk in column_blocks(*x.shape, itemsize=1, chunk_bytes=CHUNK_BYTES):
+    for blk in column_blocks(*x.shape, itemsize=1):
         ok &= np.isfinite(x[:, blk]).all(axis=1)
     return ok
 
@@ -58,8 +62,8 @@ def row_norms(x: np.ndarray) -> np.ndarray:
     """L2 norm of each row, accumulated in float64."""
     acc = np.zeros(x.shape[0])
     for blk in column_blocks(*x.shape):
-        b = x[:, blk].astype(np.float64)
-        acc += np.einsum("ij,ij->i", b, b)
+        b = x[:, blk]
+        acc += np.einsum("ij,ij->i", b, b, dtype=np.float64)
     return np.sqrt(acc)
 
 
@@ -77,7 +81,7 @@ def row_dots(x: np.ndarray, p: np.ndarray) -> np.ndarray:
     acc = np.zeros(x.shape[0])
     p = np.asarray(p, dtype=np.float64)
     for blk in column_blocks(*x.shape):
-        acc += x[:, blk].astype(np.float64) @ p[blk]
+        acc += np.einsum("ij,j->i", x[:, blk], p[blk], dtype=np.float64)
     return acc
 
 
@@ -86,7 +90,7 @@ def weighted_row_sum(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     out = np.empty(x.shape[1])
     w = np.asarray(w, dtype=np.float64)
     for blk in column_blocks(*x.shape):
-        out[blk] = w @ x[:, blk].astype(np.float64)
+        out[blk] = np.einsum("i,ij->j", w, x[:, blk], dtype=np.float64)
     return out
 
 
@@ -97,17 +101,23 @@ def pairwise_sq_distances(x: np.ndarray) -> np.ndarray:
     block centred on its column mean first (distances do not change under a
     translation, and centring shrinks ``|a|^2`` towards the distances, which
     is what limits the cancellation of the identity). Negative round-off is
-    clamped to 0 and the diagonal is exactly 0.
+    clamped to 0, the matrix is made exactly symmetric and its diagonal
+    is exactly 0.
     """
     n = x.shape[0]
     gram = np.zeros((n, n))
     for blk in column_blocks(*x.shape):
         b = x[:, blk].astype(np.float64)
         b -= b.mean(axis=0)
-        gram += b @ b.T
+        if n * n * b.shape[1] <= SMALL_PRODUCT:
+            gram += np.einsum("ik,jk->ij", b, b)
+        else:
+            gram += b @ b.T
     sq = np.diag(gram).copy()
     dist = sq[:, None] + sq[None, :]
     dist -= 2.0 * gram
+    dist += dist.T  # exactly symmetric (a + b == b + a), so mutual nearest neighbours tie exactly
+    dist *= 0.5
     np.maximum(dist, 0.0, out=dist)
     np.fill_diagonal(dist, 0.0)
     return dist

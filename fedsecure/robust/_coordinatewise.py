@@ -41,7 +41,7 @@ def coordinate_median(x: np.ndarray) -> np.ndarray:
     out = np.empty(d)
     lo, hi = (n - 1) // 2, n // 2
     kth = [lo] if lo == hi else [lo, hi]
-    for blk in column_blocks(n, d, itemsize=x.itemsize):
+    for blk in column_blocks(n, d):
         p = np.partition(x[:, blk], kth, axis=0)
         out[blk] = (p[lo].astype(np.float64) + p[hi]) * 0.5
     return out
@@ -53,13 +53,13 @@ def coordinate_trimmed_mean(x: np.ndarray, trim: int) -> np.ndarray:
     if trim == 0:
         out = np.empty(d)
         for blk in column_blocks(n, d):
-            out[blk] = x[:, blk].astype(np.float64).mean(axis=0)
+            out[blk] = x[:, blk].mean(axis=0, dtype=np.float64)
         return out
     out = np.empty(d)
     kth = [trim, n - trim - 1]
-    for blk in column_blocks(n, d, itemsize=x.itemsize):
+    for blk in column_blocks(n, d):
         p = np.partition(x[:, blk], kth, axis=0)
-        out[blk] = p[trim:n - trim].astype(np.float64).mean(axis=0)
+        out[blk] = p[trim:n - trim].mean(axis=0, dtype=np.float64)
     return out
 
 

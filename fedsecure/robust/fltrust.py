@@ -11,7 +11,9 @@ with the norm of ``g0``. If every trust score is 0 the result is the zero
 update (``extra["all_untrusted"]``). A reference serves one round: ``combine``
 consumes it and refuses to run without one, so a stale direction is never
 reused. The paper claims robustness for any number of malicious clients
-(the root data set is the anchor), so ``min_clients`` is 1 whatever ``f``.
+(the root data set is the anchor), so the rule asks only for one update
+beyond the ``f`` Byzantine ones: ``min_clients = f + 1`` (and the largest
+``f`` it accepts at ``n`` is ``n - 1``).
 An update of norm 0 gets trust 0.
 """
 
@@ -35,7 +37,7 @@ class FLTrust(Rule):
         self.reference: np.ndarray | None = None
 
     def _min_clients(self, f: int) -> int:
-        return 1
+        return f + 1
 
     def set_reference(self, g0: np.ndarray) -> None:
         """The server's update from its root data set for this round (1-D, finite, non-zero)."""

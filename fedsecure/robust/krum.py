@@ -2,13 +2,14 @@
 
 Score of row ``i``: the sum of the squared distances to its ``k`` nearest
 other rows, ``k = n - f - 2`` in the paper; Krum returns the row of least
-score. The paper's guarantee needs ``n > 2f + 2``, so the rule refuses
+score (exact ties to the lexicographically smaller row). The paper's guarantee needs ``n > 2f + 2``, so the rule refuses
 ``n <= 2f + 2``.
 
 Pairwise distances come from one Gram matrix product (float64, see
 :func:`fedsecure.robust._common.pairwise_sq_distances`), the ``k`` nearest by
-``np.partition`` on each row: no Python loop over clients. Ties go to the
-lowest row index.
+``np.partition`` on each row: no Python loop over clients. Exact ties go to
+the lexicographically smaller row (by content, so the rule does not depend on
+the order of the clients; ByzFL and Flower take the lower index).
 
 ``neighbours`` overrides ``k`` as a function of the call: ``None`` is the
 paper's ``n - f - 2``; ByzFL's ``Krum(f)`` scores with ``n - f - 1``
@@ -18,6 +19,7 @@ Client weights are ignored (a Byzantine client could claim any weight).
 
 from __future__ import annotations
 
+from functools import cmp_to_key
 from typing import Any
 
 import numpy as np
@@ -57,9 +59,34 @@ def neighbour_count(neighbours: Any, n: int, f: int) -> int:
     return min(int(neighbours), n - 1)
 
 
-def stable_smallest(scores: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the ``m`` smallest scores, ties to the lowest index, in increasing score order."""
-    return np.argsort(scores, kind="stable")[:m]
+def smallest_scores(scores: np.ndarray, m: int, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the ``m`` smallest ``scores``; exact ties at the cut go to the lexicographically smaller row.
+
+    ``x[rows[i]]`` is the row scored ``scores[i]`` (``rows`` defaults to all
+    rows in order). Breaking ties by content, not by position, keeps the rule
+    invariant under a permutation of the clients; exact ties are the rule, not
+    the exception, with one neighbour (two mutual nearest neighbours score the
+    same, and the distance matrix is exactly symmetric).
+    """
+    order = np.argsort(scores, kind="stable")
+    if m >= scores.size:
+        return order
+    cut = scores[order[m - 1]]
+    tied = np.flatnonzero(scores == cut)
+    below = order[scores[order] < cut]
+    if below.size + tied.size <= m:  # the whole tie fits: nothing to break
+        return order[:m]
+    r = tied if rows is None else rows[tied]
+
+    def lexicographic(i: int, j: int) -> int:  # the first coordinate where rows r[i] and r[j] differ decides
+        diff = np.flatnonzero(x[r[i]] != x[r[j]])
+        if diff.size == 0:
+            return i - j  # identical rows: either gives the same aggregate
+        k = diff[0]
+        return -1 if x[r[i], k] < x[r[j], k] else 1
+
+    lex = sorted(range(tied.size), key=cmp_to_key(lexicographic))  # a handful of tied rows, O(d) per comparison
+    return np.concatenate([below, tied[lex][: m - below.size]])
 
 
 class Krum(Rule):
@@ -78,7 +105,7 @@ class Krum(Rule):
         n = x.shape[0]
         k = neighbour_count(self.neighbours, n, f)
         scores = krum_scores(pairwise_sq_distances(x), k)
-        best = int(stable_smallest(scores, 1)[0])
+        best = int(smallest_scores(scores, 1, x)[0])
         return RuleResult(x[best].astype(np.float64), selected=[best],
                           extra={"scores": scores.tolist(), "neighbours": k})
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._common import Rule, check_positive, pairwise_sq_distances, weighted_row_sum
 from .base import RuleResult
-from .krum import krum_scores, neighbour_count, resolve_neighbours, stable_smallest
+from .krum import krum_scores, neighbour_count, resolve_neighbours, smallest_scores
 
 
 class MultiKrum(Rule):
@@ -36,7 +36,7 @@ class MultiKrum(Rule):
         m = n - f if self.m is None else self.m
         k = neighbour_count(self.neighbours, n, f)
         scores = krum_scores(pairwise_sq_distances(x), k)
-        chosen = stable_smallest(scores, m)
+        chosen = smallest_scores(scores, m, x)
         w = np.zeros(n)
         w[chosen] = 1.0 / m
         return RuleResult(weighted_row_sum(x, w), selected=sorted(int(i) for i in chosen),

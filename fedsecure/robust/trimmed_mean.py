@@ -4,7 +4,8 @@ Per coordinate, remove the ``f`` largest and the ``f`` smallest values and
 average the ``n - 2f`` left (ByzFL's ``TrMean(f)``; Flower's
 ``aggregate_trimmed_avg`` with ``proportiontocut`` such that
 ``int(proportiontocut * n) == f``). ``trim`` overrides the number removed per
-side (default ``f``; it must be at least ``f`` to defend). Refuses
+side (default ``f``; it must be at least ``f`` to defend, and ``trim - f`` is
+kept as a margin when ``f`` is later set per round). Refuses
 ``n < 2f + 1``: something must be left after trimming. Each coordinate of the
 result lies within the range of the honest values there.
 
@@ -36,12 +37,14 @@ class TrimmedMean(Rule):
         self.trim = check_positive(self.name, "trim", trim, allow_none=True, integer=True, strict=False)
         if self.trim is not None and self.trim < self.f:
             raise RobustConfigError(f"{self.name}: trim={self.trim} removes fewer values per side than f={self.f}")
+        self.margin = 0 if self.trim is None else self.trim - self.f
         self.row_aware = bool(row_aware)
         self.min_touch = check_positive(self.name, "min_touch", min_touch, allow_none=True, integer=True)
 
     def _trim(self, f: int) -> int:
-        # with rows dropped as non-finite, f shrinks and so does the default trim
-        return f if self.trim is None else self.trim - (self.f - f)
+        # trim = f plus the configured margin (trim - f at construction); it follows f when the
+        # aggregator sets f per round, and shrinks with it when non-finite rows are dropped
+        return f + self.margin
 
     def _min_clients(self, f: int) -> int:
         return 2 * self._trim(f) + 1
@@ -58,4 +61,4 @@ class TrimmedMean(Rule):
         return RuleResult(agg, trimmed=2 * trim, extra=extra)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "trim": self.trim, "row_aware": self.row_aware, "min_touch": self.min_touch}
+        return {**super().describe(), "trim": self._trim(self.f), "row_aware": self.row_aware, "min_touch": self.min_touch}
