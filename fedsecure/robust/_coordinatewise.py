@@ -1,7 +1,8 @@
 """Coordinate-wise order statistics over column blocks, and their row-aware (sparse) form.
 
-Dense form: ``np.partition`` along axis 0, one block of columns at a time, so
-the temporaries are one block (a few MB), never the ``n x d`` matrix.
+Dense form: one block of columns at a time, transposed to contiguous lanes
+and sorted, so the temporaries are one block (a few MB), never the ``n x d``
+matrix.
 
 Row-aware form (for recommender updates, which are sparse: a client's
 item-embedding update is non-zero only on the rows of the items it saw). A
@@ -35,31 +36,34 @@ import numpy as np
 from ._common import column_blocks
 
 
+def _sorted_block(x: np.ndarray, blk: slice) -> np.ndarray:
+    """The block's columns as contiguous rows, each sorted (numpy's SIMD sort of contiguous lanes is several
+    times faster here than ``np.partition`` along axis 0, which has no SIMD select on AVX2)."""
+    b = np.ascontiguousarray(x[:, blk].T)
+    b.sort(axis=1)
+    return b
+
+
 def coordinate_median(x: np.ndarray) -> np.ndarray:
     """``np.median(x, axis=0)`` (mean of the two middle values when n is even), block by block."""
     n, d = x.shape
     out = np.empty(d)
     lo, hi = (n - 1) // 2, n // 2
-    kth = [lo] if lo == hi else [lo, hi]
     for blk in column_blocks(n, d):
-        p = np.partition(x[:, blk], kth, axis=0)
-        out[blk] = (p[lo].astype(np.float64) + p[hi]) * 0.5
+        b = _sorted_block(x, blk)
+        out[blk] = (b[:, lo].astype(np.float64) + b[:, hi]) * 0.5
     return out
 
 
 def coordinate_trimmed_mean(x: np.ndarray, trim: int) -> np.ndarray:
     """Per coordinate, the mean of the values left after removing the ``trim`` largest and ``trim`` smallest."""
     n, d = x.shape
-    if trim == 0:
-        out = np.empty(d)
-        for blk in column_blocks(n, d):
-            out[blk] = x[:, blk].mean(axis=0, dtype=np.float64)
-        return out
     out = np.empty(d)
-    kth = [trim, n - trim - 1]
     for blk in column_blocks(n, d):
-        p = np.partition(x[:, blk], kth, axis=0)
-        out[blk] = p[trim:n - trim].mean(axis=0, dtype=np.float64)
+        if trim == 0:
+            out[blk] = x[:, blk].mean(axis=0, dtype=np.float64)
+        else:
+            out[blk] = np.einsum("ij->i", _sorted_block(x, blk)[:, trim:n - trim], dtype=np.float64) / (n - 2 * trim)
     return out
 
 
@@ -68,19 +72,19 @@ def row_aware(x: np.ndarray, touched: np.ndarray | None, trim: int | None, min_t
 
     Per coordinate ``j`` over the ``k_j`` clients that touched it; 0 where
     ``k_j < min_touch``. Vectorised: untouched values become ``+inf``, each
-    block is sorted along axis 0, so the touched values are the first ``k_j``
-    of each column.
+    block is sorted per coordinate, so the touched values are the first
+    ``k_j`` of each coordinate's lane.
     """
     n, d = x.shape
     out = np.zeros(d)
     untouched = below = 0
-    rank = np.arange(n)[:, None]
+    rank = np.arange(n)[None, :]
     for blk in column_blocks(n, d):
-        vals = x[:, blk].astype(np.float64)
-        mask = (vals != 0.0) if touched is None else touched[:, blk]
-        k = mask.sum(axis=0)
+        vals = np.array(x[:, blk].T, dtype=np.float64, order="C")  # one row per coordinate
+        mask = (vals != 0.0) if touched is None else touched[:, blk].T
+        k = mask.sum(axis=1)
         vals[~mask] = np.inf
-        vals.sort(axis=0)
+        vals.sort(axis=1)
         ok = k >= max(min_touch, 1)
         untouched += int((k == 0).sum())
         below += int(((k > 0) & ~ok).sum())
@@ -88,12 +92,12 @@ def row_aware(x: np.ndarray, touched: np.ndarray | None, trim: int | None, min_t
             lo = np.maximum(k - 1, 0) // 2
             hi = k // 2
             hi = np.minimum(hi, n - 1)
-            med = (np.take_along_axis(vals, lo[None, :], 0)[0] + np.take_along_axis(vals, hi[None, :], 0)[0]) * 0.5
+            med = (np.take_along_axis(vals, lo[:, None], 1)[:, 0] + np.take_along_axis(vals, hi[:, None], 1)[:, 0]) * 0.5
             out[blk] = np.where(ok, med, 0.0)
         else:
             t = np.minimum(trim, np.maximum(k - 1, 0) // 2)
-            keep = (rank >= t) & (rank < k - t)
-            s = np.where(keep, vals, 0.0).sum(axis=0)
+            keep = (rank >= t[:, None]) & (rank < (k - t)[:, None])
+            s = np.where(keep, vals, 0.0).sum(axis=1)
             cnt = np.maximum(k - 2 * t, 1)
             out[blk] = np.where(ok, s / cnt, 0.0)
     return out, {"row_aware": True, "min_touch": min_touch, "coordinates_untouched": untouched,
