@@ -85,11 +85,12 @@ def byzantine_count(rule: RobustRule, byzantine: float | None, n: int) -> int:
         return int(byzantine) if byzantine >= 1 else int(math.floor(byzantine * n))
     saved, f = rule.f, 0
     try:
-        while True:
+        while f < n:  # fewer than n faults: a rule whose need does not grow with f still ends here
             rule.f = f + 1
             if rule.min_clients() > n:
                 return f
             f += 1
+        return f
     finally:
         rule.f = saved
 
