@@ -4,19 +4,23 @@ Baseline (NVIDIA FLARE's HE defaults): ``tenseal.context(CKKS, 8192,
 [60, 40, 40])``, scale 2^40, every client holding the secret key, one
 ``ckks_vector`` per flattened update (TenSEAL splits a long vector into
 ceil(d / 4096) ciphertexts itself), serialized with ``serialize()``; the
-server deserializes and adds. fedsecure (wire v2): ``KeyHolder`` /
+server deserializes and adds. fedsecure (wire v3): ``KeyHolder`` /
 ``ClientEncryptor`` / ``StreamingAggregator`` at the default 128-bit
-parameters, with everything v2 does per round: each client masks its
-ciphertexts with its AES-CTR mask and signs the contribution (Ed25519), the
-aggregator verifies every signature, the key holder verifies the evidence,
+parameters, with everything v3 does per round: each client masks its c0
+polynomials with its AES-CTR mask and signs both parts (Ed25519), sends the
+masked c0 part to the aggregator and the c1 part (key share) to the key
+holder; the aggregator verifies every signature and sums the c0 parts, the
+key holder verifies and sums the key shares, verifies the evidence,
 recomputes and removes the n masks, checks the range and adds flooding noise.
+Bytes per value count both parts (what a client uploads); the key holder's
+key-share time counts as decryption time, not aggregation time.
 
 Measured for n clients and each d: bytes per value on the wire, client
 encrypt+serialize seconds (mean per client), aggregator deserialize+sum
 seconds (all clients), decrypt seconds, end-to-end (n clients + aggregator +
 decrypt), max error against the float64 numpy sum on inputs uniform in
 [-1, 1]. Aggregator peak memory: a child process that only aggregates reads
-the contributions one by one from a pipe; we report its peak RSS
+the c0 parts (fedsecure) or contributions (baseline) one by one from a pipe; we report its peak RSS
 (``VmHWM``) and the growth over its RSS before the first contribution
 (SEAL allocates outside Python, so tracemalloc would not see it).
 
@@ -102,6 +106,7 @@ class Fedsecure:
         self.encryptors: dict[int, ClientEncryptor] = {}
         self.round_id = os.urandom(16)
         self._agg = None
+        self.key_share_s = 0.0  # the key holder's share of add(): summing the c1 parts
 
     def ciphertexts(self, d: int) -> int:
         return -(-d // self.holder.params.values_per_ciphertext)
@@ -116,16 +121,20 @@ class Fedsecure:
     def new_round(self) -> None:
         self.round_id = os.urandom(16)
 
-    def encrypt(self, x: np.ndarray, client_id: int) -> bytes:
-        return self._encryptor(client_id).encrypt(x, round_id=self.round_id)
+    def encrypt(self, x: np.ndarray, client_id: int):
+        return self._encryptor(client_id).encrypt(x, round_id=self.round_id)  # a Contribution: two parts
 
     def start(self, length: int) -> None:
+        self.key_share_s = 0.0
         self._agg = StreamingAggregator(
             self.aggregator_context, length, round_id=self.round_id, clients=self.holder.registrations
         )
 
-    def add(self, blob: bytes, client_id: int) -> None:
-        self._agg.add(blob, sender=client_id)
+    def add(self, blob, client_id: int) -> None:
+        t0 = time.perf_counter()
+        self.holder.receive(blob.key_holder, sender=client_id)
+        self.key_share_s += time.perf_counter() - t0
+        self._agg.add(blob.aggregator, sender=client_id)
 
     def aggregate(self) -> bytes:
         return self._agg.aggregate()
@@ -139,7 +148,7 @@ def run_size(d: int, n: int, rng: np.random.Generator) -> dict:
     xs = rng.uniform(-1.0, 1.0, (n, d))
     expected = xs.sum(axis=0)
     impls = (FlareBaseline(), Fedsecure())
-    t = {impl.name: {"enc": 0.0, "agg": 0.0, "dec": 0.0, "bytes": 0} for impl in impls}
+    t = {impl.name: {"enc": 0.0, "agg": 0.0, "dec": 0.0, "bytes": 0, "agg_bytes": 0} for impl in impls}
     for i in range(n):  # client key set-up (X25519/Ed25519 generation, registration) happens once, not per round
         impls[1]._encryptor(i)
     for impl in impls:
@@ -154,7 +163,12 @@ def run_size(d: int, n: int, rng: np.random.Generator) -> dict:
             rec = t[impl.name]
             rec["enc"] += t1 - t0
             rec["agg"] += t2 - t1
-            rec["bytes"] += len(blob)
+            if isinstance(blob, bytes):
+                rec["bytes"] += len(blob)
+                rec["agg_bytes"] += len(blob)
+            else:  # fedsecure: c0 part to the aggregator, c1 part to the key holder
+                rec["bytes"] += len(blob.aggregator) + len(blob.key_holder)
+                rec["agg_bytes"] += len(blob.aggregator)
             del blob
     out = {"d": d, "n": n}
     for impl in impls:
@@ -166,8 +180,12 @@ def run_size(d: int, n: int, rng: np.random.Generator) -> dict:
         t2 = time.perf_counter()
         rec["agg"] += t1 - t0
         rec["dec"] = t2 - t1
+        if impl.name == "fedsecure":  # the key holder summed the c1 parts: its time, not the aggregator's
+            rec["agg"] -= impl.key_share_s
+            rec["dec"] += impl.key_share_s
         res = {
             "bytes_per_value": rec["bytes"] / (n * d),
+            "aggregator_download_bytes_per_value": rec["agg_bytes"] / (n * d),
             "float32_ratio": rec["bytes"] / (n * d * 4),
             "ciphertexts_per_client": impl.ciphertexts(d),
             "client_encrypt_serialize_s": rec["enc"] / n,
@@ -256,8 +274,8 @@ def aggregator_memory(kind: str, n: int, length: int, impl, tmpdir: Path) -> dic
     rng = np.random.default_rng(n)
     reused = None
     for i in range(n):
-        if kind == "fedsecure":
-            blob = impl.encrypt(rng.uniform(-1, 1, length), i)
+        if kind == "fedsecure":  # the aggregator gets the c0 part; the c1 part would go to the key holder
+            blob = impl.encrypt(rng.uniform(-1, 1, length), i).aggregator
         else:  # the baseline has no replay check: one ciphertext sent n times costs the aggregator the same
             reused = reused or impl.encrypt(rng.uniform(-1, 1, length), i)
             blob = reused
@@ -301,7 +319,8 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": {"tenseal": ts.__version__, "numpy": np.__version__},
         "baseline": "FLARE-style: tenseal.context(CKKS, 8192, [60,40,40]), scale 2^40, one ckks_vector per update",
-        "fedsecure_protocol": "wire v2: per-round masks, Ed25519-signed contributions, key-holder evidence check, "
+        "fedsecure_protocol": "wire v3: per-round masks, Ed25519-signed contributions split into a c0 part "
+        "(aggregator) and a c1 key share (key holder, which sums C1 itself), key-holder evidence check, "
         "mask removal, range check, flooding noise (std 2^-24 per value)",
         "fedsecure_params": Fedsecure().holder.params.describe(),
         "sizes": sizes,

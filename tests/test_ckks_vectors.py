@@ -1,4 +1,4 @@
-"""The suite checks ``protocols/vectors/ckks_v2.json``: parameter sets, wire layout, key agreement, masks,
+"""The suite checks ``protocols/vectors/ckks_v3.json``: parameter sets, wire layout, key agreement, masks,
 signatures, and a decrypted round."""
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from fedsecure.ckks import (
 )
 from fedsecure.ckks.context import build_seal_context, context_id
 from fedsecure.ckks.keys import contribution_message, mask, mask_seed
-from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, chunks_digest
+from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, KeyShareBlob, chunks_digest
 
-VECTORS = json.loads((Path(__file__).parents[1] / "protocols" / "vectors" / "ckks_v2.json").read_text())
+VECTORS = json.loads((Path(__file__).parents[1] / "protocols" / "vectors" / "ckks_v3.json").read_text())
 EXAMPLE = VECTORS["example"]
 ROUND = bytes.fromhex(EXAMPLE["round_id"])
 
@@ -51,11 +51,13 @@ def _holder(**kw) -> KeyHolder:
     )
 
 
-def _aggregator(clients) -> StreamingAggregator:
+def _aggregator(clients, holder: KeyHolder) -> StreamingAggregator:
+    """The round's c0 parts summed by an aggregator; the c1 key shares go to ``holder``."""
     regs = [_identity(c).registration for c in EXAMPLE["clients"]]
     agg = StreamingAggregator(_b(EXAMPLE["aggregator_context"]), EXAMPLE["length"], round_id=ROUND, clients=regs)
     for c in clients:
-        agg.add(_b(c["blob"]), sender=c["client_id"])
+        holder.receive(_b(c["key_share"]), sender=c["client_id"])
+        agg.add(_b(c["contribution"]), sender=c["client_id"])
     return agg
 
 
@@ -75,9 +77,9 @@ def test_parameter_sets(vec):
 
 def test_public_context_layout():
     raw = _b(EXAMPLE["public_context"])
-    assert VECTORS["wire_version"] == VERSION == 2
+    assert VECTORS["wire_version"] == VERSION == 3
     magic, version, kind, sec, n, scale_bits, nprimes = struct.unpack(">4sBBHIBB", raw[:14])
-    assert (magic, version, kind) == (b"FSCK", 2, 1)
+    assert (magic, version, kind) == (b"FSCK", 3, 1)
     assert (sec, n, scale_bits, nprimes, raw[14]) == (192, 4096, 40, 1, 60)
     blob = ContextBlob.from_bytes(raw, public=True)
     assert raw[-64:-32] == blob.exchange_public == bytes.fromhex(EXAMPLE["key_holder_exchange_public"])
@@ -109,26 +111,35 @@ def test_key_agreement_masks_and_signatures_are_deterministic(c):
     m = mask(seed, 1, 4096, moduli)
     assert [int(v) for v in m[0, 0, :8]] == c["mask_first_words"]
     assert hashlib.sha256(m.astype("<u8").tobytes()).hexdigest() == c["mask_sha256"]
-    parsed = ContributionBlob.from_bytes(_b(c["blob"]), sender=c["client_id"])
-    assert chunks_digest(parsed.chunks).hex() == c["chunks_digest"]
-    msg = contribution_message(cid, ROUND, c["client_id"], len(c["input"]), chunks_digest(parsed.chunks))
+    parsed = ContributionBlob.from_bytes(_b(c["contribution"]), sender=c["client_id"])
+    share = KeyShareBlob.from_bytes(_b(c["key_share"]), sender=c["client_id"])
+    assert _b(c["contribution"])[4:6] == bytes([3, 3]) and _b(c["key_share"])[4:6] == bytes([3, 5])
+    d0, d1 = chunks_digest(parsed.chunks), chunks_digest(share.chunks)
+    assert (d0.hex(), d1.hex()) == (c["c0_digest"], c["c1_digest"])
+    assert parsed.peer_digest == d1 and share.peer_digest == d0
+    msg = contribution_message(cid, ROUND, c["client_id"], len(c["input"]), d0, d1)
     assert msg.hex() == c["signed_message"]
-    assert ident.sign(msg) == parsed.signature == bytes.fromhex(c["signature"])
+    assert ident.sign(msg) == parsed.signature == share.signature == bytes.fromhex(c["signature"])
 
 
 def test_contributions_sum_and_decrypt_to_the_recorded_result():
     holder = _holder(min_contributions=EXAMPLE["min_contributions"])
-    out = holder.decrypt(_aggregator(EXAMPLE["clients"]).aggregate())
+    out = holder.decrypt(_aggregator(EXAMPLE["clients"], holder).aggregate())
     expected = sum(np.array(c["input"]) * c["weight"] for c in EXAMPLE["clients"])
     np.testing.assert_allclose(expected, EXAMPLE["expected_sum"], rtol=0, atol=1e-15)
     assert np.max(np.abs(out - expected)) <= EXAMPLE["error_bound"]
     assert holder.flood_std == EXAMPLE["flood_std"]
     assert holder.error_bound(2, EXAMPLE["length"]) == pytest.approx(EXAMPLE["error_bound"], rel=1e-9)
     with pytest.raises(RoundReusedError):
-        holder.decrypt(_aggregator(EXAMPLE["clients"]).aggregate())
+        holder.decrypt(_replay_aggregate())
 
 
 def test_recorded_minimum_is_enforced():
     holder = _holder(min_contributions=2)
     with pytest.raises(TooFewContributionsError):
-        holder.decrypt(_aggregator(EXAMPLE["clients"][:1]).aggregate())
+        holder.decrypt(_aggregator(EXAMPLE["clients"][:1], holder).aggregate())
+
+
+def _replay_aggregate() -> bytes:
+    """The round's aggregate built again (its key shares go to a throwaway key holder)."""
+    return _aggregator(EXAMPLE["clients"], _holder()).aggregate()

@@ -126,3 +126,19 @@ def sub_mod(a: np.ndarray, b: np.ndarray, moduli: np.ndarray) -> np.ndarray:
     q = moduli.reshape((1,) * (a.ndim - 2) + (-1, 1))
     s = np.subtract(a, b)
     return np.minimum(s, s + q, out=s)
+
+
+def poly_bytes(poly: np.ndarray) -> bytes:
+    """One polynomial ``[k, n]`` (residues below each prime, NTT form) as ``k * n`` little-endian u64 words."""
+    return np.ascontiguousarray(poly, dtype="<u8").tobytes()
+
+
+def read_poly(data: bytes | memoryview, n: int, moduli: np.ndarray) -> np.ndarray:
+    """The ``[k, n]`` residues of a polynomial written by :func:`poly_bytes`; refuses a wrong size or a residue >= q."""
+    k = moduli.size
+    if len(data) != 8 * k * n:
+        raise CKKSError(f"polynomial has {len(data)} bytes (expected {8 * k * n} for {k} x {n} residues)")
+    poly = np.frombuffer(data, dtype="<u8").reshape(k, n).astype(np.uint64)
+    if (poly >= moduli.reshape(-1, 1)).any():
+        raise CKKSError("polynomial has a residue not below its prime")
+    return poly

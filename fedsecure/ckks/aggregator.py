@@ -1,16 +1,20 @@
-"""The aggregator: checks and adds the contributions of one round as they arrive.
+"""The aggregator: checks and adds the ``c0`` parts of one round's contributions as they arrive.
 
-Memory is the running sum (one ciphertext per chunk) plus the contribution
-being checked, whatever the number of clients. A contribution enters only
-after every check has passed (including its sender's Ed25519 signature), so
-a bad one leaves the sum as it was and the round goes on without it.
+It never sees a ``c1`` polynomial: those go from each client to the key
+holder, which sums them itself (wire v3). Memory is the running sum (one
+polynomial per chunk) plus the contribution being checked, whatever the
+number of clients. A contribution enters only after every check has passed
+(including its sender's Ed25519 signature over the digests of both parts),
+so a bad one leaves the sum as it was and the round goes on without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fedsecure.ckks import _sealio
+import numpy as np
+
+from fedsecure.ckks import _sealraw
 from fedsecure.ckks.context import SealRole
 from fedsecure.ckks.errors import CKKSError, ContributionError
 from fedsecure.ckks.keys import ClientRegistration, contribution_message, verify
@@ -40,7 +44,7 @@ class StreamingAggregator:
         if self.chunks == 0:
             raise CKKSError(f"vector length must be >= 1, got {length}")
         self._keys = {r.client_id: r.signing_public for r in clients}
-        self._sum: list | None = None
+        self._sum: np.ndarray | None = None
         self._evidence: list[Evidence] = []
 
     @property
@@ -73,25 +77,25 @@ class StreamingAggregator:
         if len(blob.chunks) != self.chunks:
             raise ContributionError(sender, f"wrong number of chunks {len(blob.chunks)} (expected {self.chunks})")
         digest = chunks_digest(blob.chunks)
-        msg = contribution_message(self.context_id, self.round_id, sender, self.length, digest)
+        msg = contribution_message(self.context_id, self.round_id, sender, self.length, digest, blob.peer_digest)
         if not verify(key, blob.signature, msg):
             raise ContributionError(sender, "signature does not verify (forged or altered contribution)")
-        cts = []
+        N, moduli = self.params.poly_modulus_degree, self._role.moduli
+        polys = np.empty((self.chunks, moduli.size, N), dtype=np.uint64)
         for i, data in enumerate(blob.chunks):
             try:
-                cts.append(self._role.load_ciphertext(data))
+                polys[i] = _sealraw.read_poly(data, N, moduli)
             except CKKSError as e:
                 raise ContributionError(sender, f"chunk {i}: {e}") from None
         if self._sum is None:
-            self._sum = cts
+            self._sum = polys
         else:
-            for acc, ct in zip(self._sum, cts):
-                self._role.evaluator.add_inplace(acc, ct)
+            _sealraw.add_mod(self._sum, polys, moduli, out=self._sum)
         self._evidence.append(Evidence(int(sender), digest, blob.signature))
 
     def aggregate(self) -> bytes:
-        """The sum so far and each contributor's evidence, for the key holder."""
+        """The ``c0`` sum so far and each contributor's evidence, for the key holder."""
         if self._sum is None:
             raise CKKSError("aggregate: no contribution has been added")
-        chunks = tuple(_sealio.save(ct) for ct in self._sum)
+        chunks = tuple(_sealraw.poly_bytes(p) for p in self._sum)
         return AggregateBlob(self.context_id, self.round_id, self.length, tuple(self._evidence), chunks).to_bytes()

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fedsecure.ckks.errors import CKKSError
 
 MASK_LABEL = b"fedsecure/ckks/v2 mask"
-SIGN_LABEL = b"fedsecure/ckks/v2 contribution"
+SIGN_LABEL = b"fedsecure/ckks/v3 contribution"
 KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -132,9 +132,12 @@ def mask(seed: bytes, chunks: int, n: int, moduli: np.ndarray) -> np.ndarray:
     return out
 
 
-def contribution_message(context_id: bytes, round_id: bytes, client_id: int, length: int, chunks_digest: bytes) -> bytes:
-    """What a client signs: label, deployment, round, its id, the vector length and the chunks' SHA-256."""
-    return SIGN_LABEL + context_id + round_id + struct.pack(">qQ", client_id, length) + chunks_digest
+def contribution_message(
+    context_id: bytes, round_id: bytes, client_id: int, length: int, c0_digest: bytes, c1_digest: bytes
+) -> bytes:
+    """What a client signs: label, deployment, round, its id, the vector length, and the SHA-256 of both parts
+    (the masked ``c0`` polynomials the aggregator adds, the ``c1`` polynomials only the key holder receives)."""
+    return SIGN_LABEL + context_id + round_id + struct.pack(">qQ", client_id, length) + c0_digest + c1_digest
 
 
 def verify(signing_public: bytes, signature: bytes, message: bytes) -> bool:

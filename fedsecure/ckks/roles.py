@@ -2,17 +2,20 @@
 
 * :class:`KeyHolder` -- the decryptor. Creates the CKKS keys and an X25519
   key pair, pins the registered clients' public keys, hands out two
-  contexts, and decrypts at most one aggregate per round id, only with
-  verified evidence from at least ``min_contributions`` registered clients,
-  removing their masks, and releasing the sum with flooding noise. It must
-  not be the aggregator.
+  contexts, receives each client's signed ``c1`` part (key share) and sums
+  it per round id itself, and decrypts at most one aggregate per round id,
+  only with verified evidence from at least ``min_contributions`` registered
+  clients that are exactly the clients whose key shares it summed, removing
+  their masks, and releasing the sum with flooding noise. It must not be
+  the aggregator.
 * :class:`ClientEncryptor` -- built from the *public context* (parameters +
   public key + the key holder's X25519 key) and the client's
   :class:`~fedsecure.ckks.keys.ClientIdentity`: it encrypts, masks and signs
-  one contribution per round id; it cannot decrypt.
+  one contribution per round id, split into a ``c0`` part for the aggregator
+  and a ``c1`` part for the key holder; it cannot decrypt.
 * :class:`fedsecure.ckks.aggregator.StreamingAggregator` -- built from the
   *aggregator context* (parameters only) and the clients' signing keys: it
-  checks and adds contributions, nothing else.
+  checks and adds ``c0`` parts, nothing else; it never holds a ``c1``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fedsecure.ckks.context import SealRole, build_seal_context, context_id
 from fedsecure.ckks.errors import (
     AggregateMismatchError,
     CKKSError,
+    ContributionError,
     EvidenceError,
     RoundReusedError,
     TooFewContributionsError,
@@ -54,7 +58,15 @@ from fedsecure.ckks.params import (
     error_bound,
     summation_params,
 )
-from fedsecure.ckks.wire import ROUND_ID_SIZE, AggregateBlob, ContextBlob, ContributionBlob, chunks_digest
+from fedsecure.ckks.wire import (
+    ROUND_ID_SIZE,
+    AggregateBlob,
+    ContextBlob,
+    Contribution,
+    ContributionBlob,
+    KeyShareBlob,
+    chunks_digest,
+)
 
 
 _RAWPUB = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -66,14 +78,29 @@ def _check_round_id(round_id: object) -> bytes:
     return bytes(round_id)
 
 
+class _OpenRound:
+    """A round's key shares so far: the running ``c1`` sum and, per client, the two digests it signed."""
+
+    def __init__(self, length: int, chunks: int, k: int, n: int) -> None:
+        self.length = length
+        self.c1 = np.zeros((chunks, k, n), dtype=np.uint64)
+        self.parts: dict[int, tuple[bytes, bytes]] = {}  # client id -> (c0 digest, c1 digest)
+
+
 class KeyHolder:
     """Owns the secret key; the only party that can decrypt, and it decides what it decrypts.
 
     Policy, enforced here whatever the aggregator says:
 
+    * the ``c1`` half of the ciphertext is the sum, computed here, of the key
+      shares received from the clients themselves (:meth:`receive`), each
+      signed; the aggregator supplies only the ``c0`` sum, so it cannot put a
+      chosen multiple of the secret key into a release;
     * one decryption per round id (a second request raises :class:`RoundReusedError`);
-    * every listed contributor is a registered client whose Ed25519 signature
-      on ``(context, round, id, length, digest)`` verifies, else :class:`EvidenceError`;
+    * the listed contributors are exactly the clients whose key shares were
+      received for the round, and each one's evidence (the ``c0`` digest and
+      its Ed25519 signature on ``(context, round, id, length, c0 digest, c1
+      digest)``) verifies, else :class:`EvidenceError`;
     * at least ``min_contributions`` such contributors, else :class:`TooFewContributionsError`;
     * the masks of exactly the listed clients are removed: anything but each
       listed client's own round contribution, once, leaves a uniform residue
@@ -136,6 +163,13 @@ class KeyHolder:
         self._clients: dict[int, ClientRegistration] = {}
         self._secrets: dict[int, bytes] = {}
         self._used_rounds: set[bytes] = set()
+        self._rounds: dict[bytes, _OpenRound] = {}
+        encryptor = sa.Encryptor(self._role.seal, _sealio.load(sa.PublicKey(), blob.public_key, self._role.seal))
+        zero, ct = sa.Plaintext(), sa.Ciphertext(self._role.seal)
+        self._encoder.encode(0.0, self.params.scale, zero)
+        encryptor.encrypt(zero, ct)
+        N, k = self.params.poly_modulus_degree, self._role.moduli.size
+        self._ct_template = _sealraw.read_ciphertext(_sealio.save(ct), N, k)[:2]  # SEAL version, metadata
         for reg in clients:
             self.register(reg)
         self.slot_noise_std = self._slot_noise_std()
@@ -250,6 +284,83 @@ class KeyHolder:
         b = self._public
         return ContextBlob(b.params, b.context_id, b.seal_parameters, None).to_bytes()
 
+    # ------------------------------------------------------------------ key shares
+
+    def _key_share(self, key_share: bytes, sender: int) -> tuple[KeyShareBlob, bytes]:
+        if isinstance(sender, bool) or not isinstance(sender, int):
+            raise ContributionError(sender, f"sender must be an integer client id, got {type(sender).__name__}")
+        blob = KeyShareBlob.from_bytes(key_share, sender=sender)
+        if blob.context_id != self.context_id:
+            raise ContributionError(sender, "key share: encrypted under another context (context id mismatch)")
+        if blob.client_id != sender:
+            raise ContributionError(sender, f"key share claims to come from client {blob.client_id}")
+        return blob, chunks_digest(blob.chunks)
+
+    def _share_polys(self, blob: KeyShareBlob, sender: int, chunks: int) -> np.ndarray:
+        N, moduli = self.params.poly_modulus_degree, self._role.moduli
+        polys = np.empty((chunks, moduli.size, N), dtype=np.uint64)
+        for i, data in enumerate(blob.chunks):
+            try:
+                polys[i] = _sealraw.read_poly(data, N, moduli)
+            except CKKSError as e:
+                raise ContributionError(sender, f"key share chunk {i}: {e}") from None
+        return polys
+
+    def receive(self, key_share: bytes, *, sender: int) -> None:
+        """Add ``sender``'s ``c1`` part to its round's sum, or raise :class:`ContributionError` and change nothing.
+
+        Memory per open round: one polynomial per chunk plus 64 bytes per
+        client, whatever the number of clients.
+        """
+        blob, c1_digest = self._key_share(key_share, sender)
+        round_id = blob.round_id
+        if round_id in self._used_rounds:
+            raise ContributionError(sender, f"key share for round {round_id.hex()}, which was already decrypted")
+        reg = self._clients.get(sender)
+        if reg is None:
+            raise ContributionError(sender, "unknown client (not registered with the key holder)")
+        state = self._rounds.get(round_id)
+        if state is not None and sender in state.parts:
+            raise ContributionError(sender, "already sent a key share for this round")
+        if blob.length < 1:
+            raise ContributionError(sender, "key share: length must be >= 1")
+        if state is not None and blob.length != state.length:
+            raise ContributionError(sender, f"key share: wrong length {blob.length} (this round has {state.length})")
+        want = chunk_count(blob.length, self.params.values_per_ciphertext)
+        if len(blob.chunks) != want:
+            raise ContributionError(sender, f"key share: {len(blob.chunks)} chunks for length {blob.length} (expected {want})")
+        msg = contribution_message(self.context_id, round_id, sender, blob.length, blob.peer_digest, c1_digest)
+        if not verify(reg.signing_public, blob.signature, msg):
+            raise ContributionError(sender, "key share: signature does not verify (forged or altered)")
+        polys = self._share_polys(blob, sender, want)
+        if state is None:
+            state = self._rounds[round_id] = _OpenRound(blob.length, want, *polys.shape[1:])
+        _sealraw.add_mod(state.c1, polys, self._role.moduli, out=state.c1)
+        state.parts[sender] = (blob.peer_digest, c1_digest)
+
+    def withdraw(self, key_share: bytes, *, sender: int) -> None:
+        """Take back a key share received earlier (its contribution never reached the aggregate); the same bytes."""
+        blob, c1_digest = self._key_share(key_share, sender)
+        state = self._rounds.get(blob.round_id)
+        if state is None or state.parts.get(sender, (None, None))[1] != c1_digest:
+            raise ContributionError(sender, "withdraw: the key holder holds no such key share for this round")
+        polys = self._share_polys(blob, sender, state.c1.shape[0])
+        state.c1 = _sealraw.sub_mod(state.c1, polys, self._role.moduli)
+        del state.parts[sender]
+        if not state.parts:
+            del self._rounds[blob.round_id]
+
+    def abandon(self, round_id: bytes) -> None:
+        """Spend a round id without decrypting: its key shares are dropped and nothing of it will be decrypted."""
+        round_id = _check_round_id(round_id)
+        self._rounds.pop(round_id, None)
+        self._used_rounds.add(round_id)
+
+    def pending(self, round_id: bytes) -> tuple[int, ...]:
+        """The clients whose key shares the key holder holds for an undecrypted round."""
+        state = self._rounds.get(_check_round_id(round_id))
+        return tuple(state.parts) if state else ()
+
     # ------------------------------------------------------------------ decryption
 
     def decrypt(self, aggregate: bytes) -> np.ndarray:
@@ -265,34 +376,54 @@ class KeyHolder:
         want = chunk_count(blob.length, n_values)
         if len(blob.chunks) != want:
             raise CKKSError(f"aggregate: {len(blob.chunks)} chunks for length {blob.length} (expected {want})")
+        state = self._rounds.get(blob.round_id)
+        if state is None:
+            raise EvidenceError(f"aggregate: the key holder received no key share for round {blob.round_id.hex()}")
+        if blob.length != state.length:
+            raise CKKSError(f"aggregate: length {blob.length}, the round's key shares have {state.length}")
         for ev in blob.evidence:
             reg = self._clients.get(ev.client_id)
             if reg is None:
                 raise EvidenceError(f"aggregate: client {ev.client_id} is not registered with the key holder")
-            msg = contribution_message(self.context_id, blob.round_id, ev.client_id, blob.length, ev.chunks_digest)
+            part = state.parts.get(ev.client_id)
+            if part is None:
+                raise EvidenceError(f"aggregate: client {ev.client_id} sent the key holder no key share for this round")
+            if ev.chunks_digest != part[0]:
+                raise EvidenceError(f"aggregate: client {ev.client_id}'s c0 digest is not the one it signed")
+            msg = contribution_message(self.context_id, blob.round_id, ev.client_id, blob.length, *part)
             if not verify(reg.signing_public, ev.signature, msg):
                 raise EvidenceError(f"aggregate: client {ev.client_id}'s signature does not verify for this round")
+        missing = sorted(set(state.parts) - set(blob.contributors))
+        if missing:
+            raise EvidenceError(
+                f"aggregate: the key holder holds key shares of clients {missing} that the aggregate does not list "
+                "(withdraw them, or list their contributions)"
+            )
         n = len(blob.evidence)
         if n < self.min_contributions:
             raise TooFewContributionsError(
                 f"aggregate holds {n} verified contributions, the key holder's minimum is {self.min_contributions}"
             )
+        N, moduli = self.params.poly_modulus_degree, self._role.moduli
+        c0 = np.empty((want, moduli.size, N), dtype=np.uint64)
+        for i, data in enumerate(blob.chunks):
+            try:
+                c0[i] = _sealraw.read_poly(data, N, moduli)
+            except CKKSError as e:
+                raise CKKSError(f"aggregate chunk {i}: {e}") from None
         # From here on the round is spent, whatever happens: nothing below may be retried.
         self._used_rounds.add(blob.round_id)
-        N, moduli = self.params.poly_modulus_degree, self._role.moduli
+        del self._rounds[blob.round_id]
         total = np.zeros((want, moduli.size, N), dtype=np.uint64)
         for ev in blob.evidence:
             seed = mask_seed(self._secrets[ev.client_id], self.context_id, blob.round_id, ev.client_id)
             _sealraw.add_mod(total, mask(seed, want, N, moduli), moduli, out=total)
         slots = np.empty((want, N // 2), dtype=np.complex128)
         plain = sa.Plaintext()
-        for i, data in enumerate(blob.chunks):
-            try:
-                version, prefix, res = _sealraw.read_ciphertext(data, N, moduli.size)
-                c0 = _sealraw.sub_mod(res[0], total[i], moduli)
-                ct = self._role.load_ciphertext(_sealraw.write_ciphertext(version, prefix, c0, res[1]))
-            except CKKSError as e:
-                raise CKKSError(f"aggregate chunk {i}: {e}") from None
+        version, prefix = self._ct_template
+        for i in range(want):
+            unmasked = _sealraw.sub_mod(c0[i], total[i], moduli)
+            ct = self._role.load_ciphertext(_sealraw.write_ciphertext(version, prefix, unmasked, state.c1[i]))
             self._decryptor.decrypt(ct, plain)
             slots[i] = self._encoder.decode_complex(plain)
         out = unpack(slots, blob.length)
@@ -332,8 +463,12 @@ class ClientEncryptor:
         self._encoder = sa.CKKSEncoder(self._role.seal)
         self._used_rounds: set[bytes] = set()
 
-    def encrypt(self, x: np.ndarray, *, round_id: bytes, weight: float = 1.0) -> bytes:
-        """Contribution bytes for ``weight * x`` in round ``round_id`` (one per round: the mask is a one-time pad)."""
+    def encrypt(self, x: np.ndarray, *, round_id: bytes, weight: float = 1.0) -> Contribution:
+        """The two parts for ``weight * x`` in round ``round_id`` (one per round: the mask is a one-time pad).
+
+        ``.aggregator``: the masked ``c0`` polynomials, for the aggregator;
+        ``.key_holder``: the ``c1`` polynomials, for the key holder only.
+        """
         cid = self.client_id
         round_id = _check_round_id(round_id)
         if round_id in self._used_rounds:
@@ -354,16 +489,20 @@ class ClientEncryptor:
         N, moduli = self.params.poly_modulus_degree, self._role.moduli
         rows = pack(x, self.params.values_per_ciphertext)
         masks = mask(mask_seed(self._secret, self.context_id, round_id, cid), rows.shape[0], N, moduli)
-        chunks = []
+        c0s, c1s = [], []
         plain = sa.Plaintext()
         ct = sa.Ciphertext(self._role.seal)
         for i, row in enumerate(rows):
             self._encoder.encode(row, self.params.scale, plain)
             self._encryptor.encrypt(plain, ct)
-            version, prefix, res = _sealraw.read_ciphertext(_sealio.save(ct), N, moduli.size)
-            c0 = _sealraw.add_mod(res[0], masks[i], moduli)
-            chunks.append(_sealraw.write_ciphertext(version, prefix, c0, res[1]))
-        chunks_t = tuple(chunks)
-        sig = self.identity.sign(contribution_message(self.context_id, round_id, cid, x.size, chunks_digest(chunks_t)))
-        return ContributionBlob(self.context_id, round_id, cid, x.size, chunks_t, sig).to_bytes()
+            _, _, res = _sealraw.read_ciphertext(_sealio.save(ct), N, moduli.size)
+            c0s.append(_sealraw.poly_bytes(_sealraw.add_mod(res[0], masks[i], moduli)))
+            c1s.append(_sealraw.poly_bytes(res[1]))
+        c0t, c1t = tuple(c0s), tuple(c1s)
+        d0, d1 = chunks_digest(c0t), chunks_digest(c1t)
+        sig = self.identity.sign(contribution_message(self.context_id, round_id, cid, x.size, d0, d1))
+        return Contribution(
+            ContributionBlob(self.context_id, round_id, cid, x.size, d1, c0t, sig).to_bytes(),
+            KeyShareBlob(self.context_id, round_id, cid, x.size, d0, c1t, sig).to_bytes(),
+        )
 

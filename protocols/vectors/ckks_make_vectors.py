@@ -1,9 +1,10 @@
-"""Regenerate ``protocols/vectors/ckks_v2.json`` (run from the repository root).
+"""Regenerate ``protocols/vectors/ckks_v3.json`` (run from the repository root).
 
 CKKS encryption is randomized, so the vectors are not reproducible byte for
 byte: they record one deployment (its public context, aggregator context and,
 for checking only, the key holder's CKKS secret key and X25519 key and the
-clients' identity keys), one round of two contributions, and the sum they
+clients' identity keys), one round of two contributions (each split into its c0 part for the
+aggregator and its c1 key share for the key holder), and the sum they
 must decrypt to within the stated bound. Deterministic parts are checkable
 exactly: the parameter sets (SEAL's primes and parms_id), the X25519 shared
 secrets, the HKDF mask seeds and the first mask words, and the Ed25519
@@ -24,7 +25,7 @@ import numpy as np
 from fedsecure.ckks import ClientEncryptor, ClientIdentity, KeyHolder, summation_params
 from fedsecure.ckks.context import build_seal_context
 from fedsecure.ckks.keys import contribution_message, mask, mask_seed
-from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, chunks_digest
+from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, KeyShareBlob, chunks_digest
 
 
 def parameter_set(level: int) -> dict:
@@ -55,8 +56,10 @@ def main() -> None:
     clients = []
     for c, (x, w) in inputs.items():
         ident = idents[c]
-        blob = ClientEncryptor(holder.public_context(), ident).encrypt(np.array(x), round_id=round_id, weight=w)
-        parsed = ContributionBlob.from_bytes(blob, sender=c)
+        parts = ClientEncryptor(holder.public_context(), ident).encrypt(np.array(x), round_id=round_id, weight=w)
+        parsed = ContributionBlob.from_bytes(parts.aggregator, sender=c)
+        share = KeyShareBlob.from_bytes(parts.key_holder, sender=c)
+        d0, d1 = chunks_digest(parsed.chunks), chunks_digest(share.chunks)
         shared = ident.shared_secret(public.exchange_public)
         seed = mask_seed(shared, holder.context_id, round_id, c)
         m = mask(seed, 1, 4096, moduli)
@@ -71,18 +74,18 @@ def main() -> None:
             "mask_seed": seed.hex(),
             "mask_first_words": [int(v) for v in m[0, 0, :8]],
             "mask_sha256": hashlib.sha256(m.astype("<u8").tobytes()).hexdigest(),
-            "chunks_digest": chunks_digest(parsed.chunks).hex(),
-            "signed_message": contribution_message(
-                holder.context_id, round_id, c, len(x), chunks_digest(parsed.chunks)
-            ).hex(),
+            "c0_digest": d0.hex(),
+            "c1_digest": d1.hex(),
+            "signed_message": contribution_message(holder.context_id, round_id, c, len(x), d0, d1).hex(),
             "signature": parsed.signature.hex(),
             "input": x,
             "weight": w,
-            "blob": b64(blob),
+            "contribution": b64(parts.aggregator),
+            "key_share": b64(parts.key_holder),
         })
     expected = sum(np.array(x) * w for x, w in inputs.values())
     vectors = {
-        "description": "fedsecure CKKS summation wire format v2: parameter sets, key agreement, masks, "
+        "description": "fedsecure CKKS summation wire format v3: parameter sets, key agreement, masks, "
         "signatures, and one worked round",
         "wire_version": VERSION,
         "parameter_sets": [parameter_set(level) for level in (128, 192, 256)],
@@ -102,7 +105,7 @@ def main() -> None:
             "error_bound": holder.error_bound(2, 5),
         },
     }
-    out = Path(__file__).with_name("ckks_v2.json")
+    out = Path(__file__).with_name("ckks_v3.json")
     out.write_text(json.dumps(vectors, indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size} bytes)")
 
