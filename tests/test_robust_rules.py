@@ -292,6 +292,23 @@ def test_krum_picks_honest_updates_when_outliers_are_far(seed, f, extra, d, clus
         assert res.aggregate.tolist() == x[res.selected[0]].tolist()
 
 
+@pytest.mark.parametrize("big", [1e6, 1e20, 3e37])
+def test_krum_distances_stay_exact_next_to_huge_outliers(big):
+    # the Gram identity cancels: a translation by the column mean would let f rows of 3e37 wash out the
+    # honest distances; the median-norm row keeps them exact
+    from fedsecure.robust._common import pairwise_sq_distances
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(15, 300)).astype(np.float32)
+    x[:4] = big * np.sign(rng.normal(size=(4, 300)))
+    h = x[4:].astype(np.float64)
+    exact = ((h[:, None, :] - h[None, :, :]) ** 2).sum(axis=-1)
+    np.testing.assert_allclose(pairwise_sq_distances(x)[4:, 4:], exact, rtol=1e-12, atol=1e-9)
+    k = 15 - 4 - 2
+    scores = np.sort(exact + np.diag([np.inf] * 11), axis=1)[:, :k].sum(axis=1)
+    assert Krum(f=4).combine(x).selected == [4 + int(np.argmin(scores))]
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 7), d=st.integers(1, 3))
 def test_geomed_matches_a_brute_force_optimum(seed, n, d):

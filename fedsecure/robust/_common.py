@@ -100,9 +100,13 @@ def pairwise_sq_distances(x: np.ndarray) -> np.ndarray:
     """``D[i, j] = ||x_i - x_j||^2`` as one matrix product: ``|a|^2 + |b|^2 - 2 a.b``.
 
     The Gram matrix is accumulated in float64 over blocks of columns, each
-    block centred on its column mean first (distances do not change under a
-    translation, and centring shrinks ``|a|^2`` towards the distances, which
-    is what limits the cancellation of the identity). Negative round-off is
+    block translated first so that its row of median norm (within the block)
+    sits at the origin. Distances do not change under a translation, and the
+    translation shrinks ``|a|^2`` towards the honest distances, which is what
+    limits the cancellation of the identity. The column mean would not do: one
+    Byzantine row of 1e30s shifts every honest row by 1e30 / n and the honest
+    distances drown in round-off; with fewer than n / 2 such rows the
+    median-norm row is within the honest rows' scale. Negative round-off is
     clamped to 0, the matrix is made exactly symmetric and its diagonal
     is exactly 0.
     """
@@ -110,7 +114,8 @@ def pairwise_sq_distances(x: np.ndarray) -> np.ndarray:
     gram = np.zeros((n, n))
     for blk in column_blocks(*x.shape):
         b = x[:, blk].astype(np.float64)
-        b -= b.mean(axis=0)
+        sq_block = np.einsum("ij,ij->i", b, b)
+        b -= b[np.argpartition(sq_block, n // 2)[n // 2]]
         if n * n * b.shape[1] <= SMALL_PRODUCT:
             gram += np.einsum("ik,jk->ij", b, b)
         else:
