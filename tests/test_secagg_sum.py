@@ -78,3 +78,28 @@ def test_client_noise_is_added_in_encoded_units_before_masking():
         r = proto.sum(vecs)
     enc = proto.encoding_for(6)
     assert np.allclose(r.total, 6 * 0.25 + 6 * 7 / enc.scale, atol=enc.max_error(6))
+
+
+def test_a_client_caught_dealing_inconsistent_shares_costs_one_round_then_is_left_out(monkeypatch):
+    """One malicious client can make one round abort (no VSS), never a wrong sum; SecAggSum then leaves it out."""
+    import fedsecure.secagg.simulator as sim
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from fedsecure.secagg import ReconstructionError
+
+    class Cheater(sim.SecAggClient):
+        def receive(self, data):
+            out = super().receive(data)
+            if self.id == 4 and self.stage == "commitments":  # shares of a key other than the advertised one
+                self._mask_sk = X25519PrivateKey.generate()
+            return out
+
+    monkeypatch.setattr(sim, "SecAggClient", Cheater)
+    proto = SecAggSum(graph="complete")
+    vecs = {u: np.full(6, 0.1 * u) for u in range(8)}
+    with pytest.raises(ReconstructionError, match="client 4"):
+        proto.sum(vecs, dropouts={4: "masked_input"})
+    assert 4 in proto.blocked
+    res = proto.sum(vecs, dropouts={4: "masked_input"})
+    assert 4 not in res.included and "inconsistent" in res.excluded[4]
+    assert np.allclose(res.total, sum(vecs[u] for u in res.included), atol=1e-5)

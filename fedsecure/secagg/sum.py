@@ -47,7 +47,7 @@ import numpy as np
 from fedsecure.fl.aggregation import AggregationError, SumProtocol, SumResult
 
 from .encoding import FixedPointEncoding, IntegerNoise
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ReconstructionError
 from .params import DEFAULT_FAILURE_TARGET, DEFAULT_PRIVACY_TARGET, SecAggParams, choose_params
 from .simulator import run_round
 
@@ -95,6 +95,8 @@ class SecAggSum(SumProtocol):
         self.stages = ("advertise_keys", "seed_reveal", "share_keys", "masked_input") + (
             ("consistency_check",) if self.active else ()) + ("unmasking",)
         self._params_cache: dict[int, SecAggParams] = {}
+        #: clients caught dealing inconsistent shares, left out of later rounds (client id -> reason)
+        self.blocked: dict[int, str] = {}
 
     def params_for(self, n_clients: int) -> SecAggParams:
         """k, t and failure bounds for a round of ``n_clients`` (ConfigurationError if unsafe)."""
@@ -114,6 +116,17 @@ class SecAggSum(SumProtocol):
         )
 
     def sum(self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None) -> SumResult:
+        """One protocol round over ``vectors``.
+
+        A client the server caught dealing shares inconsistent with its own commitment
+        (:class:`ReconstructionError` naming it) makes that round abort -- it cannot be excluded after
+        the fact without verifiable secret sharing -- and is left out of every later round, so one
+        malicious client costs at most one round.
+        """
+        blocked = {c: f"excluded: {self.blocked[c]}" for c in vectors if c in self.blocked}
+        if blocked:
+            vectors = {c: v for c, v in vectors.items() if c not in self.blocked}
+            dropouts = {c: s for c, s in (dropouts or {}).items() if c not in self.blocked}
         if len(vectors) < 2:
             raise AggregationError(f"{self.name}: secure aggregation needs at least 2 clients, got {len(vectors)}")
         sizes = {np.asarray(v).size for v in vectors.values()}
@@ -122,13 +135,18 @@ class SecAggSum(SumProtocol):
         n = len(vectors)
         params = self.params_for(n)
         enc = self.encoding_for(n)
-        report = run_round(vectors, params, enc, dropouts=dropouts, active=self.active, noise=self.client_noise,
-                           workers=self.workers)
+        try:
+            report = run_round(vectors, params, enc, dropouts=dropouts, active=self.active,
+                               noise=self.client_noise, workers=self.workers)
+        except ReconstructionError as e:
+            if isinstance(e.sender, int):
+                self.blocked[e.sender] = f"dealt shares inconsistent with its commitment ({e.reason})"
+            raise
         bound = enc.max_error(len(report.included))
         return SumResult(
             total=report.total,
             included=report.included,
-            excluded=report.excluded,
+            excluded={**report.excluded, **blocked},
             stats={
                 "protocol": self.name, "threat_model": params.threat_model, "n": n, "k": params.k, "t": params.t,
                 "bits": enc.bits, "scale": enc.scale,
