@@ -558,3 +558,18 @@ def test_robust_aggregator_excludes_a_nan_client_without_aborting():
     res = RobustAggregator(make_rule("median"), byzantine=2).aggregate(updates(x), round_index=3)
     assert res.stats["non_finite_rows"] == [2] and np.isfinite(res.delta).all()
     np.testing.assert_allclose(res.delta, np.median(np.delete(x, 2, axis=0), axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("big", [1e15, 1e25, 3e37])
+def test_float32_fast_paths_fall_back_to_float64_past_float32_range(big):
+    # distances and weighted sums of float32 input run partly in float32; past its range they are redone in
+    # float64, so a row of 3e37 is still clipped to tau in its own direction, not dropped
+    x = np.zeros((5, 1000), dtype=np.float32)
+    x[1:] = np.random.default_rng(2).normal(size=(4, 1000))
+    x[0] = big
+    r32 = CenteredClipping(tau=1.0).combine(x)
+    r64 = CenteredClipping(tau=1.0).combine(x.astype(np.float64))
+    np.testing.assert_allclose(r32.aggregate, r64.aggregate, rtol=1e-5, atol=1e-7)
+    assert r32.aggregate[0] > 1.0 / 5 / np.sqrt(1000) * 0.5  # row 0 pulls (clipped) along +1
+    np.testing.assert_allclose(NormBounding(bound=2.0).combine(x).aggregate,
+                               NormBounding(bound=2.0).combine(x.astype(np.float64)).aggregate, rtol=1e-5, atol=1e-7)
