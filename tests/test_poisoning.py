@@ -512,7 +512,7 @@ def test_plan_refuses_a_fraction_outside_0_1(fraction):
 
 def test_apply_replaces_exactly_the_malicious_updates_and_keeps_weights_order_and_dtype():
     ups = updates(range(8))
-    plan = PoisoningPlan(Scaling(gamma=3.0), frozenset({2, 5, 42}))  # 42 not sampled this round
+    plan = PoisoningPlan(Scaling(gamma=3.0, objective="backdoor"), frozenset({2, 5, 42}))  # 42 not sampled this round
     out = plan.apply(ups, round_index=0)
     assert [u.client_id for u in out] == list(range(8))
     assert [u.weight for u in out] == [u.weight for u in ups]
