@@ -147,7 +147,11 @@ class RobustAggregator(Aggregator):
             stats["clipped"] = [ids[i] for i in res.clipped]
         if res.weights is not None:
             stats["weights"] = {ids[i]: float(v) for i, v in enumerate(res.weights)}
-        stats.update(res.extra)
+        for key, value in res.extra.items():
+            if key == "non_finite_rows":  # row indices -> the clients they came from
+                stats[key] = [ids[i] for i in value]
+            elif key != "scores":  # per-row scores (n floats a round) stay out of the run's record
+                stats[key] = value
         return AggregationResult(
             delta=np.asarray(res.aggregate, dtype=np.float64),
             included=tuple(ids),
