@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from . import keys
 from .encoding import MAX_BITS, MIN_BITS, packed_size
+from .errors import ConfigurationError
 from .shamir import SHARE_BYTES
 
 VERSION = 3
@@ -105,7 +106,7 @@ class _Reader:
 def _ids_bytes(ids: np.ndarray) -> bytes:
     ids = np.asarray(ids, dtype=np.int64)
     if ids.size > 1 and not np.all(np.diff(ids) > 0):
-        raise ValueError("id lists must be strictly increasing")
+        raise ConfigurationError("id lists must be strictly increasing (a message is being built wrongly)")
     return struct.pack("<I", ids.size) + ids.astype("<u4").tobytes()
 
 
@@ -165,7 +166,7 @@ def seal(header: Header, body: bytes, mac_key: bytes | None, nonce: bytes | None
         return msg
     nonce = os.urandom(NONCE_BYTES) if nonce is None else bytes(nonce)
     if len(nonce) != NONCE_BYTES:
-        raise ValueError(f"nonce must be {NONCE_BYTES} bytes, got {len(nonce)}")
+        raise ConfigurationError(f"nonce must be {NONCE_BYTES} bytes, got {len(nonce)}")
     return b"".join((msg, nonce, ChaCha20Poly1305(mac_key).encrypt(nonce, b"", msg)))
 
 
