@@ -25,15 +25,12 @@ def holder():
     return KeyHolder(min_contributions=2, clients=[c.registration for c in IDS])
 
 
-def _aggregate(holder, xs, length, round_id=None, feed=None):
-    """One round: c0 parts to the aggregator, c1 parts (key shares) to ``holder`` or to each key holder in ``feed``."""
+def _aggregate(holder, xs, length, round_id=None):
+    """One round: each client's contribution (its masked c0 half) to the aggregator; returns the aggregate."""
     round_id = round_id or os.urandom(16)
     agg = StreamingAggregator(holder.aggregator_context(), length, round_id=round_id, clients=holder.registrations)
     for ident, x in zip(IDS, xs):
-        parts = ClientEncryptor(holder.public_context(), ident).encrypt(x, round_id=round_id)
-        for kh in feed or (holder,):
-            kh.receive(parts.key_holder, sender=ident.client_id)
-        agg.add(parts.aggregator, sender=ident.client_id)
+        agg.add(ClientEncryptor(holder.public_context(), ident).encrypt(x, round_id=round_id), sender=ident.client_id)
     return agg.aggregate()
 
 
@@ -71,7 +68,7 @@ def test_whoever_lacks_the_secret_key_decrypts_noise(holder):
         holder.public_context(), holder.export_secret_key(), holder.export_exchange_key(),
         min_contributions=2, clients=holder.registrations,
     )
-    aggregate = _aggregate(holder, xs, 4096, feed=(forged, honest))
+    aggregate = _aggregate(holder, xs, 4096)
     with pytest.raises(CKKSError, match="did not cancel"):
         forged.decrypt(aggregate)
     assert np.max(np.abs(honest.decrypt(aggregate) - 1.0)) <= holder.error_bound(2, 4096)
@@ -83,51 +80,35 @@ def test_roles_expose_no_decryption():
     assert not hasattr(StreamingAggregator, "encrypt")
 
 
-def test_each_party_gets_only_its_half_of_the_ciphertext(holder):
-    """The aggregator's part holds c0 + mask only, the key holder's part c1 only; one signature covers both."""
+def test_only_the_masked_c0_half_leaves_the_client(holder):
+    """A contribution is the masked c0 polynomials and a signature over their digest: no c1 leaves the client."""
     from fedsecure.ckks.keys import contribution_message, verify
-    from fedsecure.ckks.wire import ContributionBlob, KeyShareBlob, chunks_digest
+    from fedsecure.ckks.wire import ContributionBlob, chunks_digest
 
     r = os.urandom(16)
-    parts = ClientEncryptor(holder.public_context(), IDS[0]).encrypt(np.ones(5000), round_id=r)
-    c0 = ContributionBlob.from_bytes(parts.aggregator, sender=0)
-    c1 = KeyShareBlob.from_bytes(parts.key_holder, sender=0)
-    assert len(c0.chunks) == len(c1.chunks) == 2 and all(len(c) == 8 * 4096 for c in c0.chunks + c1.chunks)
-    assert c0.peer_digest == chunks_digest(c1.chunks) and c1.peer_digest == chunks_digest(c0.chunks)
-    assert not any(c in parts.aggregator for c in c1.chunks)
-    msg = contribution_message(holder.context_id, r, 0, 5000, chunks_digest(c0.chunks), chunks_digest(c1.chunks))
-    assert c0.signature == c1.signature and verify(IDS[0].registration.signing_public, c0.signature, msg)
+    blob = ClientEncryptor(holder.public_context(), IDS[0]).encrypt(np.ones(5000), round_id=r)
+    c0 = ContributionBlob.from_bytes(blob, sender=0)
+    assert len(c0.chunks) == 2 and all(len(c) == 8 * 4096 for c in c0.chunks)
+    assert len(blob) < 2 * 8 * 4096 + 300  # one polynomial per chunk, not two
+    msg = contribution_message(holder.context_id, r, 0, 5000, chunks_digest(c0.chunks))
+    assert verify(IDS[0].registration.signing_public, c0.signature, msg)
 
 
-def test_key_holder_decrypts_only_with_the_key_shares_of_exactly_the_listed_clients(holder):
-    from fedsecure.ckks import EvidenceError
-
+def test_key_holder_computes_c1_for_exactly_the_listed_clients(holder):
+    """The key holder needs nothing from the clients but their signed c0: it rebuilds C1 for whoever is listed."""
     kh = KeyHolder.from_secret_key(
         holder.public_context(), holder.export_secret_key(), holder.export_exchange_key(), clients=holder.registrations
     )
     r = os.urandom(16)
     xs = np.random.default_rng(7).uniform(-1, 1, (3, 100))
-    parts = [ClientEncryptor(holder.public_context(), c).encrypt(x, round_id=r) for c, x in zip(IDS, xs)]
+    blobs = [ClientEncryptor(holder.public_context(), c).encrypt(x, round_id=r) for c, x in zip(IDS, xs)]
     agg = StreamingAggregator(holder.aggregator_context(), 100, round_id=r, clients=holder.registrations)
-    for c, p in zip(IDS[:2], parts):
-        agg.add(p.aggregator, sender=c.client_id)
-    aggregate = agg.aggregate()
-    with pytest.raises(EvidenceError, match="no key share"):
-        kh.decrypt(aggregate)
-    for c, p in zip(IDS, parts):
-        kh.receive(p.key_holder, sender=c.client_id)
-    with pytest.raises(CKKSError, match="already sent a key share"):
-        kh.receive(parts[0].key_holder, sender=0)
-    with pytest.raises(CKKSError, match="claims to come from client 1"):
-        kh.receive(parts[1].key_holder, sender=0)
-    with pytest.raises(EvidenceError, match=r"key shares of clients \[2\]"):
-        kh.decrypt(aggregate)  # client 2's c1 is held but its c0 is not in the sum
-    kh.withdraw(parts[2].key_holder, sender=2)
-    assert kh.pending(r) == (0, 1)
-    out = kh.decrypt(aggregate)
+    for c, b in zip(IDS[:2], blobs):  # client 2 encrypted but its contribution never arrived
+        agg.add(b, sender=c.client_id)
+    out = kh.decrypt(agg.aggregate())
     assert np.max(np.abs(out - xs[:2].sum(0))) <= kh.error_bound(2, 100)
     with pytest.raises(CKKSError, match="already decrypted"):
-        kh.receive(parts[2].key_holder, sender=2)
+        kh.decrypt(agg.aggregate())
 
 
 def test_decryptor_refuses_too_few_contributions(holder):

@@ -1,5 +1,5 @@
-"""The suite checks ``protocols/vectors/ckks_v3.json``: parameter sets, wire layout, key agreement, masks,
-signatures, and a decrypted round."""
+"""The suite checks ``protocols/vectors/ckks_v4.json``: parameter sets, wire layout, key agreement, masks,
+encryption randomness, signatures, a decrypted round, and a refused v3 contribution."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from fedsecure.ckks import (
     summation_params,
 )
 from fedsecure.ckks.context import build_seal_context, context_id
-from fedsecure.ckks.keys import contribution_message, mask, mask_seed
-from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, KeyShareBlob, chunks_digest
+from fedsecure.ckks.keys import contribution_message, encryption_randomness, mask, mask_seed, randomness_seed
+from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, chunks_digest
 
-VECTORS = json.loads((Path(__file__).parents[1] / "protocols" / "vectors" / "ckks_v3.json").read_text())
+VECTORS = json.loads((Path(__file__).parents[1] / "protocols" / "vectors" / "ckks_v4.json").read_text())
 EXAMPLE = VECTORS["example"]
 ROUND = bytes.fromhex(EXAMPLE["round_id"])
 
@@ -51,12 +51,11 @@ def _holder(**kw) -> KeyHolder:
     )
 
 
-def _aggregator(clients, holder: KeyHolder) -> StreamingAggregator:
-    """The round's c0 parts summed by an aggregator; the c1 key shares go to ``holder``."""
+def _aggregator(clients) -> StreamingAggregator:
+    """The round's contributions (masked c0 halves) summed by an aggregator."""
     regs = [_identity(c).registration for c in EXAMPLE["clients"]]
     agg = StreamingAggregator(_b(EXAMPLE["aggregator_context"]), EXAMPLE["length"], round_id=ROUND, clients=regs)
     for c in clients:
-        holder.receive(_b(c["key_share"]), sender=c["client_id"])
         agg.add(_b(c["contribution"]), sender=c["client_id"])
     return agg
 
@@ -77,9 +76,9 @@ def test_parameter_sets(vec):
 
 def test_public_context_layout():
     raw = _b(EXAMPLE["public_context"])
-    assert VECTORS["wire_version"] == VERSION == 3
+    assert VECTORS["wire_version"] == VERSION == 4
     magic, version, kind, sec, n, scale_bits, nprimes = struct.unpack(">4sBBHIBB", raw[:14])
-    assert (magic, version, kind) == (b"FSCK", 3, 1)
+    assert (magic, version, kind) == (b"FSCK", 4, 1)
     assert (sec, n, scale_bits, nprimes, raw[14]) == (192, 4096, 40, 1, 60)
     blob = ContextBlob.from_bytes(raw, public=True)
     assert raw[-64:-32] == blob.exchange_public == bytes.fromhex(EXAMPLE["key_holder_exchange_public"])
@@ -111,20 +110,25 @@ def test_key_agreement_masks_and_signatures_are_deterministic(c):
     m = mask(seed, 1, 4096, moduli)
     assert [int(v) for v in m[0, 0, :8]] == c["mask_first_words"]
     assert hashlib.sha256(m.astype("<u8").tobytes()).hexdigest() == c["mask_sha256"]
+    rseed = randomness_seed(shared, cid, ROUND, c["client_id"])
+    assert rseed.hex() == c["randomness_seed"]
+    u, e1 = encryption_randomness(rseed, 1, 4096)
+    assert u[0, :16].tolist() == c["u_first"] and e1[0, :16].tolist() == c["e1_first"]
+    assert hashlib.sha256(u.astype("<i8").tobytes()).hexdigest() == c["u_sha256"]
+    assert hashlib.sha256(e1.astype("<i8").tobytes()).hexdigest() == c["e1_sha256"]
+    assert set(np.unique(u).tolist()) == {-1, 0, 1} and np.abs(e1).max() <= 21
     parsed = ContributionBlob.from_bytes(_b(c["contribution"]), sender=c["client_id"])
-    share = KeyShareBlob.from_bytes(_b(c["key_share"]), sender=c["client_id"])
-    assert _b(c["contribution"])[4:6] == bytes([3, 3]) and _b(c["key_share"])[4:6] == bytes([3, 5])
-    d0, d1 = chunks_digest(parsed.chunks), chunks_digest(share.chunks)
-    assert (d0.hex(), d1.hex()) == (c["c0_digest"], c["c1_digest"])
-    assert parsed.peer_digest == d1 and share.peer_digest == d0
-    msg = contribution_message(cid, ROUND, c["client_id"], len(c["input"]), d0, d1)
+    assert _b(c["contribution"])[4:6] == bytes([4, 3])
+    d0 = chunks_digest(parsed.chunks)
+    assert d0.hex() == c["c0_digest"]
+    msg = contribution_message(cid, ROUND, c["client_id"], len(c["input"]), d0)
     assert msg.hex() == c["signed_message"]
-    assert ident.sign(msg) == parsed.signature == share.signature == bytes.fromhex(c["signature"])
+    assert ident.sign(msg) == parsed.signature == bytes.fromhex(c["signature"])
 
 
 def test_contributions_sum_and_decrypt_to_the_recorded_result():
     holder = _holder(min_contributions=EXAMPLE["min_contributions"])
-    out = holder.decrypt(_aggregator(EXAMPLE["clients"], holder).aggregate())
+    out = holder.decrypt(_aggregator(EXAMPLE["clients"]).aggregate())
     expected = sum(np.array(c["input"]) * c["weight"] for c in EXAMPLE["clients"])
     np.testing.assert_allclose(expected, EXAMPLE["expected_sum"], rtol=0, atol=1e-15)
     assert np.max(np.abs(out - expected)) <= EXAMPLE["error_bound"]
@@ -137,9 +141,18 @@ def test_contributions_sum_and_decrypt_to_the_recorded_result():
 def test_recorded_minimum_is_enforced():
     holder = _holder(min_contributions=2)
     with pytest.raises(TooFewContributionsError):
-        holder.decrypt(_aggregator(EXAMPLE["clients"][:1], holder).aggregate())
+        holder.decrypt(_aggregator(EXAMPLE["clients"][:1]).aggregate())
 
 
 def _replay_aggregate() -> bytes:
-    """The round's aggregate built again (its key shares go to a throwaway key holder)."""
-    return _aggregator(EXAMPLE["clients"], _holder()).aggregate()
+    """The round's aggregate built again."""
+    return _aggregator(EXAMPLE["clients"]).aggregate()
+
+
+def test_a_v3_contribution_is_refused_by_name():
+    from fedsecure.ckks import ContributionError
+
+    old = _b(VECTORS["refused_v3_contribution"])
+    assert old[:6] == b"FSCK" + bytes([3, 3])
+    with pytest.raises(ContributionError, match="unsupported wire version 3"):
+        _aggregator([]).add(old, sender=1)

@@ -5,14 +5,14 @@ Public surface::
     ClientIdentity(client_id)                          # a client's X25519 + Ed25519 keys; .registration is public
     KeyHolder(params=None, *, clients=(), min_contributions=1, max_abs_input=None, flood_std=2**-24)
     KeyHolder.register(registration); .public_context(); .aggregator_context()
-    KeyHolder.receive(key_share, sender=...); .withdraw(key_share, sender=...); .decrypt(aggregate)
-    ClientEncryptor(public_context, identity).encrypt(x, round_id=..., weight=1.0) -> Contribution
-        # .aggregator (masked c0, to the aggregator), .key_holder (c1, to the key holder only)
+    KeyHolder.decrypt(aggregate); .abandon(round_id)   # one decryption per round id
+    ClientEncryptor(public_context, identity).encrypt(x, round_id=..., weight=1.0) -> bytes
+        # the contribution: masked c0 half, signed, to the aggregator (the key holder computes c1 itself)
     StreamingAggregator(aggregator_context, length, round_id=..., clients=registrations).add(blob, sender=...)
     CKKSSum(...)                                       # engine adapter
     CKKSParams, summation_params(security_bits)        # parameter sets
 
-Specification: ``protocols/ckks.md`` (wire format v3).
+Specification: ``protocols/ckks.md`` (wire format v4).
 """
 
 from fedsecure.ckks.aggregator import StreamingAggregator
@@ -29,7 +29,6 @@ from fedsecure.ckks.keys import ClientIdentity, ClientRegistration
 from fedsecure.ckks.params import CKKSParams, summation_params
 from fedsecure.ckks.roles import ClientEncryptor, KeyHolder
 from fedsecure.ckks.sum import CKKSSum
-from fedsecure.ckks.wire import Contribution
 
 __all__ = [
     "AggregateMismatchError",
@@ -39,7 +38,6 @@ __all__ = [
     "ClientEncryptor",
     "ClientIdentity",
     "ClientRegistration",
-    "Contribution",
     "ContributionError",
     "EvidenceError",
     "InsecureParametersError",

@@ -1,10 +1,10 @@
 """The aggregator: checks and adds the ``c0`` parts of one round's contributions as they arrive.
 
-It never sees a ``c1`` polynomial: those go from each client to the key
-holder, which sums them itself (wire v3). Memory is the running sum (one
+It never sees a ``c1`` polynomial: the key holder computes the ``c1`` half
+itself (wire v4). Memory is the running sum (one
 polynomial per chunk) plus the contribution being checked, whatever the
 number of clients. A contribution enters only after every check has passed
-(including its sender's Ed25519 signature over the digests of both parts),
+(including its sender's Ed25519 signature over its digest),
 so a bad one leaves the sum as it was and the round goes on without it.
 """
 
@@ -77,7 +77,7 @@ class StreamingAggregator:
         if len(blob.chunks) != self.chunks:
             raise ContributionError(sender, f"wrong number of chunks {len(blob.chunks)} (expected {self.chunks})")
         digest = chunks_digest(blob.chunks)
-        msg = contribution_message(self.context_id, self.round_id, sender, self.length, digest, blob.peer_digest)
+        msg = contribution_message(self.context_id, self.round_id, sender, self.length, digest)
         if not verify(key, blob.signature, msg):
             raise ContributionError(sender, "signature does not verify (forged or altered contribution)")
         N, moduli = self.params.poly_modulus_degree, self._role.moduli

@@ -16,6 +16,16 @@ Mask of client ``i`` in round ``r`` (specified in ``protocols/ckks.md``)::
 
 Only client ``i`` and the key holder can compute ``M_i``; to everyone else it
 is uniform modulo every prime.
+
+Encryption randomness of client ``i`` in round ``r`` (wire v4), which the key
+holder recomputes so that it builds every ``c1`` itself::
+
+    seed'  = HKDF-SHA256(K, salt = context_id || round_id, info = "fedsecure/ckks/v4 encryption randomness" || i64(i))
+    u[c, t]  ternary: bytes of AES-256-CTR(seed', counter block u64(0) || u64(0)), bytes 255 skipped, b mod 3 - 1
+    e1[c, t] centred binomial: words w of AES-256-CTR(seed', u64(1) || u64(0)) (little-endian u64),
+             popcount(w & (2^21 - 1)) - popcount((w >> 21) & (2^21 - 1))
+
+both in (chunk, coefficient) order, the same integers modulo every prime.
 """
 
 from __future__ import annotations
@@ -34,7 +44,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fedsecure.ckks.errors import CKKSError
 
 MASK_LABEL = b"fedsecure/ckks/v2 mask"
-SIGN_LABEL = b"fedsecure/ckks/v3 contribution"
+RANDOMNESS_LABEL = b"fedsecure/ckks/v4 encryption randomness"
+SIGN_LABEL = b"fedsecure/ckks/v4 contribution"
+#: the error distribution: centred binomial with eta = 21 (variance 21/2, std 3.24; SEAL's Gaussian has std 3.2)
+CBD_ETA = 21
 KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -99,13 +112,44 @@ def exchange(private: X25519PrivateKey, peer_public: bytes, client_id: int) -> b
         raise CKKSError(f"client {client_id}: key agreement failed ({e})") from None
 
 
-def mask_seed(shared_secret: bytes, context_id: bytes, round_id: bytes, client_id: int) -> bytes:
+def _hkdf(label: bytes, shared_secret: bytes, context_id: bytes, round_id: bytes, client_id: int) -> bytes:
     return HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=context_id + round_id,
-        info=MASK_LABEL + struct.pack(">q", client_id),
+        algorithm=hashes.SHA256(), length=32, salt=context_id + round_id, info=label + struct.pack(">q", client_id)
     ).derive(shared_secret)
+
+
+def mask_seed(shared_secret: bytes, context_id: bytes, round_id: bytes, client_id: int) -> bytes:
+    return _hkdf(MASK_LABEL, shared_secret, context_id, round_id, client_id)
+
+
+def randomness_seed(shared_secret: bytes, context_id: bytes, round_id: bytes, client_id: int) -> bytes:
+    """The seed of a client's encryption randomness ``(u, e1)`` in one round, known to it and the key holder."""
+    return _hkdf(RANDOMNESS_LABEL, shared_secret, context_id, round_id, client_id)
+
+
+def _stream(seed: bytes, block: int):
+    return Cipher(algorithms.AES(seed), modes.CTR(struct.pack(">QQ", block, 0))).encryptor()
+
+
+def centred_binomial(words: np.ndarray) -> np.ndarray:
+    """One error coefficient per uint64 word: ``popcount(low 21 bits) - popcount(next 21 bits)``."""
+    low = np.uint64((1 << CBD_ETA) - 1)
+    a = np.bitwise_count(words & low).astype(np.int64)
+    return a - np.bitwise_count((words >> np.uint64(CBD_ETA)) & low)
+
+
+def encryption_randomness(seed: bytes, chunks: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(u, e1)``, each ``int64[chunks, n]``: the ternary ``u`` and the error ``e1`` of one client's round."""
+    need = chunks * n
+    enc = _stream(seed, 0)
+    got, have = [], 0
+    while have < need:  # about 1 byte in 256 is skipped: the stream continues, so the result depends on the seed only
+        raw = np.frombuffer(enc.update(bytes(need - have + 64)), dtype=np.uint8)
+        got.append(raw[raw < 255])
+        have += got[-1].size
+    u = (np.concatenate(got)[:need] % 3).astype(np.int64) - 1
+    words = np.frombuffer(_stream(seed, 1).update(bytes(8 * need)), dtype="<u8")
+    return u.reshape(chunks, n), centred_binomial(words).reshape(chunks, n)
 
 
 def mask(seed: bytes, chunks: int, n: int, moduli: np.ndarray) -> np.ndarray:
@@ -113,7 +157,7 @@ def mask(seed: bytes, chunks: int, n: int, moduli: np.ndarray) -> np.ndarray:
     out = np.empty((chunks, moduli.size, n), dtype=np.uint64)
     need = chunks * n
     for j, q in enumerate(int(x) for x in moduli):
-        enc = Cipher(algorithms.AES(seed), modes.CTR(struct.pack(">QQ", j, 0))).encryptor()
+        enc = _stream(seed, j)
         keep = np.uint64((1 << q.bit_length()) - 1)
         qq = np.uint64(q)
         words = np.frombuffer(enc.update(bytes(8 * need)), dtype="<u8") & keep
@@ -132,12 +176,10 @@ def mask(seed: bytes, chunks: int, n: int, moduli: np.ndarray) -> np.ndarray:
     return out
 
 
-def contribution_message(
-    context_id: bytes, round_id: bytes, client_id: int, length: int, c0_digest: bytes, c1_digest: bytes
-) -> bytes:
-    """What a client signs: label, deployment, round, its id, the vector length, and the SHA-256 of both parts
-    (the masked ``c0`` polynomials the aggregator adds, the ``c1`` polynomials only the key holder receives)."""
-    return SIGN_LABEL + context_id + round_id + struct.pack(">qQ", client_id, length) + c0_digest + c1_digest
+def contribution_message(context_id: bytes, round_id: bytes, client_id: int, length: int, c0_digest: bytes) -> bytes:
+    """What a client signs: label, deployment, round, its id, the vector length, and the SHA-256 of its masked
+    ``c0`` polynomials (the whole contribution: the key holder computes the ``c1`` half itself)."""
+    return SIGN_LABEL + context_id + round_id + struct.pack(">qQ", client_id, length) + c0_digest
 
 
 def verify(signing_public: bytes, signature: bytes, message: bytes) -> bool:

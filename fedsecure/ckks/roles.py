@@ -2,24 +2,25 @@
 
 * :class:`KeyHolder` -- the decryptor. Creates the CKKS keys and an X25519
   key pair, pins the registered clients' public keys, hands out two
-  contexts, receives each client's signed ``c1`` part (key share) and sums
-  it per round id itself, and decrypts at most one aggregate per round id,
-  only with verified evidence from at least ``min_contributions`` registered
-  clients that are exactly the clients whose key shares it summed, removing
-  their masks, and releasing the sum with flooding noise. It must not be
-  the aggregator.
+  contexts, and decrypts at most one aggregate per round id, only with
+  verified evidence from at least ``min_contributions`` registered clients.
+  It computes the ``c1`` half of the aggregate itself, from the encryption
+  randomness it shares with exactly those clients, removes their masks, and
+  releases the sum with flooding noise. It must not be the aggregator.
 * :class:`ClientEncryptor` -- built from the *public context* (parameters +
   public key + the key holder's X25519 key) and the client's
   :class:`~fedsecure.ckks.keys.ClientIdentity`: it encrypts, masks and signs
-  one contribution per round id, split into a ``c0`` part for the aggregator
-  and a ``c1`` part for the key holder; it cannot decrypt.
+  one contribution per round id: the masked ``c0`` half, for the aggregator.
+  It cannot decrypt, and it has no ``c1`` to send: nobody but the key holder
+  chooses what multiplies the secret key.
 * :class:`fedsecure.ckks.aggregator.StreamingAggregator` -- built from the
   *aggregator context* (parameters only) and the clients' signing keys: it
-  checks and adds ``c0`` parts, nothing else; it never holds a ``c1``.
+  checks and adds ``c0`` parts, nothing else.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedsecure.ckks import _sealio, _sealraw
+from fedsecure.ckks.ring import FixedMultiplier, Transform, residues
 from fedsecure.ckks.context import SealRole, build_seal_context, context_id
 from fedsecure.ckks.errors import (
     AggregateMismatchError,
@@ -39,34 +41,29 @@ from fedsecure.ckks.errors import (
 )
 from fedsecure.ckks.flooding import gaussian
 from fedsecure.ckks.keys import (
+    CBD_ETA,
     ClientIdentity,
     ClientRegistration,
+    centred_binomial,
     raw_private,
     contribution_message,
+    encryption_randomness,
     exchange,
     mask,
     mask_seed,
+    randomness_seed,
     verify,
 )
 from fedsecure.ckks.packing import chunk_count, pack, unpack
 from fedsecure.ckks.params import (
     DEFAULT_FAILURE_PROBABILITY,
     DEFAULT_FLOOD_STD,
-    NOISE_STD,
     CKKSParams,
     check_security,
     error_bound,
     summation_params,
 )
-from fedsecure.ckks.wire import (
-    ROUND_ID_SIZE,
-    AggregateBlob,
-    ContextBlob,
-    Contribution,
-    ContributionBlob,
-    KeyShareBlob,
-    chunks_digest,
-)
+from fedsecure.ckks.wire import ROUND_ID_SIZE, AggregateBlob, ContextBlob, ContributionBlob, chunks_digest
 
 
 _RAWPUB = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -78,28 +75,33 @@ def _check_round_id(round_id: object) -> bytes:
     return bytes(round_id)
 
 
-class _OpenRound:
-    """A round's key shares so far: the running ``c1`` sum and, per client, the two digests it signed."""
+def _public_key_polys(role: SealRole, public_key: bytes) -> np.ndarray:
+    """The two halves ``(p0, p1)`` of the public key, ``[2, k, N]`` in NTT form."""
+    pk = _sealio.load(sa.PublicKey(), public_key, role.seal)
+    return _sealraw.read_ciphertext(_sealio.save(pk.data()), role.params.poly_modulus_degree, role.moduli.size)[2]
 
-    def __init__(self, length: int, chunks: int, k: int, n: int) -> None:
-        self.length = length
-        self.c1 = np.zeros((chunks, k, n), dtype=np.uint64)
-        self.parts: dict[int, tuple[bytes, bytes]] = {}  # client id -> (c0 digest, c1 digest)
+
+def _ciphertext_template(role: SealRole, encryptor: sa.Encryptor) -> tuple[tuple[int, int], bytes]:
+    """SEAL's version and the metadata prefix of a fresh ciphertext (to write ciphertexts of our own residues)."""
+    plain, ct = sa.Plaintext(), sa.Ciphertext(role.seal)
+    sa.CKKSEncoder(role.seal).encode(0.0, role.params.scale, plain)
+    encryptor.encrypt(plain, ct)
+    return _sealraw.read_ciphertext(_sealio.save(ct), role.params.poly_modulus_degree, role.moduli.size)[:2]
 
 
 class KeyHolder:
     """Owns the secret key; the only party that can decrypt, and it decides what it decrypts.
 
-    Policy, enforced here whatever the aggregator says:
+    Policy, enforced here whatever the aggregator or any client says:
 
-    * the ``c1`` half of the ciphertext is the sum, computed here, of the key
-      shares received from the clients themselves (:meth:`receive`), each
-      signed; the aggregator supplies only the ``c0`` sum, so it cannot put a
-      chosen multiple of the secret key into a release;
+    * the ``c1`` half of the ciphertext is computed here, ``C1 = p1 sum u_i +
+      sum e1_i`` over the listed clients, from the encryption randomness each
+      shares with the key holder (:func:`~fedsecure.ckks.keys.encryption_randomness`);
+      the aggregator supplies only the ``c0`` sum and a client only its own
+      ``c0``, so nobody else chooses what multiplies the secret key in a release;
     * one decryption per round id (a second request raises :class:`RoundReusedError`);
-    * the listed contributors are exactly the clients whose key shares were
-      received for the round, and each one's evidence (the ``c0`` digest and
-      its Ed25519 signature on ``(context, round, id, length, c0 digest, c1
+    * every listed contributor is registered and its evidence (the ``c0``
+      digest and its Ed25519 signature on ``(context, round, id, length, c0
       digest)``) verifies, else :class:`EvidenceError`;
     * at least ``min_contributions`` such contributors, else :class:`TooFewContributionsError`;
     * the masks of exactly the listed clients are removed: anything but each
@@ -163,13 +165,10 @@ class KeyHolder:
         self._clients: dict[int, ClientRegistration] = {}
         self._secrets: dict[int, bytes] = {}
         self._used_rounds: set[bytes] = set()
-        self._rounds: dict[bytes, _OpenRound] = {}
         encryptor = sa.Encryptor(self._role.seal, _sealio.load(sa.PublicKey(), blob.public_key, self._role.seal))
-        zero, ct = sa.Plaintext(), sa.Ciphertext(self._role.seal)
-        self._encoder.encode(0.0, self.params.scale, zero)
-        encryptor.encrypt(zero, ct)
-        N, k = self.params.poly_modulus_degree, self._role.moduli.size
-        self._ct_template = _sealraw.read_ciphertext(_sealio.save(ct), N, k)[:2]  # SEAL version, metadata
+        self._ct_template = _ciphertext_template(self._role, encryptor)
+        self._times_p1 = FixedMultiplier(_public_key_polys(self._role, blob.public_key)[1], self._role.moduli)
+        self._ntt = Transform(self._role.seal, self._role.evaluator, self._ct_template)
         for reg in clients:
             self.register(reg)
         self.slot_noise_std = self._slot_noise_std()
@@ -201,7 +200,7 @@ class KeyHolder:
     def _slot_noise_std(self) -> np.ndarray:
         """Per-slot error std of one fresh encryption under this key (see :mod:`fedsecure.ckks.params`).
 
-        ``e_pk(zeta_k)``: decrypting the public key ``(-a s + e_pk, a)`` leaves
+        ``e = e_pk u + e0 + e1 s``: ``e_pk(zeta_k)``: decrypting the public key ``(-a s + e_pk, a)`` leaves
         ``e_pk`` (with a single prime the key level is the data level);
         ``s(zeta_k)``: decoding the secret key itself, both at scale 1.
         """
@@ -210,7 +209,7 @@ class KeyHolder:
         self._decryptor.decrypt(pk.data(), plain)
         e_pk = np.abs(np.asarray(self._encoder.decode_complex(plain))) ** 2
         s = np.abs(np.asarray(self._encoder.decode_complex(self._secret_key.data()))) ** 2
-        n, sigma2 = self.params.poly_modulus_degree, NOISE_STD**2
+        n, sigma2 = self.params.poly_modulus_degree, CBD_ETA / 2.0  # variance of e0 and e1 (centred binomial)
         var = ((2.0 / 3.0) * n * e_pk + n * sigma2 * (1.0 + s)) / 2.0
         return np.sqrt(var) / self.params.scale
 
@@ -284,82 +283,9 @@ class KeyHolder:
         b = self._public
         return ContextBlob(b.params, b.context_id, b.seal_parameters, None).to_bytes()
 
-    # ------------------------------------------------------------------ key shares
-
-    def _key_share(self, key_share: bytes, sender: int) -> tuple[KeyShareBlob, bytes]:
-        if isinstance(sender, bool) or not isinstance(sender, int):
-            raise ContributionError(sender, f"sender must be an integer client id, got {type(sender).__name__}")
-        blob = KeyShareBlob.from_bytes(key_share, sender=sender)
-        if blob.context_id != self.context_id:
-            raise ContributionError(sender, "key share: encrypted under another context (context id mismatch)")
-        if blob.client_id != sender:
-            raise ContributionError(sender, f"key share claims to come from client {blob.client_id}")
-        return blob, chunks_digest(blob.chunks)
-
-    def _share_polys(self, blob: KeyShareBlob, sender: int, chunks: int) -> np.ndarray:
-        N, moduli = self.params.poly_modulus_degree, self._role.moduli
-        polys = np.empty((chunks, moduli.size, N), dtype=np.uint64)
-        for i, data in enumerate(blob.chunks):
-            try:
-                polys[i] = _sealraw.read_poly(data, N, moduli)
-            except CKKSError as e:
-                raise ContributionError(sender, f"key share chunk {i}: {e}") from None
-        return polys
-
-    def receive(self, key_share: bytes, *, sender: int) -> None:
-        """Add ``sender``'s ``c1`` part to its round's sum, or raise :class:`ContributionError` and change nothing.
-
-        Memory per open round: one polynomial per chunk plus 64 bytes per
-        client, whatever the number of clients.
-        """
-        blob, c1_digest = self._key_share(key_share, sender)
-        round_id = blob.round_id
-        if round_id in self._used_rounds:
-            raise ContributionError(sender, f"key share for round {round_id.hex()}, which was already decrypted")
-        reg = self._clients.get(sender)
-        if reg is None:
-            raise ContributionError(sender, "unknown client (not registered with the key holder)")
-        state = self._rounds.get(round_id)
-        if state is not None and sender in state.parts:
-            raise ContributionError(sender, "already sent a key share for this round")
-        if blob.length < 1:
-            raise ContributionError(sender, "key share: length must be >= 1")
-        if state is not None and blob.length != state.length:
-            raise ContributionError(sender, f"key share: wrong length {blob.length} (this round has {state.length})")
-        want = chunk_count(blob.length, self.params.values_per_ciphertext)
-        if len(blob.chunks) != want:
-            raise ContributionError(sender, f"key share: {len(blob.chunks)} chunks for length {blob.length} (expected {want})")
-        msg = contribution_message(self.context_id, round_id, sender, blob.length, blob.peer_digest, c1_digest)
-        if not verify(reg.signing_public, blob.signature, msg):
-            raise ContributionError(sender, "key share: signature does not verify (forged or altered)")
-        polys = self._share_polys(blob, sender, want)
-        if state is None:
-            state = self._rounds[round_id] = _OpenRound(blob.length, want, *polys.shape[1:])
-        _sealraw.add_mod(state.c1, polys, self._role.moduli, out=state.c1)
-        state.parts[sender] = (blob.peer_digest, c1_digest)
-
-    def withdraw(self, key_share: bytes, *, sender: int) -> None:
-        """Take back a key share received earlier (its contribution never reached the aggregate); the same bytes."""
-        blob, c1_digest = self._key_share(key_share, sender)
-        state = self._rounds.get(blob.round_id)
-        if state is None or state.parts.get(sender, (None, None))[1] != c1_digest:
-            raise ContributionError(sender, "withdraw: the key holder holds no such key share for this round")
-        polys = self._share_polys(blob, sender, state.c1.shape[0])
-        state.c1 = _sealraw.sub_mod(state.c1, polys, self._role.moduli)
-        del state.parts[sender]
-        if not state.parts:
-            del self._rounds[blob.round_id]
-
     def abandon(self, round_id: bytes) -> None:
-        """Spend a round id without decrypting: its key shares are dropped and nothing of it will be decrypted."""
-        round_id = _check_round_id(round_id)
-        self._rounds.pop(round_id, None)
-        self._used_rounds.add(round_id)
-
-    def pending(self, round_id: bytes) -> tuple[int, ...]:
-        """The clients whose key shares the key holder holds for an undecrypted round."""
-        state = self._rounds.get(_check_round_id(round_id))
-        return tuple(state.parts) if state else ()
+        """Spend a round id without decrypting: nothing of that round will be decrypted."""
+        self._used_rounds.add(_check_round_id(round_id))
 
     # ------------------------------------------------------------------ decryption
 
@@ -376,29 +302,13 @@ class KeyHolder:
         want = chunk_count(blob.length, n_values)
         if len(blob.chunks) != want:
             raise CKKSError(f"aggregate: {len(blob.chunks)} chunks for length {blob.length} (expected {want})")
-        state = self._rounds.get(blob.round_id)
-        if state is None:
-            raise EvidenceError(f"aggregate: the key holder received no key share for round {blob.round_id.hex()}")
-        if blob.length != state.length:
-            raise CKKSError(f"aggregate: length {blob.length}, the round's key shares have {state.length}")
         for ev in blob.evidence:
             reg = self._clients.get(ev.client_id)
             if reg is None:
                 raise EvidenceError(f"aggregate: client {ev.client_id} is not registered with the key holder")
-            part = state.parts.get(ev.client_id)
-            if part is None:
-                raise EvidenceError(f"aggregate: client {ev.client_id} sent the key holder no key share for this round")
-            if ev.chunks_digest != part[0]:
-                raise EvidenceError(f"aggregate: client {ev.client_id}'s c0 digest is not the one it signed")
-            msg = contribution_message(self.context_id, blob.round_id, ev.client_id, blob.length, *part)
+            msg = contribution_message(self.context_id, blob.round_id, ev.client_id, blob.length, ev.chunks_digest)
             if not verify(reg.signing_public, ev.signature, msg):
                 raise EvidenceError(f"aggregate: client {ev.client_id}'s signature does not verify for this round")
-        missing = sorted(set(state.parts) - set(blob.contributors))
-        if missing:
-            raise EvidenceError(
-                f"aggregate: the key holder holds key shares of clients {missing} that the aggregate does not list "
-                "(withdraw them, or list their contributions)"
-            )
         n = len(blob.evidence)
         if n < self.min_contributions:
             raise TooFewContributionsError(
@@ -413,17 +323,24 @@ class KeyHolder:
                 raise CKKSError(f"aggregate chunk {i}: {e}") from None
         # From here on the round is spent, whatever happens: nothing below may be retried.
         self._used_rounds.add(blob.round_id)
-        del self._rounds[blob.round_id]
-        total = np.zeros((want, moduli.size, N), dtype=np.uint64)
+        masks = np.zeros((want, moduli.size, N), dtype=np.uint64)
+        u_sum = np.zeros((want, N), dtype=np.int64)
+        e_sum = np.zeros((want, N), dtype=np.int64)
         for ev in blob.evidence:
-            seed = mask_seed(self._secrets[ev.client_id], self.context_id, blob.round_id, ev.client_id)
-            _sealraw.add_mod(total, mask(seed, want, N, moduli), moduli, out=total)
+            secret = self._secrets[ev.client_id]
+            _sealraw.add_mod(masks, mask(mask_seed(secret, self.context_id, blob.round_id, ev.client_id), want, N, moduli),
+                             moduli, out=masks)
+            u, e1 = encryption_randomness(randomness_seed(secret, self.context_id, blob.round_id, ev.client_id), want, N)
+            u_sum += u
+            e_sum += e1
+        ntt = self._ntt.to_ntt(residues(np.concatenate([u_sum, e_sum]), moduli))
+        c1 = _sealraw.add_mod(self._times_p1(ntt[:want]), ntt[want:], moduli)
         slots = np.empty((want, N // 2), dtype=np.complex128)
         plain = sa.Plaintext()
         version, prefix = self._ct_template
         for i in range(want):
-            unmasked = _sealraw.sub_mod(c0[i], total[i], moduli)
-            ct = self._role.load_ciphertext(_sealraw.write_ciphertext(version, prefix, unmasked, state.c1[i]))
+            unmasked = _sealraw.sub_mod(c0[i], masks[i], moduli)
+            ct = self._role.load_ciphertext(_sealraw.write_ciphertext(version, prefix, unmasked, c1[i]))
             self._decryptor.decrypt(ct, plain)
             slots[i] = self._encoder.decode_complex(plain)
         out = unpack(slots, blob.length)
@@ -441,7 +358,13 @@ class KeyHolder:
 
 
 class ClientEncryptor:
-    """Encrypts, masks and signs one client's vector per round under the key holder's public key."""
+    """Encrypts, masks and signs one client's vector per round under the key holder's public key.
+
+    The encryption is CKKS public-key encryption ``c0 = p0 u + e0 + Delta m``
+    with ``u`` (and the ``e1`` of ``c1 = p1 u + e1``) drawn from randomness
+    shared with the key holder, which computes ``c1`` itself; ``e0`` is the
+    client's own (from the OS). Only ``c0``, masked, leaves the client.
+    """
 
     def __init__(self, public_context: bytes, identity: ClientIdentity) -> None:
         blob = ContextBlob.from_bytes(public_context, public=True)
@@ -459,15 +382,17 @@ class ClientEncryptor:
         except Exception as e:
             raise CKKSError(f"public context: public key does not load ({e})") from None
         self._secret = identity.shared_secret(blob.exchange_public)
-        self._encryptor = sa.Encryptor(self._role.seal, pk)
+        self._template = _ciphertext_template(self._role, sa.Encryptor(self._role.seal, pk))
+        self._times_p0 = FixedMultiplier(_public_key_polys(self._role, blob.public_key)[0], self._role.moduli)
+        self._ntt = Transform(self._role.seal, self._role.evaluator, self._template)
         self._encoder = sa.CKKSEncoder(self._role.seal)
         self._used_rounds: set[bytes] = set()
 
-    def encrypt(self, x: np.ndarray, *, round_id: bytes, weight: float = 1.0) -> Contribution:
-        """The two parts for ``weight * x`` in round ``round_id`` (one per round: the mask is a one-time pad).
+    def encrypt(self, x: np.ndarray, *, round_id: bytes, weight: float = 1.0) -> bytes:
+        """The contribution for ``weight * x`` in round ``round_id`` (one per round: the mask is a one-time pad).
 
-        ``.aggregator``: the masked ``c0`` polynomials, for the aggregator;
-        ``.key_holder``: the ``c1`` polynomials, for the key holder only.
+        A :class:`~fedsecure.ckks.wire.ContributionBlob`: the masked ``c0``
+        polynomials and the client's signature, for the aggregator.
         """
         cid = self.client_id
         round_id = _check_round_id(round_id)
@@ -488,21 +413,22 @@ class ClientEncryptor:
         self._used_rounds.add(round_id)
         N, moduli = self.params.poly_modulus_degree, self._role.moduli
         rows = pack(x, self.params.values_per_ciphertext)
-        masks = mask(mask_seed(self._secret, self.context_id, round_id, cid), rows.shape[0], N, moduli)
-        c0s, c1s = [], []
-        plain = sa.Plaintext()
-        ct = sa.Ciphertext(self._role.seal)
+        chunks = rows.shape[0]
+        u, _ = encryption_randomness(randomness_seed(self._secret, self.context_id, round_id, cid), chunks, N)
+        e0 = centred_binomial(np.frombuffer(os.urandom(8 * chunks * N), dtype="<u8")).reshape(chunks, N)
+        ntt = self._ntt.to_ntt(residues(np.concatenate([u, e0]), moduli))
+        c0 = _sealraw.add_mod(self._times_p0(ntt[:chunks]), ntt[chunks:], moduli)  # p0 u + e0
+        masks = mask(mask_seed(self._secret, self.context_id, round_id, cid), chunks, N, moduli)
+        version, prefix = self._template
+        plain, ct = sa.Plaintext(), sa.Ciphertext(self._role.seal)
+        out = []
         for i, row in enumerate(rows):
+            # SEAL adds Delta m (its encoding, NTT form) to the first half; the second half only carries it.
             self._encoder.encode(row, self.params.scale, plain)
-            self._encryptor.encrypt(plain, ct)
-            _, _, res = _sealraw.read_ciphertext(_sealio.save(ct), N, moduli.size)
-            c0s.append(_sealraw.poly_bytes(_sealraw.add_mod(res[0], masks[i], moduli)))
-            c1s.append(_sealraw.poly_bytes(res[1]))
-        c0t, c1t = tuple(c0s), tuple(c1s)
-        d0, d1 = chunks_digest(c0t), chunks_digest(c1t)
-        sig = self.identity.sign(contribution_message(self.context_id, round_id, cid, x.size, d0, d1))
-        return Contribution(
-            ContributionBlob(self.context_id, round_id, cid, x.size, d1, c0t, sig).to_bytes(),
-            KeyShareBlob(self.context_id, round_id, cid, x.size, d0, c1t, sig).to_bytes(),
-        )
-
+            _sealio.load(ct, _sealraw.write_ciphertext(version, prefix, c0[i], ntt[i]), self._role.seal)
+            self._role.evaluator.add_plain_inplace(ct, plain)
+            res = _sealraw.read_ciphertext(_sealio.save(ct), N, moduli.size)[2]
+            out.append(_sealraw.poly_bytes(_sealraw.add_mod(res[0], masks[i], moduli)))
+        chunks_out = tuple(out)
+        sig = self.identity.sign(contribution_message(self.context_id, round_id, cid, x.size, chunks_digest(chunks_out)))
+        return ContributionBlob(self.context_id, round_id, cid, x.size, chunks_out, sig).to_bytes()

@@ -5,10 +5,9 @@ over the real serialized bytes: the key holder (created once, reused across
 rounds) hands out the public and aggregator contexts and pins each client's
 identity keys (created on the client's first round); each client encrypts,
 masks and signs its vector under a fresh round id and sends the masked
-``c0`` part to the aggregator and the ``c1`` part to the key holder; the
-aggregator checks and adds each ``c0`` part as it arrives, the key holder
-each ``c1`` part; the key holder verifies the evidence, removes the masks,
-decrypts once and releases the flooded sum. The engine sends ``[w * delta, w]`` with ``w`` in ``[0, 1]``; the
+``c0`` half to the aggregator, which checks and adds each as it arrives;
+the key holder verifies the evidence, computes the ``c1`` half and the masks
+of exactly the listed clients, decrypts once and releases the flooded sum. The engine sends ``[w * delta, w]`` with ``w`` in ``[0, 1]``; the
 weight is applied before encryption, so the sum is the weighted sum.
 """
 
@@ -118,8 +117,8 @@ class CKKSSum(SumProtocol):
             keys.aggregator_context(), length, round_id=round_id, clients=keys.registrations
         )
         excluded: dict[int, str] = {}
-        enc_s = agg_s = kh_s = 0.0
-        wire_bytes = agg_in = kh_in = 0
+        enc_s = agg_s = 0.0
+        wire_bytes = 0
         for cid in sorted(vectors):
             if dropouts.get(cid) == "encrypt":
                 excluded[cid] = "dropped at encrypt"
@@ -131,7 +130,7 @@ class CKKSSum(SumProtocol):
                 continue
             t0 = time.perf_counter()
             try:
-                parts = self._client(int(cid)).encrypt(x, round_id=round_id)
+                contribution = self._client(int(cid)).encrypt(x, round_id=round_id)
             except CKKSError as e:
                 excluded[cid] = str(e)
                 continue
@@ -139,23 +138,12 @@ class CKKSSum(SumProtocol):
             if dropouts.get(cid) == "upload":
                 excluded[cid] = "dropped at upload"
                 continue
-            wire_bytes += len(parts.aggregator) + len(parts.key_holder)
-            agg_in += len(parts.aggregator)
-            kh_in += len(parts.key_holder)
+            wire_bytes += len(contribution)
             t0 = time.perf_counter()
             try:
-                keys.receive(parts.key_holder, sender=int(cid))
+                aggregator.add(contribution, sender=cid)
             except ContributionError as e:
                 excluded[cid] = str(e)
-                kh_s += time.perf_counter() - t0
-                continue
-            kh_s += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            try:
-                aggregator.add(parts.aggregator, sender=cid)
-            except ContributionError as e:
-                excluded[cid] = str(e)
-                keys.withdraw(parts.key_holder, sender=int(cid))  # its c1 must not enter the decryption
             agg_s += time.perf_counter() - t0
         if aggregator.count == 0:
             keys.abandon(round_id)
@@ -169,7 +157,7 @@ class CKKSSum(SumProtocol):
         except CKKSError as e:
             keys.abandon(round_id)
             raise AggregationError(f"ckks sum: {e}") from None
-        dec_s = time.perf_counter() - t0 + kh_s
+        dec_s = time.perf_counter() - t0
         n = aggregator.count
         stats: dict[str, Any] = {
             "upload_bytes": wire_bytes,
@@ -177,11 +165,10 @@ class CKKSSum(SumProtocol):
             "float32_ratio": wire_bytes / (n * length * 4),
             "encrypt_seconds": enc_s,
             "aggregate_seconds": agg_s,
-            "decrypt_seconds": dec_s,  # including the key holder's c1 sum
-            "key_share_seconds": kh_s,
+            "decrypt_seconds": dec_s,  # including the key holder's c1 and masks
             "aggregate_bytes": len(aggregate),
-            "aggregator_download_bytes": agg_in,
-            "key_holder_download_bytes": kh_in + len(aggregate),
+            "aggregator_download_bytes": wire_bytes,
+            "key_holder_download_bytes": len(aggregate),
             "contributions": n,
             "error_bound": keys.error_bound(n, length),
             "flood_std": keys.flood_std,

@@ -11,15 +11,14 @@ Kinds:
 * ``1`` public context (clients: parameters + public key + key holder's X25519 key),
 * ``2`` aggregator context (parameters only: it can add, not encrypt or decrypt),
 * ``3`` contribution (for the aggregator: one client's masked ``c0`` polynomials for one round, signed),
-* ``4`` aggregate (the aggregator's sum of ``c0`` parts for one round and each contributor's evidence),
-* ``5`` key share (for the key holder only: the same client's ``c1`` polynomials for that round, signed).
+* ``4`` aggregate (the aggregator's sum of ``c0`` parts for one round and each contributor's evidence).
 
-A client's encryption ``(c0, c1)`` is split: ``c0 + mask`` goes to the
-aggregator, ``c1`` (which carries no message) to the key holder; one Ed25519
-signature covers the digests of both parts, so each side checks it. SEAL
-parameters and keys travel as SEAL's own serialization (its header and zstd
-payload), each prefixed by its length; polynomials travel raw (``k * N``
-little-endian u64 residues in NTT form), each prefixed by its length.
+Kind 5 (v3's key share, a client's ``c1`` for the key holder) is gone: in v4
+the key holder computes every ``c1`` itself from randomness it shares with
+the client, so a client has nothing to send it. SEAL parameters and keys
+travel as SEAL's own serialization (its header and zstd payload), each
+prefixed by its length; polynomials travel raw (``k * N`` little-endian u64
+residues in NTT form), each prefixed by its length.
 """
 
 from __future__ import annotations
@@ -33,13 +32,12 @@ from fedsecure.ckks.keys import KEY_SIZE, SIGNATURE_SIZE
 from fedsecure.ckks.params import CKKSParams
 
 MAGIC = b"FSCK"
-VERSION = 3
+VERSION = 4
 KIND_PUBLIC_CONTEXT = 1
 KIND_AGGREGATOR_CONTEXT = 2
 KIND_CONTRIBUTION = 3
 KIND_AGGREGATE = 4
-KIND_KEY_SHARE = 5
-_KIND_NAMES = {1: "public context", 2: "aggregator context", 3: "contribution", 4: "aggregate", 5: "key share"}
+_KIND_NAMES = {1: "public context", 2: "aggregator context", 3: "contribution", 4: "aggregate"}
 DIGEST_SIZE = 32
 CONTEXT_ID_SIZE = 16
 ROUND_ID_SIZE = 16
@@ -120,7 +118,7 @@ def _chunks_out(chunks: tuple[bytes, ...]) -> list[bytes]:
 
 
 def chunks_digest(chunks: tuple[bytes, ...]) -> bytes:
-    """SHA-256 of the chunks as encoded on the wire (count, then each length and bytes): clients sign two of these."""
+    """SHA-256 of the chunks as encoded on the wire (count, then each length and bytes): what a client signs."""
     h = hashlib.sha256()
     for piece in _chunks_out(chunks):
         h.update(piece)
@@ -177,61 +175,33 @@ class ContextBlob:
 
 @dataclass(frozen=True)
 class ContributionBlob:
-    """For the aggregator: one client's masked ``c0`` polynomials for one round (``ceil(length / N)``), signed.
-
-    ``peer_digest`` is :func:`chunks_digest` of the client's other part (here
-    the key share's ``c1`` chunks, which the aggregator never sees); the
-    signature covers both digests.
-    """
+    """For the aggregator: one client's masked ``c0`` polynomials for one round (``ceil(length / N)``), signed."""
 
     context_id: bytes
     round_id: bytes
     client_id: int
     length: int
-    peer_digest: bytes
     chunks: tuple[bytes, ...]
     signature: bytes
 
-    _KIND = KIND_CONTRIBUTION
-
     def to_bytes(self) -> bytes:
-        head = self.context_id + self.round_id + struct.pack(">qQ", self.client_id, self.length) + self.peer_digest
-        return _seal(self._KIND, head, *_chunks_out(self.chunks), self.signature)
+        head = self.context_id + self.round_id + struct.pack(">qQ", self.client_id, self.length)
+        return _seal(KIND_CONTRIBUTION, head, *_chunks_out(self.chunks), self.signature)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, sender: object):
+    def from_bytes(cls, data: bytes, *, sender: object) -> ContributionBlob:
         """Parse; every problem becomes a :class:`ContributionError` naming ``sender``."""
         try:
-            r = _open(data, cls._KIND)
+            r = _open(data, KIND_CONTRIBUTION)
             context_id = r.take(CONTEXT_ID_SIZE, "context id")
             round_id = r.take(ROUND_ID_SIZE, "round id")
             client_id, length = r.unpack("qQ", "client id and length")
-            other = r.take(DIGEST_SIZE, "digest of the other part")
             chunks = _chunks_in(r)
             signature = r.take(SIGNATURE_SIZE, "signature")
             r.done()
         except CKKSError as e:
             raise ContributionError(sender, str(e)) from None
-        return cls(context_id, round_id, client_id, length, other, chunks, signature)
-
-
-@dataclass(frozen=True)
-class KeyShareBlob(ContributionBlob):
-    """For the key holder only: the same client's ``c1`` polynomials for that round, signed.
-
-    Same layout as a contribution (kind 5); ``peer_digest`` here is the
-    digest of the contribution's ``c0`` chunks.
-    """
-
-    _KIND = KIND_KEY_SHARE
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """What :meth:`ClientEncryptor.encrypt` returns: one part per recipient."""
-
-    aggregator: bytes  # a ContributionBlob: masked c0, to the aggregator
-    key_holder: bytes  # a KeyShareBlob: c1, to the key holder
+        return cls(context_id, round_id, client_id, length, chunks, signature)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
-"""Regenerate ``protocols/vectors/ckks_v3.json`` (run from the repository root).
+"""Regenerate ``protocols/vectors/ckks_v4.json`` (run from the repository root).
 
-CKKS encryption is randomized, so the vectors are not reproducible byte for
-byte: they record one deployment (its public context, aggregator context and,
-for checking only, the key holder's CKKS secret key and X25519 key and the
-clients' identity keys), one round of two contributions (each split into its c0 part for the
-aggregator and its c1 key share for the key holder), and the sum they
-must decrypt to within the stated bound. Deterministic parts are checkable
+CKKS encryption is randomized (the client's ``e0`` comes from the OS), so the
+vectors are not reproducible byte for byte: they record one deployment (its
+public context, aggregator context and, for checking only, the key holder's
+CKKS secret key and X25519 key and the clients' identity keys), one round of
+two contributions (each client's masked c0 half), and the sum they must
+decrypt to within the stated bound. Deterministic parts are checkable
 exactly: the parameter sets (SEAL's primes and parms_id), the X25519 shared
-secrets, the HKDF mask seeds and the first mask words, and the Ed25519
-signatures (deterministic given the key and the message).
+secrets, the HKDF mask and randomness seeds, the first mask words, the
+encryption randomness ``u`` and ``e1`` the key holder recomputes, and the
+Ed25519 signatures (deterministic given the key and the message). The last
+entry is a v3 contribution, which a v4 party refuses.
 
     python protocols/vectors/ckks_make_vectors.py
 """
@@ -24,8 +26,11 @@ import numpy as np
 
 from fedsecure.ckks import ClientEncryptor, ClientIdentity, KeyHolder, summation_params
 from fedsecure.ckks.context import build_seal_context
-from fedsecure.ckks.keys import contribution_message, mask, mask_seed
-from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, KeyShareBlob, chunks_digest
+from fedsecure.ckks.keys import contribution_message, encryption_randomness, mask, mask_seed, randomness_seed
+from fedsecure.ckks.wire import VERSION, ContextBlob, ContributionBlob, chunks_digest
+
+#: one contribution of wire v3 (from the retired ckks_v3.json), kept so that every version refuses it
+V3_CONTRIBUTION = Path(__file__).with_name("ckks_v3_contribution.b64")
 
 
 def parameter_set(level: int) -> dict:
@@ -56,13 +61,14 @@ def main() -> None:
     clients = []
     for c, (x, w) in inputs.items():
         ident = idents[c]
-        parts = ClientEncryptor(holder.public_context(), ident).encrypt(np.array(x), round_id=round_id, weight=w)
-        parsed = ContributionBlob.from_bytes(parts.aggregator, sender=c)
-        share = KeyShareBlob.from_bytes(parts.key_holder, sender=c)
-        d0, d1 = chunks_digest(parsed.chunks), chunks_digest(share.chunks)
+        blob = ClientEncryptor(holder.public_context(), ident).encrypt(np.array(x), round_id=round_id, weight=w)
+        parsed = ContributionBlob.from_bytes(blob, sender=c)
+        d0 = chunks_digest(parsed.chunks)
         shared = ident.shared_secret(public.exchange_public)
         seed = mask_seed(shared, holder.context_id, round_id, c)
         m = mask(seed, 1, 4096, moduli)
+        rseed = randomness_seed(shared, holder.context_id, round_id, c)
+        u, e1 = encryption_randomness(rseed, 1, 4096)
         xpriv, spriv = ident.export_private_keys()
         clients.append({
             "client_id": c,
@@ -74,19 +80,22 @@ def main() -> None:
             "mask_seed": seed.hex(),
             "mask_first_words": [int(v) for v in m[0, 0, :8]],
             "mask_sha256": hashlib.sha256(m.astype("<u8").tobytes()).hexdigest(),
+            "randomness_seed": rseed.hex(),
+            "u_first": [int(v) for v in u[0, :16]],
+            "u_sha256": hashlib.sha256(u.astype("<i8").tobytes()).hexdigest(),
+            "e1_first": [int(v) for v in e1[0, :16]],
+            "e1_sha256": hashlib.sha256(e1.astype("<i8").tobytes()).hexdigest(),
             "c0_digest": d0.hex(),
-            "c1_digest": d1.hex(),
-            "signed_message": contribution_message(holder.context_id, round_id, c, len(x), d0, d1).hex(),
+            "signed_message": contribution_message(holder.context_id, round_id, c, len(x), d0).hex(),
             "signature": parsed.signature.hex(),
             "input": x,
             "weight": w,
-            "contribution": b64(parts.aggregator),
-            "key_share": b64(parts.key_holder),
+            "contribution": b64(blob),
         })
     expected = sum(np.array(x) * w for x, w in inputs.values())
     vectors = {
-        "description": "fedsecure CKKS summation wire format v3: parameter sets, key agreement, masks, "
-        "signatures, and one worked round",
+        "description": "fedsecure CKKS summation wire format v4: parameter sets, key agreement, masks, "
+        "encryption randomness, signatures, one worked round, and a refused v3 contribution",
         "wire_version": VERSION,
         "parameter_sets": [parameter_set(level) for level in (128, 192, 256)],
         "example": {
@@ -104,8 +113,9 @@ def main() -> None:
             "expected_sum": expected.tolist(),
             "error_bound": holder.error_bound(2, 5),
         },
+        "refused_v3_contribution": V3_CONTRIBUTION.read_text().strip(),
     }
-    out = Path(__file__).with_name("ckks_v3.json")
+    out = Path(__file__).with_name("ckks_v4.json")
     out.write_text(json.dumps(vectors, indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size} bytes)")
 
