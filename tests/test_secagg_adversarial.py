@@ -216,7 +216,7 @@ def _substitute_keys(rnd: Round, victim: int):
                            victim, v, keys.ENC)
         pt = AESGCM(ck).decrypt(keys.share_nonce(victim), sk_msg.ciphertext(j), keys.share_ad(rnd.server.round_id, victim, v))
         xs.append(v + 1)
-        b_rows.append(np.frombuffer(pt[8 + shamir.SHARE_BYTES :], dtype="<u4"))
+        b_rows.append(np.frombuffer(pt[8 + shamir.SHARE_BYTES : 8 + 2 * shamir.SHARE_BYTES], dtype="<u4"))
     t = rnd.params.t
     b = shamir.reconstruct(xs[:t], np.array(b_rows[:t], dtype=np.int64))
     # The victim masks with whoever the server says sent it shares.
@@ -374,13 +374,13 @@ def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped
             out = rnd.clients[w].receive(rnd.server._out(w, req))
         except SecAggError:
             continue
-        resp = m.UnmaskResponse.parse(rnd.opened(out[0], w))
+        resp = m.UnmaskResponse.parse(rnd.opened(out[0], w), rnd.server.active)
         for j, v in enumerate(resp.self_mask_ids.tolist()):
             b_sh.setdefault(v, []).append((w, resp.self_mask_shares[j * S : (j + 1) * S]))
         for j, v in enumerate(resp.mask_key_ids.tolist()):
             s_sh.setdefault(v, []).append((w, resp.mask_key_shares[j * S : (j + 1) * S]))
     for colluder in colluders:  # a corrupt neighbour hands over both shares it holds
-        s, b = rnd.clients[colluder]._held[victim]
+        s, b, _ = rnd.clients[colluder]._held[victim]
         s_sh.setdefault(victim, []).append((colluder, s))
         b_sh.setdefault(victim, []).append((colluder, b))
     got_b, got_s = len(b_sh.get(victim, [])), len(s_sh.get(victim, []))
@@ -697,10 +697,10 @@ def test_a_non_canonical_key_encoding_does_not_let_a_client_abort_the_round():
     rnd.assert_exact([u for u in rnd.ids if u != bad])
 
 
-def test_a_client_dealing_shares_of_another_key_aborts_by_name_never_a_wrong_sum():
-    """Limitation (no verifiable secret sharing), pinned down: a malicious client that deals shares of a
-    masking key other than the one it advertised and then drops makes its pairwise masks unremovable. The
-    server checks every rebuilt secret against its public value, so the round aborts with
+def test_semi_honest_a_client_dealing_shares_of_another_key_aborts_by_name_never_a_wrong_sum():
+    """Semi-honest mode (no identity keys: malicious clients are outside its model), pinned down: a client that
+    deals shares of a masking key other than the one it advertised and then drops makes its pairwise masks
+    unremovable. The server checks every rebuilt secret against its public value, so the round aborts with
     ReconstructionError naming that client; it never returns a wrong sum."""
     from fedsecure.secagg import ReconstructionError
 
@@ -711,6 +711,196 @@ def test_a_client_dealing_shares_of_another_key_aborts_by_name_never_a_wrong_sum
     with pytest.raises(ReconstructionError, match=f"masking key of client {bad}") as e:
         rnd.finish(to_server=lambda stage, u, data: [] if (u, stage) == (bad, "masked_input") else [data])
     assert e.value.sender == bad and rnd.server.result is None
+
+
+# --- active mode: verifiable accusation and exclusion of a cheating dealer ---------------------------
+def _cheating_round(what: str, *, n=6, bad=4, **kw) -> Round:
+    """An active round where ``bad`` deals shares of a secret other than its public one: its self-mask seed
+    (``what="self_mask"``, it then survives) or its masking key (``"mask_key"``, it then drops)."""
+    rnd = Round(n=n, active=True, **kw)
+    rnd.step()  # advertised: its commitment and masking key are now public
+    if what == "self_mask":
+        rnd.clients[bad]._self_seed = os.urandom(32)
+    else:
+        rnd.clients[bad]._mask_sk = X25519PrivateKey.generate()
+    return rnd
+
+
+def _drop(bad, stage="masked_input"):
+    return lambda st_, u, data: [] if (u, st_) == (bad, stage) else [data]
+
+
+@pytest.mark.parametrize("what", ["self_mask", "mask_key"])
+def test_active_a_malicious_dealer_is_excluded_and_the_round_returns_the_exact_sum_of_the_others(what):
+    """One malicious client never aborts an active round: a dealer whose signed shares rebuild a self-mask seed
+    other than its commitment (it survives: its whole masked input comes back out) or a masking key other than
+    its advertised key (it drops: its pairwise masks come out through its neighbours' seeds) is excluded with a
+    reason naming the verified proof, and the round returns the exact sum of the others. Each honest client
+    revealed the pairwise seed only with the cheater, never with an honest peer."""
+    bad = 4
+    rnd = _cheating_round(what, bad=bad)
+    res = rnd.finish(to_server=_drop(bad) if what == "mask_key" else None)
+    others = [u for u in rnd.ids if u != bad]
+    rnd.assert_exact(others)
+    assert "verified proof" in res.excluded[bad] and bad in rnd.server.accused and res.blamed == {}
+    for u in others:
+        seeds = {v for v, r in rnd.clients[u].revealed.items() if "pairwise_seed" in r}
+        assert seeds == {bad} and rnd.clients[u].stage == "done"
+
+
+def test_active_two_malicious_dealers_one_survivor_one_dropped_are_both_excluded():
+    """Two cheating dealers in one round (one surviving with a bad self-mask sharing, one dropping with a bad
+    masking-key sharing, neighbours of each other) are both excluded and the sum of the other six is exact."""
+    rnd = Round(n=8, active=True)
+    rnd.step()
+    rnd.clients[2]._self_seed = os.urandom(32)
+    rnd.clients[5]._mask_sk = X25519PrivateKey.generate()
+    res = rnd.finish(to_server=_drop(5))
+    rnd.assert_exact([0, 1, 3, 4, 6, 7])
+    assert set(rnd.server.accused) == {2, 5} and "verified proof" in res.excluded[2] + res.excluded[5]
+
+
+def _alter(shares: bytes, j: int) -> bytes:
+    b = bytearray(shares)
+    b[j * S] ^= 1
+    return bytes(b)
+
+
+def test_active_a_revealer_that_alters_shares_is_blamed_and_does_not_frame_an_honest_dealer():
+    """Blame lands on the revealer, never on an honest dealer: two of client 0's seven neighbours alter the
+    share of its self-mask seed they reveal (keeping its dealer signature), at positions that spoil every
+    cyclic t-window, so no window rebuilds the commitment. The server checks the dealer signatures, blames the
+    two revealers, rebuilds from the five validly signed shares, excludes nobody, and the sum of all eight is
+    exact. The altered shares carry 0's signature over other values, so they can never prove 0 cheated."""
+    rnd = Round(n=8, active=True)  # k = 7, t = 5
+    liars = {1, 4}  # positions 0 and 3 among 0's revealers 1..7
+
+    def tamper(stage, u, data):
+        if stage != "unmasking" or u not in liars:
+            return [data]
+        r = m.UnmaskResponse.parse(rnd.opened(data, u), True)
+        j = r.self_mask_ids.tolist().index(0)
+        forged = dataclasses.replace(r, self_mask_shares=_alter(r.self_mask_shares, j))
+        return [rnd.from_client(u, forged)]
+
+    res = rnd.finish(to_server=tamper)
+    rnd.assert_exact(rnd.ids)
+    assert set(res.blamed) == liars and all("did not sign" in why for why in res.blamed.values())
+    assert rnd.server.accused == {} and not any("pairwise_seed" in r for c in rnd.clients.values()
+                                                for r in c.revealed.values())
+
+
+def test_active_too_few_validly_signed_shares_abort_by_name_without_accusing_the_dealer():
+    """Three of client 0's seven neighbours alter its share (t = 5): after blaming them only four validly
+    signed shares remain, so the server cannot rebuild 0's seed nor prove anything against it: the round aborts
+    with TooFewSurvivors (never a wrong sum, never an accusation of the honest dealer)."""
+    rnd = Round(n=8, active=True)
+    liars = {1, 3, 5}
+
+    def tamper(stage, u, data):
+        if stage != "unmasking" or u not in liars:
+            return [data]
+        r = m.UnmaskResponse.parse(rnd.opened(data, u), True)
+        j = r.self_mask_ids.tolist().index(0)
+        return [rnd.from_client(u, dataclasses.replace(r, self_mask_shares=_alter(r.self_mask_shares, j)))]
+
+    with pytest.raises(TooFewSurvivors, match="carry its signature"):
+        rnd.finish(to_server=tamper)
+    assert rnd.server.accused == {} and set(rnd.server.blamed) == liars
+
+
+def test_active_a_neighbour_silent_at_exclusion_aborts_with_too_few_survivors():
+    """A neighbour in the sum that does not reveal its seed with the proven cheater is a dropout at exclusion:
+    its mask with the cheater cannot come out, so the round aborts with the named TooFewSurvivors, never a raw
+    exception or a wrong sum."""
+    rnd = _cheating_round("self_mask", bad=4)
+    with pytest.raises(TooFewSurvivors, match=r"clients \[1\] did not reveal the pairwise-mask seeds"):
+        rnd.finish(to_server=_drop(1, "exclusion"))
+    assert rnd.server.result is None
+
+
+def _honest_proof(rnd: Round, dealer: int) -> m.Accusation:
+    """t genuine shares of ``dealer``'s self-mask seed with its genuine signatures, as revealed at unmasking."""
+    entries = []
+    for w in sorted(rnd.server._responses):
+        r = rnd.server._responses[w]
+        ids = r.self_mask_ids.tolist()
+        if dealer in ids:
+            j = ids.index(dealer)
+            pr = r.self_mask_proofs[j * m.PROOF_BYTES : (j + 1) * m.PROOF_BYTES]
+            entries.append((w, r.self_mask_shares[j * S : (j + 1) * S], pr[:32], pr[32:]))
+    return m.Accusation(dealer, 0, tuple(entries[: rnd.params.t]))
+
+
+def _forged_proofs(rnd: Round, dealer: int, victim: int) -> dict[str, tuple[m.Accusation, str]]:
+    """Every way a malicious server can try to accuse the honest ``dealer`` to its neighbour ``victim``."""
+    honest = _honest_proof(rnd, dealer)
+    t = rnd.params.t
+    key = rnd.ident[dealer]
+    adv = rnd.server._adv[dealer]
+    w0, sh0, dg0, sig0 = honest.entries[0]
+    bumped = _alter(sh0, 0)
+    other_round = bytes(32)  # the dealer's real key, signing for another configuration and commitment
+    stale = key.sign(keys.revealed_share_payload(other_round, dealer, w0, os.urandom(32), adv.mask_pk, 0, bumped, dg0))
+    return {
+        "wrong signature": (dataclasses.replace(honest, entries=((w0, bumped, dg0, sig0),) + honest.entries[1:]),
+                            "did not sign"),
+        "random signature": (dataclasses.replace(honest, entries=((w0, sh0, dg0, os.urandom(64)),) + honest.entries[1:]),
+                             "did not sign"),
+        "shares that rebuild the commitment": (honest, "rebuilds its public value"),
+        "shares that rebuild the masking key": (dataclasses.replace(honest, kind=1), "did not sign"),
+        "a share signed for another round": (dataclasses.replace(honest, entries=((w0, bumped, dg0, stale),)
+                                                                 + honest.entries[1:]), "did not sign"),
+        "too few shares": (dataclasses.replace(honest, entries=honest.entries[: t - 1]), f"exactly t={t}"),
+        "a client that is not its neighbour": (dataclasses.replace(honest, dealer=victim), "did not deal shares"),
+    }
+
+
+def test_active_a_forged_exclusion_proof_is_refused_and_reveals_no_seed():
+    """Refused with a named protocol error (PolicyViolation), no seed revealed: after an honest active round's
+    unmasking, a malicious server asks client 1 for its pairwise seed with client 0 (whose self-mask share 1
+    has already revealed) with a proof whose signature is wrong or random, whose shares do rebuild 0's
+    commitment (0 did not cheat), that claims a masking-key sharing, that holds a share 0 signed for another
+    round, too few shares, or that accuses 1 itself. Client 1 checks every proof against 0's pinned identity
+    key and the advertised record it verified itself; each is refused and 1 still answers a valid request."""
+    rnd = Round(n=6, active=True)
+    rnd.until("done")
+    victim, dealer = 1, 0
+    c = rnd.clients[victim]
+    assert c.stage == "exclusion" and c.revealed[dealer] == "self_mask"
+    for name, (acc, reason) in _forged_proofs(rnd, dealer, victim).items():
+        with pytest.raises(PolicyViolation, match=reason):
+            c.receive(rnd.server._out(victim, m.ExclusionRequest((acc,))))
+        assert c.stage == "exclusion" and c.revealed[dealer] == "self_mask", name
+    with pytest.raises(MessageRejected, match="accuses nobody"):
+        c.receive(rnd.server._out(victim, m.ExclusionRequest(())))
+    assert not any("pairwise_seed" in r for r in c.revealed.values())
+
+
+def test_active_the_server_never_gets_both_a_self_mask_share_and_a_pairwise_seed_of_an_honest_client():
+    """No honest input recoverable: for an honest dealer whose self-mask share each neighbour revealed at
+    unmasking, every forged proof (all of the above, to every neighbour, also bundled with a genuine
+    accusation of a real cheater) leaves each neighbour's disclosure about it at exactly "self_mask"; the
+    genuine accusation alone (a positive control) does make them reveal the seed with the real cheater."""
+    bad = 4
+    rnd = _cheating_round("self_mask", bad=bad)
+    rnd.until("exclusion")
+    genuine = rnd.server._accused[bad].proof
+    for victim in (1, 2, 3):
+        c = rnd.clients[victim]
+        for name, (acc, reason) in _forged_proofs(rnd, 0, victim).items():
+            bundle = tuple(sorted((genuine, acc), key=lambda a: a.dealer)) if acc.dealer != bad else (acc,)
+            if len({a.dealer for a in bundle}) < len(bundle):
+                bundle = (acc,)
+            with pytest.raises(PolicyViolation):
+                c.receive(rnd.server._out(victim, m.ExclusionRequest(bundle)))
+            assert c.revealed[0] == "self_mask" and "pairwise_seed" not in c.revealed.get(bad, ""), name
+    res = rnd.finish()  # the genuine requests
+    rnd.assert_exact([u for u in rnd.ids if u != bad])
+    for u in (0, 1, 2, 3, 5):
+        assert all(r == "self_mask" for v, r in rnd.clients[u].revealed.items() if v != bad)
+        assert rnd.clients[u].revealed[bad] == "self_mask+pairwise_seed"
+    assert "verified proof" in res.excluded[bad]
 
 
 def test_a_sparse_graph_weaker_than_the_clients_assumption_is_refused():
@@ -1131,18 +1321,41 @@ def _draw_body(data, mtype, rnd, sender):
         sig_ids = ids()
         sigs = tuple((int(v), data.draw(st.binary(min_size=64, max_size=64))) for v in sig_ids.tolist())
         return m.UnmaskRequest(surv, sigs).body()
-    assert mtype == m.UnmaskResponse.TYPE
-    a, b = ids(), ids()
     high = data.draw(st.sampled_from([shamir.PRIME - 1, shamir.PRIME, 2**32 - 1]))
     shares = lambda k: np.array(data.draw(st.lists(st.integers(0, high), min_size=k, max_size=k)), dtype="<u4").tobytes()  # noqa: E731
-    return m.UnmaskResponse(a, shares(a.size * shamir.LIMBS), b, shares(b.size * shamir.LIMBS)).body()
+    if mtype == m.ExclusionResponse.TYPE:
+        dealers = ids()
+        return m.ExclusionResponse(dealers, data.draw(st.binary(min_size=32 * dealers.size,
+                                                                max_size=32 * dealers.size))).body()
+    if mtype == m.ExclusionRequest.TYPE:  # proofs with real or random dealer signatures, plausible or not
+        accs = []
+        for dealer in ids().tolist()[:3]:
+            entries = []
+            for w in ids().tolist()[: cfg.t + 1]:
+                share = shares(shamir.LIMBS)
+                other = data.draw(st.binary(min_size=32, max_size=32))
+                kind = data.draw(st.integers(0, 1))
+                sig = data.draw(st.binary(min_size=64, max_size=64))
+                adv = srv._adv.get(dealer)
+                if rnd.ident and dealer in rnd.ident and adv is not None and data.draw(st.booleans()):
+                    sig = rnd.ident[dealer].sign(keys.revealed_share_payload(
+                        srv._cfg_hash, dealer, w, adv.commitment, adv.mask_pk, kind, share, other))
+                entries.append((w, share, other, sig))
+            accs.append(m.Accusation(dealer, data.draw(st.integers(0, 1)), tuple(entries)))
+        return m.ExclusionRequest(tuple(accs)).body()
+    assert mtype == m.UnmaskResponse.TYPE
+    a, b = ids(), ids()
+    proofs = lambda k: data.draw(st.binary(min_size=96 * k, max_size=96 * k)) if srv.active else b""  # noqa: E731
+    return m.UnmaskResponse(a, shares(a.size * shamir.LIMBS), b, shares(b.size * shamir.LIMBS), proofs(a.size),
+                            proofs(b.size)).body()
 
 
 CLIENT_EXPECTS = {"config": m.RoundConfig, "commitments": m.SeedCommitments, "reveals": m.SeedReveals,
-                  "shares": m.ForwardedShares, "consistency": m.ConsistencyRequest, "unmask": m.UnmaskRequest}
+                  "shares": m.ForwardedShares, "consistency": m.ConsistencyRequest, "unmask": m.UnmaskRequest,
+                  "exclusion": m.ExclusionRequest}
 SERVER_EXPECTS = {"advertise_keys": m.AdvertiseKeys, "seed_reveal": m.SeedReveal, "share_keys": m.ShareKeys,
                   "masked_input": m.MaskedInput, "consistency_check": m.ConsistencySignature,
-                  "unmasking": m.UnmaskResponse}
+                  "unmasking": m.UnmaskResponse, "exclusion": m.ExclusionResponse}
 
 
 def _mostly(data) -> bool:
@@ -1206,7 +1419,7 @@ def _client_state(c):
 def _server_state(s):
     return (s.stage, s.graph_attempt, tuple(s._view.tolist()), frozenset(s._adv), frozenset(s._reveals),
             frozenset(s._shares), frozenset(s._u3), frozenset(s._sigs), frozenset(s._responses), s._total.tobytes(),
-            dict(s.excluded))
+            dict(s.excluded), frozenset(s._excl_seeds))
 
 
 FUZZ_MODES = {

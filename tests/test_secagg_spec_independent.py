@@ -5,9 +5,11 @@ primitives of ``cryptography`` (X25519, Ed25519, HKDF, AES, ChaCha20-Poly1305), 
 randomness stream (section 10.3), and recomputes, message by message, what every party sends
 (sections 4 to 9): the signed configuration, AdvertiseKeys with its commitments and K_u tag, the
 seed-chain reveals and the graph seed, the Harary ring order and neighbours, the Shamir shares (the
-coefficient order of section 6.2) inside their AES-GCM ciphertexts, the masked inputs (encoding with
-ties to even, PRG words, signs, bit packing), the consistency round and the unmask responses. Each
-recomputed message must equal the vector's bytes, so a gap or an error in the spec fails here.
+coefficient order of section 6.2) with their dealer signatures (active) inside their AES-GCM
+ciphertexts, the masked inputs (encoding with ties to even, PRG words, signs, bit packing), the
+consistency round, the unmask responses with their share proofs, and the exclusion stage (the
+server's proofs against cheating dealers and the neighbours' pairwise seeds). Each recomputed message
+must equal the vector's bytes, so a gap or an error in the spec fails here.
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-VECTORS = json.loads((Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v3.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v4.json").read_text())
 CASES = VECTORS["vectors"]
 
 # -- section 1 ------------------------------------------------------------------------------------
-L = b"fedsecure/secagg/v3/"
+L = b"fedsecure/secagg/v4/"
 SERVER = 0xFFFFFFFF
 G = 3
 P = 2**31 - 1
 T_CONFIG, T_ADV, T_COMMITS, T_SHARES, T_FWD, T_MASKED = 1, 2, 3, 4, 5, 6
 T_CREQ, T_CSIG, T_UREQ, T_URESP, T_REVEAL, T_REVEALS = 7, 8, 9, 10, 11, 12
+T_EREQ, T_ERESP = 13, 14
 
 
 def H(b: bytes) -> bytes:
@@ -81,7 +84,7 @@ class Stream:
 
 # -- section 8: header and trailers ------------------------------------------------------------------
 def header(mtype: int, round_id: bytes, sender: int, recipient: int) -> bytes:
-    return struct.pack("<BB16sII", 3, mtype, round_id, sender, recipient)
+    return struct.pack("<BB16sII", 4, mtype, round_id, sender, recipient)
 
 
 def sealed(hdr: bytes, body: bytes, key: bytes, nonce: bytes) -> bytes:
@@ -198,7 +201,7 @@ def rederive(case: dict) -> None:
     # Section 8.1: the RoundConfig field by field.
     hdr, body, sig = cfg[:26], cfg[26:-64], cfg[-64:]
     version, mtype, round_id, sender, recipient = struct.unpack("<BB16sII", hdr)
-    assert (version, mtype, sender, recipient) == (3, T_CONFIG, SERVER, SERVER)
+    assert (version, mtype, sender, recipient) == (4, T_CONFIG, SERVER, SERVER)
     d, bits, stochastic, scale, clip, graph, k, t, active = struct.unpack_from("<IBBddBIIB", body, 0)
     server_pk, sign_pk = body[32:64], body[64:96]
     (n,) = struct.unpack_from("<I", body, 96)
@@ -221,6 +224,7 @@ def rederive(case: dict) -> None:
     assert cfg_hash.hex() == derived["config_hash"]
 
     clients = {u: Client(seed, u) for u in roster}
+    cheaters = {int(u): what for u, what in inp.get("cheaters", {}).items()}
 
     def replies(i: int) -> dict[int, bytes]:
         return {int(u): bytes.fromhex(h) for u, h in stages[i]["clients_to_server"].items()}
@@ -241,6 +245,11 @@ def rederive(case: dict) -> None:
         records[u] = c.enc_pk + c.mask_pk + commit + c.seed_commit + signature
         keys_of[u] = hkdf(x25519(c.enc_sk, server_pk), cfg_hash, L + b"client-server" + u32(u))
         assert msg == sealed(header(T_ADV, round_id, u, SERVER), records[u], keys_of[u], c.rand(12)), u
+        c.commit, c.dealt_b, c.dealt_mask_sk = commit, c.b, c.mask_sk
+        if cheaters.get(u) == "self_mask":  # section 11.2: 32 more bytes of its stream replace its secret
+            c.dealt_b = c.rand(32)
+        elif cheaters.get(u) == "mask_key":
+            c.dealt_mask_sk = c.rand(32)
     assert {str(u): key.hex() for u, key in keys_of.items()} == derived["client_server_keys"]
 
     # seed_reveal, one entry per draw
@@ -277,14 +286,20 @@ def rederive(case: dict) -> None:
     assert sent(i) == {u: want for u in view}
     cts: dict[tuple[int, int], bytes] = {}
     shares: dict[tuple[int, int], tuple[bytes, bytes]] = {}  # (owner, holder) -> (mask-key share, seed share)
+    dealer_sig: dict[tuple[int, int], bytes] = {}  # (owner, holder) -> the owner's signature (zeros unless active)
     for u, msg in replies(i).items():
         c = clients[u]
-        s_sh, b_sh = shamir_shares([c.mask_sk, c.b], [v + 1 for v in nbrs[u]], t, c.rand)
+        s_sh, b_sh = shamir_shares([c.dealt_mask_sk, c.dealt_b], [v + 1 for v in nbrs[u]], t, c.rand)
         body = idlist(nbrs[u])
         for v in nbrs[u]:
             shares[u, v] = (s_sh[v + 1], b_sh[v + 1])
+            dealer_sig[u, v] = bytes(64)
+            if active:  # section 5: dealt-share signature over both share digests
+                dealer_sig[u, v] = c.identity.sign(
+                    L + b"dealt-share" + cfg_hash + u32(u) + u32(v) + c.commit + c.mask_pk
+                    + H(L + b"self-mask-share" + b_sh[v + 1]) + H(L + b"mask-key-share" + s_sh[v + 1]))
             key = pair_key(c.enc_sk, clients[v].enc_pk, round_id, u, v, b"share-encryption")
-            pt = u32(u) + u32(v) + s_sh[v + 1] + b_sh[v + 1]
+            pt = u32(u) + u32(v) + s_sh[v + 1] + b_sh[v + 1] + dealer_sig[u, v]
             cts[u, v] = AESGCM(key).encrypt(u32(u) + bytes(8), pt, L + b"share" + round_id + u32(u) + u32(v))
         body += b"".join(cts[u, v] for v in nbrs[u])
         assert msg == sealed(header(T_SHARES, round_id, u, SERVER), body, keys_of[u], c.rand(12)), u
@@ -306,16 +321,15 @@ def rederive(case: dict) -> None:
         c = clients[u]
         encoded[u] = encode(vectors[u], scale, clip, bits)
         assert str(u) in derived["encoded"] and encoded[u] == derived["encoded"][str(u)]
-        y = [a + b for a, b in zip(encoded[u], prg(c.b, d, bits))]
+        y = [a + b for a, b in zip(encoded[u], prg(c.dealt_b, d, bits))]
         for v in fwd[u]:
-            mask = prg(pair_key(c.mask_sk, clients[v].mask_pk, round_id, u, v, b"pairwise-mask"), d, bits)
+            mask = prg(pair_key(c.dealt_mask_sk, clients[v].mask_pk, round_id, u, v, b"pairwise-mask"), d, bits)
             y = [a + (m if u < v else -m) for a, m in zip(y, mask)]
         packed = pack([a % 2**bits for a in y], bits)
         pad = 8 * len(packed) - d * bits
         assert not pad or packed[-1] >> (8 - pad) == 0
         assert msg == sealed(header(T_MASKED, round_id, u, SERVER), packed, keys_of[u], c.rand(12)), u
     u3 = sorted(replies(i))
-    assert u3 == exp["included"]
     surv = {u: [v for v in fwd[u] if v in u3] for u in u3}
 
     # consistency_check (active)
@@ -332,9 +346,9 @@ def rederive(case: dict) -> None:
             assert msg == sealed(header(T_CSIG, round_id, u, SERVER), sigs[u], keys_of[u], clients[u].rand(12))
         asked = sorted(sigs)
 
-    # unmasking: requests to the asked clients, responses with one share per peer
+    # unmasking: requests to the asked clients, responses with one share per peer (and its proof if active)
     i += 1
-    assert stages[i]["stage"] == "unmasking" and i == len(stages) - 1
+    assert stages[i]["stage"] == "unmasking"
     want = {}
     for u in asked:
         records_ = [(v, sigs[v]) for v in fwd[u] if v in sigs]
@@ -346,24 +360,67 @@ def rederive(case: dict) -> None:
     for u, msg in replies(i).items():
         b_ids = surv[u]
         s_ids = [v for v in fwd[u] if v not in surv[u]]
-        body = (idlist(b_ids) + b"".join(shares[v, u][1] for v in b_ids)
-                + idlist(s_ids) + b"".join(shares[v, u][0] for v in s_ids))
+        b_proofs = s_proofs = b""
+        if active:
+            b_proofs = b"".join(H(L + b"mask-key-share" + shares[v, u][0]) + dealer_sig[v, u] for v in b_ids)
+            s_proofs = b"".join(H(L + b"self-mask-share" + shares[v, u][1]) + dealer_sig[v, u] for v in s_ids)
+        body = (idlist(b_ids) + b"".join(shares[v, u][1] for v in b_ids) + b_proofs
+                + idlist(s_ids) + b"".join(shares[v, u][0] for v in s_ids) + s_proofs)
         assert msg == sealed(header(T_URESP, round_id, u, SERVER), body, keys_of[u], clients[u].rand(12)), u
         for v in b_ids:
-            b_shares.setdefault(v, {})[u + 1] = shares[v, u][1]
+            b_shares.setdefault(v, {})[u] = shares[v, u][1]
         for v in s_ids:
-            s_shares.setdefault(v, {})[u + 1] = shares[v, u][0]
+            s_shares.setdefault(v, {})[u] = shares[v, u][0]
 
-    # output: the ring sum is the sum of the encodings, and t shares rebuild the secrets
-    ring_sum = [sum(encoded[u][j] for u in u3) % 2**bits for j in range(d)]
-    assert ring_sum == exp["ring_sum"]
+    # t shares (the first t revealers by id) rebuild each public value, or prove their dealer cheated
+    accused: dict[int, tuple[int, list[int]]] = {}  # dealer -> (kind, revealers)
     for u in u3:
-        pts = dict(list(b_shares[u].items())[:t])
-        assert interpolate(pts) == clients[u].b == bytes.fromhex(derived["self_mask_seeds"][str(u)])
+        ws = sorted(b_shares[u])[:t]
+        if H(L + b"self-mask-commitment" + round_id + u32(u) + interpolate({w + 1: b_shares[u][w] for w in ws})) \
+                != clients[u].commit:
+            accused[u] = (0, ws)
+        else:
+            assert clients[u].b == bytes.fromhex(derived["self_mask_seeds"][str(u)])
     for v in u2:
         if v not in u3 and any(w in u3 for w in fwd[v]):
-            pts = dict(list(s_shares[v].items())[:t])
-            assert x25519_pub(interpolate(pts)) == clients[v].mask_pk
+            ws = sorted(s_shares[v])[:t]
+            if x25519_pub(interpolate({w + 1: s_shares[v][w] for w in ws})) != clients[v].mask_pk:
+                accused[v] = (1, ws)
+    assert set(accused) == set(cheaters) and sorted(set(u3) - set(accused)) == exp["included"]
+
+    # exclusion (active, only after an accusation): the proofs to each neighbour in the sum, its seeds back
+    if accused:
+        i += 1
+        assert active and stages[i]["stage"] == "exclusion"
+        want, asked_ex = {}, {}
+        for j in u3:
+            ds = [D for D in sorted(accused) if D in fwd[j] and j not in accused]
+            if not ds:
+                continue
+            asked_ex[j] = ds
+            body = u32(len(ds))
+            for D in ds:
+                kind, ws = accused[D]
+                body += u32(D) + u8(kind) + u32(len(ws))
+                for w in ws:
+                    s_share, b_share = shares[D, w]
+                    share, other = (b_share, H(L + b"mask-key-share" + s_share)) if kind == 0 else \
+                        (s_share, H(L + b"self-mask-share" + b_share))
+                    body += u32(w) + share + other + dealer_sig[D, w]
+            want[j] = sealed(header(T_EREQ, round_id, SERVER, j), body, keys_of[j], srand(12))
+        assert sent(i) == want
+        got = replies(i)
+        assert sorted(got) == sorted(asked_ex)
+        for j, msg in got.items():
+            seeds_j = b"".join(pair_key(clients[j].mask_sk, clients[D].mask_pk, round_id, j, D, b"pairwise-mask")
+                               for D in asked_ex[j])
+            assert msg == sealed(header(T_ERESP, round_id, j, SERVER), idlist(asked_ex[j]) + seeds_j, keys_of[j],
+                                 clients[j].rand(12))
+    assert i == len(stages) - 1
+
+    # output: the ring sum is the sum of the encodings of the included clients
+    ring_sum = [sum(encoded[u][j] for u in exp["included"]) % 2**bits for j in range(d)]
+    assert ring_sum == exp["ring_sum"]
     half = 2 ** (bits - 1)
     assert exp["sum"] == [(s - 2**bits if s >= half else s) / scale for s in ring_sum]
 
@@ -373,31 +430,36 @@ def test_transcript_rederived_from_the_spec_alone(case):
     rederive(case)
 
 
-def v2_messages(seed: str) -> tuple[bytes, bytes]:
-    """The v2 RoundConfig and client 0's v2 AdvertiseKeys of section 11.3, from the v2 layout."""
-    L2, roster = b"fedsecure/secagg/v2/", [0, 1, 2, 3]
-    srand = Stream(f"{seed}/v2-server")
-    round_id, server_sk, graph_seed = srand(16), srand(32), srand(32)
-    body = (struct.pack("<IBBddBIIB", 4, 32, 0, 2.0**20, 1.0, 0, 3, 2, 0) + graph_seed + x25519_pub(server_sk)
-            + idlist(roster))
-    config = struct.pack("<BB16sII", 2, T_CONFIG, round_id, SERVER, SERVER) + body
-    crand = Stream(f"{seed}/v2-client/0")
-    enc_sk, mask_sk, b = crand(32), crand(32), crand(32)
-    commit = H(L2 + b"self-mask-commitment" + round_id + u32(0) + b)
-    k_u = hkdf(x25519(enc_sk, x25519_pub(server_sk)), H(config), L2 + b"client-server" + u32(0))
-    adv = sealed(struct.pack("<BB16sII", 2, T_ADV, round_id, 0, SERVER),
-                 x25519_pub(enc_sk) + x25519_pub(mask_sk) + commit + bytes(64), k_u, crand(12))
+def v3_messages(seed: str) -> tuple[bytes, bytes]:
+    """The v3 RoundConfig and client 0's v3 AdvertiseKeys of section 11.3: the v4 layout with version 3 and
+    labels fedsecure/secagg/v3/."""
+    L3, roster = b"fedsecure/secagg/v3/", [0, 1, 2, 3]
+    srand = Stream(f"{seed}/v3-server")
+    round_id, server_sk = srand(16), srand(32)
+    signing = Ed25519PrivateKey.from_private_bytes(srand(32))
+    body = (struct.pack("<IBBddBIIB", 4, 32, 0, 2.0**20, 1.0, 0, 3, 2, 0) + x25519_pub(server_sk)
+            + signing.public_key().public_bytes_raw() + idlist(roster))
+    msg = struct.pack("<BB16sII", 3, T_CONFIG, round_id, SERVER, SERVER) + body
+    config = msg + signing.sign(L3 + b"config" + msg)
+    crand = Stream(f"{seed}/v3-client/0")
+    enc_sk, mask_sk, b, x = crand(32), crand(32), crand(32), crand(32)
+    for _ in range(3):
+        x = H(L3 + b"seed-chain" + x)
+    commit = H(L3 + b"self-mask-commitment" + round_id + u32(0) + b)
+    k_u = hkdf(x25519(enc_sk, x25519_pub(server_sk)), H(config), L3 + b"client-server" + u32(0))
+    adv = sealed(struct.pack("<BB16sII", 3, T_ADV, round_id, 0, SERVER),
+                 x25519_pub(enc_sk) + x25519_pub(mask_sk) + commit + x + bytes(64), k_u, crand(12))
     return config, adv
 
 
-def test_refusals_are_genuine_version_2_messages():
+def test_refusals_are_genuine_version_3_messages():
     for case in VECTORS["refusals"]:
-        config, adv = v2_messages(case["input"]["seed"])
-        assert (len(config), len(adv)) == (142, 214)
+        config, adv = v3_messages(case["input"]["seed"])
+        assert (len(config), len(adv)) == (206, 246)
         msg = bytes.fromhex(case["expected"]["message"])
         assert msg == (config if case["input"]["receiver"] == "client" else adv)
         assert case["expected"]["error"] == "MessageRejected"
-        assert "unsupported version 2 (this implementation speaks version 3)" in case["expected"]["reason"]
+        assert "unsupported version 3 (this implementation speaks version 4)" in case["expected"]["reason"]
 
 
 def test_numpy_packing_agrees_with_the_integer_definition():

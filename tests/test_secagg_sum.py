@@ -57,7 +57,8 @@ def test_bad_configuration_and_bad_stage_names_are_refused():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             SecAggSum().sum({u: np.zeros(2) for u in range(5)}, dropouts={1: "upload"})
-    assert SecAggSum(active=True).stages == ("advertise_keys", "seed_reveal", "share_keys", "masked_input", "consistency_check", "unmasking")
+    assert SecAggSum(active=True).stages == ("advertise_keys", "seed_reveal", "share_keys", "masked_input",
+                                             "consistency_check", "unmasking", "exclusion")
 
 
 class PatternNoise:
@@ -80,21 +81,32 @@ def test_client_noise_is_added_in_encoded_units_before_masking():
     assert np.allclose(r.total, 6 * 0.25 + 6 * 7 / enc.scale, atol=enc.max_error(6))
 
 
-def test_a_client_caught_dealing_inconsistent_shares_costs_one_round_then_is_left_out(monkeypatch):
-    """One malicious client can make one round abort (no VSS), never a wrong sum; SecAggSum then leaves it out."""
+def _cheater(monkeypatch, bad: int, what: str):
+    """Make client ``bad`` of every simulated round deal shares of a secret other than its public one."""
+    import os
+
     import fedsecure.secagg.simulator as sim
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    from fedsecure.secagg import ReconstructionError
 
     class Cheater(sim.SecAggClient):
         def receive(self, data):
             out = super().receive(data)
-            if self.id == 4 and self.stage == "commitments":  # shares of a key other than the advertised one
-                self._mask_sk = X25519PrivateKey.generate()
+            if self.id == bad and self.stage == "commitments":  # after advertising, before dealing
+                if what == "mask_key":
+                    self._mask_sk = X25519PrivateKey.generate()
+                else:
+                    self._self_seed = os.urandom(32)
             return out
 
     monkeypatch.setattr(sim, "SecAggClient", Cheater)
+
+
+def test_semi_honest_a_client_caught_dealing_inconsistent_shares_costs_one_round_then_is_left_out(monkeypatch):
+    """Semi-honest mode (no identity keys, malicious clients outside its model): one malicious dealer can make
+    one round abort with ReconstructionError naming it, never a wrong sum; SecAggSum then leaves it out."""
+    from fedsecure.secagg import ReconstructionError
+
+    _cheater(monkeypatch, 4, "mask_key")
     proto = SecAggSum(graph="complete")
     vecs = {u: np.full(6, 0.1 * u) for u in range(8)}
     with pytest.raises(ReconstructionError, match="client 4"):
@@ -103,3 +115,20 @@ def test_a_client_caught_dealing_inconsistent_shares_costs_one_round_then_is_lef
     res = proto.sum(vecs, dropouts={4: "masked_input"})
     assert 4 not in res.included and "inconsistent" in res.excluded[4]
     assert np.allclose(res.total, sum(vecs[u] for u in res.included), atol=1e-5)
+
+
+@pytest.mark.parametrize("what, dropouts", [("self_mask", {}), ("mask_key", {4: "masked_input"})])
+def test_active_a_client_dealing_inconsistent_shares_is_excluded_and_the_round_sums_the_others(monkeypatch, what,
+                                                                                             dropouts):
+    """Active mode: one malicious dealer never aborts a round. A client dealing shares of a self-mask seed other
+    than the one it committed to (and surviving), or of a masking key other than the advertised one (and then
+    dropping), is excluded in that same round by a verified proof and the round returns the exact sum of the
+    other seven; nothing is blocked for later rounds (there is nothing to catch up on)."""
+    _cheater(monkeypatch, 4, what)
+    proto = SecAggSum(graph="complete", active=True)
+    vecs = {u: np.full(6, 0.1 * u) for u in range(8)}
+    res = proto.sum(vecs, dropouts=dropouts)
+    assert res.included == (0, 1, 2, 3, 5, 6, 7)
+    assert "verified proof" in res.excluded[4] and "inconsistent" in res.excluded[4]
+    assert np.allclose(res.total, sum(vecs[u] for u in res.included), atol=1e-5)
+    assert proto.blocked == {}

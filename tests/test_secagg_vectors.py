@@ -1,4 +1,4 @@
-"""The deterministic JSON test vectors of protocols/vectors/secagg_v3.json reproduce byte for byte."""
+"""The deterministic JSON test vectors of protocols/vectors/secagg_v4.json reproduce byte for byte."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from fedsecure.secagg.testing import refusal, transcript
 
-VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v3.json"
+VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "vectors" / "secagg_v4.json"
 DATA = json.loads(VECTORS.read_text())
 CASES = DATA["vectors"]
 REFUSALS = DATA["refusals"]
@@ -24,6 +24,7 @@ def test_vector_reproduces_every_message_and_the_sum(case):
         assert g["server_to_clients"] == w["server_to_clients"], g["stage"]
         assert g["clients_to_server"] == w["clients_to_server"], g["stage"]
     assert got["included"] == want["included"]
+    assert got["excluded"] == want["excluded"]
     assert got["ring_sum"] == want["ring_sum"]
     assert got["sum"] == want["sum"]
     assert got["derived"] == want["derived"]
@@ -49,6 +50,11 @@ def test_vectors_cover_what_the_spec_promises():
             silent = set(s["server_to_clients"]) - set(s["clients_to_server"])
             dropped = {u for u, st in c["input"]["dropouts"].items() if order.index(st) <= i}
             assert silent == dropped & set(s["server_to_clients"]), (c["name"], s["stage"])
+    excl = by_name["secagg-complete-active-exclusion"]  # the exclusion stage, both kinds of cheating
+    assert [s["stage"] for s in excl["expected"]["stages"]][-1] == "exclusion"
+    assert set(excl["input"]["cheaters"].values()) == {"self_mask", "mask_key"}
+    assert set(excl["expected"]["excluded"]) == set(excl["input"]["cheaters"])
+    assert all("verified proof" in excl["expected"]["excluded"][u] for u in excl["input"]["cheaters"])
     ties = by_name["encoding-ties-and-clip"]
     scale = ties["expected"]["scale"]
     xs = [x for v in ties["input"]["vectors"].values() for x in v]
@@ -56,11 +62,11 @@ def test_vectors_cover_what_the_spec_promises():
 
 
 @pytest.mark.parametrize("case", REFUSALS, ids=[c["name"] for c in REFUSALS])
-def test_v2_messages_are_refused_with_the_recorded_reason(case):
+def test_v3_messages_are_refused_with_the_recorded_reason(case):
     got = refusal(case["input"]["seed"], case["input"]["receiver"])
     assert got == case["expected"]
-    assert bytes.fromhex(case["expected"]["message"])[0] == 2
-    assert "unsupported version 2" in case["expected"]["reason"]
+    assert bytes.fromhex(case["expected"]["message"])[0] == 3
+    assert "unsupported version 3 (this implementation speaks version 4)" in case["expected"]["reason"]
 
 
 def test_vectors_sum_what_they_claim():
@@ -87,7 +93,7 @@ def test_default_randomness_is_not_deterministic():
 
 
 def test_message_trailer_is_the_rfc8439_aead_tag_of_header_and_body_as_specified():
-    """v3 point-to-point trailer = nonce || ChaCha20-Poly1305(K_u).encrypt(nonce, "", header || body), and the
+    """v4 point-to-point trailer = nonce || ChaCha20-Poly1305(K_u).encrypt(nonce, "", header || body), and the
     broadcast trailer = Ed25519(server key, L || "broadcast" || header || body), both recomputed independently."""
     import numpy as np
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -99,7 +105,7 @@ def test_message_trailer_is_the_rfc8439_aead_tag_of_header_and_body_as_specified
     server = SecAggServer(range(4), 3, p, FixedPointEncoding.for_sum(4, 1.0))
     client = SecAggClient(2, np.zeros(3))
     adv = client.receive(server.config_message)[0]
-    assert adv[0] == m.VERSION == 3
+    assert adv[0] == m.VERSION == 4
     body_end = len(adv) - m.TAG_BYTES
     nonce, tag = adv[body_end : body_end + 12], adv[body_end + 12 :]
     assert len(tag) == 16
@@ -112,4 +118,4 @@ def test_message_trailer_is_the_rfc8439_aead_tag_of_header_and_body_as_specified
     # the next server message is a broadcast: the same bytes for everyone, signed by the server's key
     r = replies[2]
     assert all(v is r for v in replies.values())
-    server.public_key.verify(r[-64:], b"fedsecure/secagg/v3/broadcast" + r[:-64])
+    server.public_key.verify(r[-64:], b"fedsecure/secagg/v4/broadcast" + r[:-64])

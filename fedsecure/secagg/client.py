@@ -52,7 +52,7 @@ from .params import GRAPH_DRAWS
 from .policy import ClientPolicy
 from .prg import MaskExpander, apply_masks
 
-STAGES = ("config", "commitments", "reveals", "shares", "consistency", "unmask", "done")
+STAGES = ("config", "commitments", "reveals", "shares", "consistency", "unmask", "exclusion", "done")
 
 
 def _x25519_from(randbytes: Callable[[int], bytes]) -> X25519PrivateKey:
@@ -108,7 +108,8 @@ class SecAggClient:
         self._noise = noise
         self._rand = _unsafe_randbytes_for_test_vectors or os.urandom
         self.stage = "config"
-        self.revealed: dict[int, str] = {}  # peer -> "self_mask" | "mask_key": what this client disclosed
+        # peer -> "self_mask" | "mask_key" (| "+pairwise_seed" after a verified exclusion proof): what it disclosed
+        self.revealed: dict[int, str] = {}
         self.round_bounds = None  # the SecAggParams this client computed for the round's view
 
     # -- plumbing ----------------------------------------------------------
@@ -171,6 +172,7 @@ class SecAggClient:
             "shares": self._on_shares,
             "consistency": self._on_consistency,
             "unmask": self._on_unmask,
+            "exclusion": self._on_exclusion,
         }.get(self.stage)
         if handler is None:
             raise StageError(f"client {self.id} has finished the round and accepts no message", sender="server")
@@ -311,10 +313,20 @@ class SecAggClient:
         # Shares at x = id + 1 for every neighbour, both secrets in one vectorised Horner pass each.
         xs = ids + 1
         s_sh, b_sh = shamir.split_many([self._mask_sk.private_bytes_raw(), self._self_seed], xs, cfg.t, self._rand)
-        # Plaintexts for all neighbours at once: u32(u) | u32(v) | share of mask key | share of seed.
-        pts = np.empty((ids.size, 2 + 2 * shamir.LIMBS), dtype="<u4")
+        # Plaintexts for all neighbours at once: u32(u) | u32(v) | share of mask key | share of seed | signature.
+        L2 = 2 + 2 * shamir.LIMBS
+        pts = np.zeros((ids.size, L2 + m.SIG_BYTES // 4), dtype="<u4")
         pts[:, 0], pts[:, 1] = self.id, ids
-        pts[:, 2 : 2 + shamir.LIMBS], pts[:, 2 + shamir.LIMBS :] = s_sh, b_sh
+        pts[:, 2 : 2 + shamir.LIMBS], pts[:, 2 + shamir.LIMBS : L2] = s_sh, b_sh
+        if cfg.active:  # the dealer signs each pair of shares, so a revealed share can be traced to its dealer
+            adv = self._advertised
+            for j, v in enumerate(ids.tolist()):
+                row = pts[j]
+                payload = keys.dealt_share_payload(
+                    self._cfg_hash, self.id, v, adv.commitment, adv.mask_pk,
+                    keys.share_digest(0, row[2 + shamir.LIMBS : L2].tobytes()),
+                    keys.share_digest(1, row[2 : 2 + shamir.LIMBS].tobytes()))
+                row[L2:] = np.frombuffer(self._identity_key.sign(payload), dtype="<u4")
         rows_bytes = pts.tobytes()
         width = pts.shape[1] * 4
         nonce = keys.share_nonce(self.id)
@@ -325,7 +337,7 @@ class SecAggClient:
             share_keys[v] = ck
             pt = rows_bytes[j * width : (j + 1) * width]
             cts.append(AESGCM(ck).encrypt(nonce, pt, keys.share_ad(self._round_id, self.id, v)))
-        self._share_keys, self._peers = share_keys, peers
+        self._share_keys, self._peers, self._peer_records = share_keys, peers, records
         self._neighbours, self._neighbour_set = ids, set(ids.tolist())
         del self._records, self._view0  # the n key records are not needed any more
         self.stage = "shares"
@@ -348,8 +360,17 @@ class SecAggClient:
                 if pt[:8] != struct.pack("<II", v, self.id):
                     raise InvalidTag
                 # Share values are range-checked by the server, which is the party that interpolates.
-                held[v] = (pt[8 : 8 + shamir.SHARE_BYTES], pt[8 + shamir.SHARE_BYTES :])
-            except InvalidTag:
+                s_share, b_share = pt[8 : 8 + shamir.SHARE_BYTES], pt[8 + shamir.SHARE_BYTES : 8 + 2 * shamir.SHARE_BYTES]
+                sig = pt[8 + 2 * shamir.SHARE_BYTES :]
+                if cfg.active:  # a share its dealer did not sign is as unusable as one that does not decrypt
+                    a = self._peer_records[v]
+                    self._identity_keys[v].verify(sig, keys.dealt_share_payload(
+                        self._cfg_hash, v, self.id, a.commitment, a.mask_pk, keys.share_digest(0, b_share),
+                        keys.share_digest(1, s_share)))
+                elif sig != m.NO_SIGNATURE:
+                    raise InvalidTag
+                held[v] = (s_share, b_share, sig)
+            except (InvalidTag, InvalidSignature):
                 # v's shares are unusable, but v is in U2 and masks with us, so we still mask with v.
                 undecryptable.append(v)
         # y = x + PRG(b) + sum_v sign(u, v) PRG(s_uv)   (word ring, reduced mod 2^bits once)
@@ -412,12 +433,66 @@ class SecAggClient:
         surv = set(survivors.tolist())
         b_ids = [v for v in survivors.tolist() if v in self._held]
         s_ids = [v for v in self._u2.tolist() if v not in surv and v in self._held]
+        b_pr = s_pr = b""
+        if cfg.active:  # beside each share: the digest of the other share of its pair and the dealer's signature
+            b_pr = b"".join(keys.share_digest(1, self._held[v][0]) + self._held[v][2] for v in b_ids)
+            s_pr = b"".join(keys.share_digest(0, self._held[v][1]) + self._held[v][2] for v in s_ids)
         for v in b_ids:
             self.revealed[v] = "self_mask"
         for v in s_ids:
             self.revealed[v] = "mask_key"
-        self.stage = "done"
+        self.stage = "exclusion" if cfg.active else "done"
         return [self._seal(m.UnmaskResponse(
             np.array(b_ids, dtype=np.int64), b"".join(self._held[v][1] for v in b_ids),
-            np.array(s_ids, dtype=np.int64), b"".join(self._held[v][0] for v in s_ids),
+            np.array(s_ids, dtype=np.int64), b"".join(self._held[v][0] for v in s_ids), b_pr, s_pr,
         ))]
+
+    def _check_proof(self, acc: m.Accusation) -> None:
+        """Raise PolicyViolation unless ``acc`` proves, from this client's own records alone, that its dealer
+        dealt inconsistent shares: ``t`` shares the dealer signed (identity key pinned, commitment and
+        masking key from the advertised record this client verified) that do not rebuild its public value."""
+        cfg, D = self._config, acc.dealer
+        a = self._peer_records.get(D)
+        if a is None or D == self.id or not _sorted_contains(self._u2, np.array([D])):
+            raise self._violation(f"an exclusion proof about client {D}, which did not deal shares to this client")
+        if len(acc.entries) != cfg.t:
+            raise self._violation(f"the exclusion proof about client {D} has {len(acc.entries)} shares; "
+                                  f"exactly t={cfg.t} are needed")
+        pk = self._identity_keys[D]
+        for w, share, other, sig in acc.entries:
+            try:
+                pk.verify(sig, keys.revealed_share_payload(self._cfg_hash, D, w, a.commitment, a.mask_pk, acc.kind,
+                                                           share, other))
+            except InvalidSignature:
+                raise self._violation(f"the exclusion proof about client {D} holds a share for client {w} that "
+                                      f"client {D} did not sign in this round") from None
+        ys = np.frombuffer(b"".join(sh for _, sh, _, _ in acc.entries), dtype="<u4").astype(np.int64)
+        if ys.max(initial=0) >= shamir.PRIME:
+            raise self._violation(f"the exclusion proof about client {D} holds a value that is not a field element")
+        try:
+            secret = shamir.reconstruct([w + 1 for w, *_ in acc.entries], ys.reshape(cfg.t, shamir.LIMBS))
+        except ValueError:
+            return  # distinct points, field elements: no honest dealer's t shares decode to no 32-byte value
+        if acc.kind == 0:
+            consistent = keys.commitment(self._round_id, D, secret) == a.commitment
+        else:
+            canon = (int.from_bytes(a.mask_pk, "little") & ((1 << 255) - 1)) % (2**255 - 19)
+            consistent = (X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
+                          == canon.to_bytes(32, "little"))
+        if consistent:
+            raise self._violation(f"the exclusion proof about client {D} rebuilds its public value: no cheating shown")
+
+    def _on_exclusion(self, data: bytes) -> list[bytes]:
+        msg = m.ExclusionRequest.parse(self._open(data, m.ExclusionRequest))
+        if not msg.accusations:
+            raise self._reject("an exclusion request accuses nobody")
+        for acc in msg.accusations:  # every proof, before any seed leaves this client
+            self._check_proof(acc)
+        dealers = [acc.dealer for acc in msg.accusations]
+        seeds = b"".join(
+            keys.pair_key(self._mask_sk.exchange(self._peers[D][1]), self._round_id, self.id, D, keys.MASK)
+            for D in dealers)
+        for D in dealers:
+            self.revealed[D] = (self.revealed[D] + "+" if D in self.revealed else "") + "pairwise_seed"
+        self.stage = "done"
+        return [self._seal(m.ExclusionResponse(np.array(dealers, dtype=np.int64), seeds))]

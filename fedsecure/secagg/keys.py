@@ -1,6 +1,6 @@
 """Key derivations, commitments and signed payloads (all labels are versioned).
 
-With ``L = b"fedsecure/secagg/v3/"`` and ``H`` = SHA-256:
+With ``L = b"fedsecure/secagg/v4/"`` and ``H`` = SHA-256:
 
 * ``config_hash = H(RoundConfig message bytes, signature included)`` binds everything to one round.
 * the server's long-term Ed25519 key signs ``L+"config" || config message`` and
@@ -17,6 +17,11 @@ With ``L = b"fedsecure/secagg/v3/"`` and ``H`` = SHA-256:
 * self-mask commitment: ``H(L+"self-mask-commitment" || round_id || u32(u) || b_u)``.
 * share encryption: AES-256-GCM, nonce ``u32(sender) || 8 zero bytes`` (each key encrypts
   once per direction), associated data ``L+"share" || round_id || u32(sender) || u32(recipient)``.
+* dealt-share signature (active mode): dealer ``D`` signs, with its Ed25519 identity key, for each
+  recipient ``j``: ``L+"dealt-share" || config_hash || u32(D) || u32(j) || commitment_D || mask_pk_D ||
+  H(L+"self-mask-share" || b-share) || H(L+"mask-key-share" || s-share)``. Each share enters through its
+  own digest, so a revealer can show one share with the other's digest and the signature; the advertised
+  commitment and masking key bind the signature to this round's public values.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-LABEL = b"fedsecure/secagg/v3/"
+LABEL = b"fedsecure/secagg/v4/"
 
 #: X25519 public keys of small order (libsodium's list, high bit ignored as RFC 7748 does): a
 #: key agreement with any of them yields a value the peer knows (all zero), so they are refused.
@@ -153,3 +158,30 @@ def graph_seed(cfg_hash: bytes, attempt: int, view: np.ndarray, reveals: bytes) 
 def consistency_payload(cfg_hash: bytes, survivors: np.ndarray) -> bytes:
     ids = np.asarray(survivors, dtype="<u4").tobytes()
     return LABEL + b"consistency" + cfg_hash + sha256(ids)
+
+
+SELF_MASK_SHARE = b"self-mask-share"
+MASK_KEY_SHARE = b"mask-key-share"
+#: kind 0 = share of the self-mask seed, kind 1 = share of the masking key (wire values)
+SHARE_KINDS = (SELF_MASK_SHARE, MASK_KEY_SHARE)
+
+
+def share_digest(kind: int, share: bytes) -> bytes:
+    """``H(L + "self-mask-share" || share)`` (kind 0) or ``H(L + "mask-key-share" || share)`` (kind 1)."""
+    return sha256(LABEL + SHARE_KINDS[kind] + bytes(share))
+
+
+def dealt_share_payload(cfg_hash: bytes, dealer: int, recipient: int, commit: bytes, mask_pk: bytes,
+                        b_digest: bytes, s_digest: bytes) -> bytes:
+    """What dealer ``dealer`` signs for the pair of shares it deals to ``recipient`` (active mode)."""
+    return (LABEL + b"dealt-share" + cfg_hash + struct.pack("<II", dealer, recipient) + bytes(commit)
+            + bytes(mask_pk) + b_digest + s_digest)
+
+
+def revealed_share_payload(cfg_hash: bytes, dealer: int, recipient: int, commit: bytes, mask_pk: bytes, kind: int,
+                           share: bytes, other_digest: bytes) -> bytes:
+    """The dealt-share payload rebuilt from one revealed share of ``kind`` and the digest of the other."""
+    d = share_digest(kind, share)
+    b_digest, s_digest = (d, bytes(other_digest)) if kind == 0 else (bytes(other_digest), d)
+    return dealt_share_payload(cfg_hash, dealer, recipient, commit, mask_pk, b_digest, s_digest)
+

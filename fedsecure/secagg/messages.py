@@ -2,7 +2,7 @@
 
 Every message is ``header || body || trailer`` (all integers little-endian)::
 
-    header  = version:u8 (=3) | type:u8 | round_id:16 | sender:u32 | recipient:u32
+    header  = version:u8 (=4) | type:u8 | round_id:16 | sender:u32 | recipient:u32
     trailer = nonce:12 || tag:16         point to point: tag = ChaCha20-Poly1305(K_u).encrypt(nonce, "", header || body)
             | signature:64               broadcast (RoundConfig, SeedCommitments, SeedReveals): Ed25519 by the
                                          server's long-term key over L+"config" || header || body (the config) or
@@ -41,7 +41,7 @@ from .encoding import MAX_BITS, MIN_BITS, packed_size
 from .errors import ConfigurationError
 from .shamir import SHARE_BYTES
 
-VERSION = 3
+VERSION = 4
 SERVER = 0xFFFFFFFF
 MAX_CLIENT_ID = 2**31 - 3  # Shamir points are id + 1 in GF(2^31 - 1)
 HEADER = struct.Struct("<BB16sII")
@@ -51,7 +51,13 @@ TAG_BYTES = NONCE_BYTES + MAC_BYTES  # the trailer: nonce || Poly1305 tag
 KEY_BYTES = 32
 SIG_BYTES = 64
 NO_SIGNATURE = bytes(SIG_BYTES)
-SHARE_PLAINTEXT_BYTES = 8 + 2 * SHARE_BYTES  # sender, recipient, share of masking key, share of self-mask seed
+#: sender, recipient, share of masking key, share of self-mask seed, dealer's signature (zeros unless active)
+SHARE_PLAINTEXT_BYTES = 8 + 2 * SHARE_BYTES + 64
+DIGEST_BYTES = 32
+#: what an active unmask response carries beside each share: digest of the other share || dealer signature
+PROOF_BYTES = DIGEST_BYTES + 64
+#: one entry of an exclusion proof: revealer:u32 share:36 other_digest:32 dealer_signature:64
+PROOF_ENTRY_BYTES = 4 + SHARE_BYTES + PROOF_BYTES
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + 16  # AES-GCM tag
 KEY_RECORD_BYTES = 4 * KEY_BYTES + SIG_BYTES  # one AdvertiseKeys body
 SEED_BYTES = 32
@@ -366,14 +372,14 @@ class _IdsAndCiphertexts:
 
 @dataclass(frozen=True)
 class ShareKeys(_IdsAndCiphertexts):
-    """Client -> server. ``count:u32 recipients:u32[count] ciphertexts:96[count]`` (one per neighbour)."""
+    """Client -> server. ``count:u32 recipients:u32[count] ciphertexts:168[count]`` (one per neighbour)."""
 
     TYPE: ClassVar[int] = 4
 
 
 @dataclass(frozen=True)
 class ForwardedShares(_IdsAndCiphertexts):
-    """Server -> client. ``count:u32 senders:u32[count] ciphertexts:96[count]``: the shares addressed to it."""
+    """Server -> client. ``count:u32 senders:u32[count] ciphertexts:168[count]``: the shares addressed to it."""
 
     TYPE: ClassVar[int] = 5
 
@@ -464,32 +470,112 @@ class UnmaskRequest:
 
 @dataclass(frozen=True)
 class UnmaskResponse:
-    """Client -> server. ``nb:u32 ids:u32[nb] self_mask_shares:36[nb] ns:u32 ids:u32[ns] mask_key_shares:36[ns]``."""
+    """Client -> server. ``nb:u32 ids:u32[nb] self_mask_shares:36[nb] [self_mask_proofs:96[nb]] ns:u32 ids:u32[ns]
+    mask_key_shares:36[ns] [mask_key_proofs:96[ns]]``. The proofs (active rounds only, absent otherwise) are,
+    per share, ``digest of the other share of the pair:32 || the dealer's signature:64`` (``keys.dealt_share_payload``)."""
 
     TYPE: ClassVar[int] = 10
     self_mask_ids: np.ndarray
     self_mask_shares: bytes
     mask_key_ids: np.ndarray
     mask_key_shares: bytes
+    self_mask_proofs: bytes = b""
+    mask_key_proofs: bytes = b""
 
     def body(self) -> bytes:
-        return _ids_bytes(self.self_mask_ids) + self.self_mask_shares + _ids_bytes(self.mask_key_ids) + self.mask_key_shares
+        return (_ids_bytes(self.self_mask_ids) + self.self_mask_shares + self.self_mask_proofs
+                + _ids_bytes(self.mask_key_ids) + self.mask_key_shares + self.mask_key_proofs)
 
     @classmethod
-    def parse(cls, body: bytes) -> UnmaskResponse:
+    def parse(cls, body: bytes, active: bool = False) -> UnmaskResponse:
         r = _Reader(body)
-        c = r.count(4 + SHARE_BYTES)
-        bid, bsh = r.ids(c), r.take(c * SHARE_BYTES)
-        c = r.count(4 + SHARE_BYTES)
-        sid, ssh = r.ids(c), r.take(c * SHARE_BYTES)
+        extra = PROOF_BYTES if active else 0
+        c = r.count(4 + SHARE_BYTES + extra)
+        bid, bsh, bpr = r.ids(c), r.take(c * SHARE_BYTES), r.take(c * extra)
+        c = r.count(4 + SHARE_BYTES + extra)
+        sid, ssh, spr = r.ids(c), r.take(c * SHARE_BYTES), r.take(c * extra)
         r.end()
         if np.intersect1d(bid, sid).size:
             raise ParseError("a client revealed both shares of the same peer")
-        return cls(bid, bsh, sid, ssh)
+        return cls(bid, bsh, sid, ssh, bpr, spr)
+
+
+@dataclass(frozen=True)
+class Accusation:
+    """A proof that ``dealer`` dealt inconsistent shares: ``t`` entries ``(revealer, share, other_digest,
+    signature)``, each a share of ``kind`` (0 = self-mask seed, 1 = masking key) the dealer signed for that
+    revealer, which together interpolate to a value that does not match the dealer's public value."""
+
+    dealer: int
+    kind: int
+    entries: tuple[tuple[int, bytes, bytes, bytes], ...]
+
+    def body(self) -> bytes:
+        return (struct.pack("<IBI", self.dealer, self.kind, len(self.entries))
+                + b"".join(struct.pack("<I", w) + sh + dg + sig for w, sh, dg, sig in self.entries))
+
+    @classmethod
+    def read(cls, r: _Reader) -> Accusation:
+        dealer, kind = r.u32(), r.u8()
+        if dealer > MAX_CLIENT_ID or kind > 1:
+            raise ParseError("accusation names no client or an unknown share kind")
+        c = r.count(PROOF_ENTRY_BYTES)
+        entries = tuple((r.u32(), r.take(SHARE_BYTES), r.take(DIGEST_BYTES), r.take(SIG_BYTES)) for _ in range(c))
+        ws = [w for w, *_ in entries]
+        if any(w > MAX_CLIENT_ID for w in ws) or any(b <= a for a, b in zip(ws, ws[1:])):
+            raise ParseError("proof entries must name strictly increasing client ids")
+        return cls(dealer, kind, entries)
+
+
+@dataclass(frozen=True)
+class ExclusionRequest:
+    """Server -> client (active mode, only after an accusation). ``count:u32`` accusations, each
+    ``dealer:u32 kind:u8 m:u32`` then ``m`` entries ``revealer:u32 share:36 other_digest:32 signature:64``
+    (dealers and revealers strictly increasing): the client verifies each proof itself and only then reveals
+    the pairwise-mask seed it shares with each accused dealer."""
+
+    TYPE: ClassVar[int] = 13
+    accusations: tuple[Accusation, ...]
+
+    def body(self) -> bytes:
+        return struct.pack("<I", len(self.accusations)) + b"".join(a.body() for a in self.accusations)
+
+    @classmethod
+    def parse(cls, body: bytes) -> ExclusionRequest:
+        r = _Reader(body)
+        c = r.count(9)
+        accs = tuple(Accusation.read(r) for _ in range(c))
+        r.end()
+        ds = [a.dealer for a in accs]
+        if any(b <= a for a, b in zip(ds, ds[1:])):
+            raise ParseError("accusations must name strictly increasing dealers")
+        return cls(accs)
+
+
+@dataclass(frozen=True)
+class ExclusionResponse:
+    """Client -> server (active mode). ``count:u32 dealers:u32[count] seeds:32[count]``: the pairwise-mask seed
+    this client shares with each accused dealer, in the request's order."""
+
+    TYPE: ClassVar[int] = 14
+    dealers: np.ndarray
+    seeds: bytes
+
+    def body(self) -> bytes:
+        return _ids_bytes(self.dealers) + self.seeds
+
+    @classmethod
+    def parse(cls, body: bytes) -> ExclusionResponse:
+        r = _Reader(body)
+        c = r.count(4 + SEED_BYTES)
+        ids, seeds = r.ids(c), r.take(c * SEED_BYTES)
+        r.end()
+        return cls(ids, seeds)
 
 
 MESSAGE_TYPES = {
     cls.TYPE: cls
     for cls in (RoundConfig, AdvertiseKeys, SeedCommitments, ShareKeys, ForwardedShares, MaskedInput,
-                ConsistencyRequest, ConsistencySignature, UnmaskRequest, UnmaskResponse, SeedReveal, SeedReveals)
+                ConsistencyRequest, ConsistencySignature, UnmaskRequest, UnmaskResponse, SeedReveal, SeedReveals,
+                ExclusionRequest, ExclusionResponse)
 }

@@ -8,7 +8,9 @@ message_bytes}`` for the next (broadcasts are the same bytes object for every
 recipient). Stages, in order::
 
     advertise_keys -> seed_reveal (1 to GRAPH_DRAWS times) -> share_keys -> masked_input
-        -> [consistency_check] -> unmasking -> done
+        -> [consistency_check] -> unmasking -> [exclusion] -> done
+
+(``exclusion``: active rounds only, and only when some dealer is proven to have dealt inconsistent shares.)
 
 The graph seed is drawn by commit and reveal: clients commit to a hash chain
 in their advertised keys, the server broadcasts the view (the advertisers and
@@ -32,7 +34,16 @@ Unmasking (``U2`` sent shares, ``U3`` sent masked inputs, word-ring arithmetic):
 
 Every rebuilt secret is checked against its public value (the masking key
 against its advertised public key, the self-mask seed against its
-commitment) so a bad share can only cause an abort, never a wrong sum.
+commitment) so a bad share can never cause a wrong sum. In a semi-honest round
+a dealer whose shares rebuild no consistent value aborts the round
+(:class:`ReconstructionError` naming it). In an active round every share
+carries its dealer's signature: shares whose signature fails are blamed on
+their revealer (``blamed``) and dropped; ``t`` validly signed shares that
+still miss the public value prove the dealer cheated, and at ``exclusion`` the
+server sends that proof to the dealer's neighbours in the sum, which check it
+themselves and reveal the pairwise-mask seed they share with it, so the
+server takes the dealer's input and every term masking with it out of the
+sum, lists it in ``excluded``, and returns the exact sum of the others.
 """
 
 from __future__ import annotations
@@ -76,6 +87,16 @@ class ServerResult:
     ring_sum: np.ndarray
     included: tuple[int, ...]
     excluded: dict[int, str] = field(default_factory=dict)
+    #: revealers of shares their dealer did not sign (active mode): each share was discarded
+    blamed: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Accused:
+    """A dealer proven to have dealt inconsistent shares, with the proof."""
+
+    proof: m.Accusation
+    what: str
 
 
 class SecAggServer:
@@ -132,7 +153,7 @@ class SecAggServer:
         self._roster_set = set(ids.tolist())
         self.graph: dict[int, np.ndarray] = {}  # drawn at the close of seed_reveal
         self.stages = ("advertise_keys", "seed_reveal", "share_keys", "masked_input") + (
-            ("consistency_check",) if active else ()) + ("unmasking",)
+            ("consistency_check",) if active else ()) + ("unmasking",) + (("exclusion",) if active else ())
         self.stage = self.stages[0]
         self.graph_attempt = 0
         self._view = np.zeros(0, dtype=np.int64)
@@ -149,6 +170,11 @@ class SecAggServer:
         self._total = np.zeros(int(vector_length), dtype=encoding.dtype)
         self._sigs: dict[int, bytes] = {}
         self._responses: dict[int, m.UnmaskResponse] = {}
+        self._inputs: dict[int, np.ndarray] = {}  # active mode: masked inputs, kept to take out a proven cheater's
+        self.blamed: dict[int, str] = {}
+        self.accused: dict[int, str] = {}
+        self._excl_asked: dict[int, list[int]] = {}
+        self._excl_seeds: dict[int, bytes] = {}
         self.bytes_received = 0
         self.bytes_received_by_stage: dict[str, int] = {}
         self.bytes_sent = 0
@@ -196,6 +222,7 @@ class SecAggServer:
         expected = {
             "advertise_keys": m.AdvertiseKeys, "seed_reveal": m.SeedReveal, "share_keys": m.ShareKeys,
             "masked_input": m.MaskedInput, "consistency_check": m.ConsistencySignature, "unmasking": m.UnmaskResponse,
+            "exclusion": m.ExclusionResponse,
         }.get(self.stage)
         if expected is None or header.type != expected.TYPE:
             raise StageError(
@@ -264,6 +291,8 @@ class SecAggServer:
              else unpack(msg.packed, bits, self.config.vector_length))
         # Accumulate on arrival: the server never holds n vectors at once.
         np.add(self._total, y, out=self._total)
+        if self.active:  # a view of the received bytes: taken back out if the sender is proven to have cheated
+            self._inputs[sender] = y
         self._u3.add(sender)
 
     def _on_consistency_check(self, sender: int, data: bytes) -> None:
@@ -283,7 +312,7 @@ class SecAggServer:
             raise m.ParseError("was not asked to unmask")
         if sender in self._responses:
             raise m.ParseError("duplicate unmask response")
-        msg = m.UnmaskResponse.parse(self._open(sender, data))
+        msg = m.UnmaskResponse.parse(self._open(sender, data), self.active)
         surv = set(self._surv_of[sender].tolist())
         dropped = set(self._u2_of[sender].tolist()) - surv
         if not set(msg.self_mask_ids.tolist()) <= surv:
@@ -295,6 +324,16 @@ class SecAggServer:
             if arr.size and arr.max() >= shamir.PRIME:
                 raise m.ParseError("a share value is not a field element")
         self._responses[sender] = msg
+
+    def _on_exclusion(self, sender: int, data: bytes) -> None:
+        if sender not in self._excl_asked:
+            raise m.ParseError("was not sent an exclusion request")
+        if sender in self._excl_seeds:
+            raise m.ParseError("duplicate exclusion response")
+        msg = m.ExclusionResponse.parse(self._open(sender, data))
+        if msg.dealers.tolist() != self._excl_asked[sender]:
+            raise m.ParseError("pairwise seeds are not for exactly the accused dealers it was asked about")
+        self._excl_seeds[sender] = bytes(msg.seeds)
 
     # -- advancing ---------------------------------------------------------
     def _out(self, u: int, msg) -> bytes:
@@ -322,6 +361,9 @@ class SecAggServer:
         out = getattr(self, "_close_" + self.stage)()
         if self._repeat:  # another graph draw: the stage stays open
             self._repeat = False
+            return out
+        if self.result is not None:  # finished (no exclusion stage needed)
+            self.stage = "done"
             return out
         i = self.stages.index(self.stage)
         self.stage = self.stages[i + 1] if i + 1 < len(self.stages) else "done"
@@ -404,63 +446,167 @@ class SecAggServer:
             if u not in self._responses:
                 why = self.rejections.get(u)
                 self.silent_at_unmasking[u] = "no valid unmask response" + (f" ({why})" if why else "")
-        cfg = self.config
-        b_sh: dict[int, list[tuple[int, bytes]]] = {}
-        s_sh: dict[int, list[tuple[int, bytes]]] = {}
+        S, P = shamir.SHARE_BYTES, m.PROOF_BYTES
+        b_sh: dict[int, list[tuple[int, bytes, bytes]]] = {}
+        s_sh: dict[int, list[tuple[int, bytes, bytes]]] = {}
         for w in sorted(self._responses):
             r = self._responses[w]
             for j, v in enumerate(r.self_mask_ids.tolist()):
-                b_sh.setdefault(v, []).append((w, r.self_mask_shares[j * shamir.SHARE_BYTES : (j + 1) * shamir.SHARE_BYTES]))
+                b_sh.setdefault(v, []).append((w, r.self_mask_shares[j * S : (j + 1) * S],
+                                               r.self_mask_proofs[j * P : (j + 1) * P]))
             for j, v in enumerate(r.mask_key_ids.tolist()):
-                s_sh.setdefault(v, []).append((w, r.mask_key_shares[j * shamir.SHARE_BYTES : (j + 1) * shamir.SHARE_BYTES]))
-        ex = MaskExpander(cfg.vector_length, cfg.bits)
-        total = self._total
+                s_sh.setdefault(v, []).append((w, r.mask_key_shares[j * S : (j + 1) * S],
+                                               r.mask_key_proofs[j * P : (j + 1) * P]))
+        self._self_seeds: dict[int, bytes] = {}
+        self._mask_keys: dict[int, bytes] = {}
+        self._accused: dict[int, _Accused] = {}
         for u in self._u3_array.tolist():
-            seed = self._rebuild(u, b_sh.get(u, []), lambda s, u=u: keys.commitment(self.round_id, u, s) == self._adv[u].commitment,
-                                 "self-mask seed")
-            ex.sub_into(total, seed)
-        dropped = [v for v in sorted(self._shares) if v not in self._u3]
-        for v in dropped:
-            partners = [u for u in self._u2_of[v].tolist() if u in self._u3]
-            if not partners:
+            got = self._rebuild(u, b_sh.get(u, []), lambda s, u=u: keys.commitment(self.round_id, u, s) == self._adv[u].commitment,
+                                "self-mask seed", 0)
+            if isinstance(got, _Accused):
+                self._accused[u] = got
+            else:
+                self._self_seeds[u] = got
+        for v in sorted(self._shares):
+            if v in self._u3 or not any(u in self._u3 for u in self._u2_of[v].tolist()):
                 continue
             # Compare canonical encodings: a client may advertise its key with the ignored high bit set.
             mask_pk = _canonical_x25519(self._adv[v].mask_pk)
-            sk_bytes = self._rebuild(
+            got = self._rebuild(
                 v, s_sh.get(v, []),
                 lambda s: X25519PrivateKey.from_private_bytes(s).public_key().public_bytes_raw() == mask_pk,
-                "masking key",
+                "masking key", 1,
             )
+            if isinstance(got, _Accused):
+                self._accused[v] = got
+            else:
+                self._mask_keys[v] = got
+        if not self._accused:
+            self._finish()
+            return {}
+        # Exclusion: every neighbour in the sum that masked with an accused dealer gets the proofs.
+        accused = sorted(self._accused)
+        for D in accused:
+            self.accused[D] = self._accused[D].what
+        out = {}
+        for j in self._u3_array.tolist():
+            if j in self._accused:
+                continue
+            u2 = set(self._u2_of[j].tolist())
+            ds = [D for D in accused if D in u2]
+            if ds:
+                self._excl_asked[j] = ds
+                out[j] = self._out(j, m.ExclusionRequest(tuple(self._accused[D].proof for D in ds)))
+        return out
+
+    def _close_exclusion(self) -> dict[int, bytes]:
+        missing = [j for j in self._excl_asked if j not in self._excl_seeds]
+        if missing:
+            why = "; ".join(f"{j}: {self.rejections[j]}" for j in missing if j in self.rejections)
+            raise TooFewSurvivors(
+                f"clients {missing} did not reveal the pairwise-mask seeds they share with the excluded client(s) "
+                f"{sorted(self._accused)}, so their masks cannot be taken out of the sum" + (f" ({why})" if why else ""),
+                sender="server")
+        self._finish()
+        return {}
+
+    def _finish(self) -> None:
+        cfg = self.config
+        ex = MaskExpander(cfg.vector_length, cfg.bits)
+        total = self._total
+        accused = self._accused
+        for u in self._u3_array.tolist():
+            if u in accused:  # a proven cheater's whole masked input comes back out
+                np.subtract(total, self._inputs[u], out=total)
+            else:
+                ex.sub_into(total, self._self_seeds[u])
+        for v, sk_bytes in self._mask_keys.items():
             sk = X25519PrivateKey.from_private_bytes(sk_bytes)
-            for u in partners:
+            for u in self._u2_of[v].tolist():
+                if u not in self._u3 or u in accused:
+                    continue
                 seed = keys.pair_key(sk.exchange(X25519PublicKey.from_public_bytes(self._adv[u].mask_pk)), self.round_id, u, v, keys.MASK)
                 # u added sign(u, v) * PRG(s_uv); take it back out.
                 (ex.sub_into if u < v else ex.add_into)(total, seed)
+        for j, ds in self._excl_asked.items():
+            seeds = self._excl_seeds[j]
+            for i, D in enumerate(ds):
+                # j added sign(j, D) * PRG(s_jD); take it back out with the seed j revealed.
+                (ex.sub_into if j < D else ex.add_into)(total, seeds[32 * i : 32 * (i + 1)])
         if cfg.bits not in (32, 64):
             total &= total.dtype.type((1 << cfg.bits) - 1)
-        self.result = ServerResult(total, tuple(self._u3_array.tolist()), dict(self.excluded))
-        return {}
+        excluded = dict(self.excluded)
+        for D, a in accused.items():
+            excluded[D] = (f"excluded: dealt {a.what} shares inconsistent with its public value (verified proof: "
+                           f"{len(a.proof.entries)} shares it signed for clients {[w for w, *_ in a.proof.entries]} "
+                           "rebuild another value)")
+        self.excluded = excluded
+        self._inputs = {}
+        included = tuple(u for u in self._u3_array.tolist() if u not in accused)
+        self.result = ServerResult(total, included, dict(excluded), dict(self.blamed))
 
-    def _rebuild(self, owner: int, shares: list[tuple[int, bytes]], check: Callable[[bytes], bool], what: str) -> bytes:
-        t = self.params.t
-        if len(shares) < t:
-            raise TooFewSurvivors(
-                f"only {len(shares)} shares of the {what} of client {owner} arrived; t={t} are needed", sender="server"
-            )
-        xs = [w + 1 for w, _ in shares]
-        ys = np.frombuffer(b"".join(b for _, b in shares), dtype="<u4").astype(np.int64).reshape(len(shares), shamir.LIMBS)
+    def _dealer_signed(self, owner: int, revealer: int, kind: int, share: bytes, proof: bytes) -> bool:
+        adv = self._adv[owner]
+        try:
+            self._identity_keys[owner].verify(proof[m.DIGEST_BYTES:], keys.revealed_share_payload(
+                self._cfg_hash, owner, revealer, adv.commitment, adv.mask_pk, kind, share, proof[: m.DIGEST_BYTES]))
+        except InvalidSignature:
+            return False
+        return True
+
+    @staticmethod
+    def _try(t: int, shares: list, check: Callable[[bytes], bool]) -> tuple[bytes | None, list[int] | None]:
+        """A secret some t-subset (cyclic windows) rebuilds consistently, else None and one failing window."""
         count = len(shares)
+        xs = [w + 1 for w, *_ in shares]
+        ys = np.frombuffer(b"".join(b for _, b, _ in shares), dtype="<u4").astype(np.int64).reshape(count, shamir.LIMBS)
+        failing = None
         # Cyclic windows of t shares: if one share is bad, a window avoiding it exists once count > t.
         for start in range(min(count, RECONSTRUCTION_ATTEMPTS)):
             idx = [(start + j) % count for j in range(t)]
             try:
                 secret = shamir.reconstruct([xs[i] for i in idx], ys[idx])
             except ValueError:
+                failing = failing or idx
                 continue
             if check(secret):
-                return secret
-        raise ReconstructionError(
-            f"the {what} of client {owner} could not be rebuilt consistently with its public value "
-            f"({len(shares)} shares, up to {RECONSTRUCTION_ATTEMPTS} subsets tried); aborting rather than return a wrong sum",
-            sender=owner,
-        )
+                return secret, None
+            failing = failing or idx
+        return None, failing
+
+    def _rebuild(self, owner: int, shares: list[tuple[int, bytes, bytes]], check: Callable[[bytes], bool], what: str,
+                 kind: int) -> bytes | _Accused:
+        t = self.params.t
+        if len(shares) < t:
+            raise TooFewSurvivors(
+                f"only {len(shares)} shares of the {what} of client {owner} arrived; t={t} are needed", sender="server"
+            )
+        secret, _ = self._try(t, shares, check)
+        if secret is not None:
+            return secret
+        if not self.active:
+            raise ReconstructionError(
+                f"the {what} of client {owner} could not be rebuilt consistently with its public value "
+                f"({len(shares)} shares, up to {RECONSTRUCTION_ATTEMPTS} subsets tried); aborting rather than return "
+                "a wrong sum (a semi-honest round has no dealer signatures to exclude a cheating dealer by)",
+                sender=owner,
+            )
+        # Active: keep only the shares the dealer signed; the others are the revealer's doing.
+        valid = []
+        for w, share, proof in shares:
+            if self._dealer_signed(owner, w, kind, share, proof):
+                valid.append((w, share, proof))
+            else:
+                self.blamed[w] = f"revealed a share of the {what} of client {owner} that client {owner} did not sign"
+                self.rejections.setdefault(w, self.blamed[w])
+        if len(valid) < t:
+            raise TooFewSurvivors(
+                f"only {len(valid)} shares of the {what} of client {owner} carry its signature; t={t} are needed",
+                sender="server")
+        secret, failing = self._try(t, valid, check)
+        if secret is not None:
+            return secret
+        # t shares the dealer signed that miss its public value: the proof that the dealer cheated.
+        entries = tuple((valid[i][0], valid[i][1], valid[i][2][: m.DIGEST_BYTES], valid[i][2][m.DIGEST_BYTES:])
+                        for i in sorted(failing))
+        return _Accused(m.Accusation(owner, kind, entries), what)

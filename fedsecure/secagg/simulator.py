@@ -50,6 +50,8 @@ class RoundReport:
     client_errors: dict[int, str] = field(default_factory=dict)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     revealed: dict[int, dict[int, str]] = field(default_factory=dict)
+    #: clients that revealed shares their dealer did not sign (active mode; those shares were discarded)
+    blamed: dict[int, str] = field(default_factory=dict)
 
 
 class _Clients:
@@ -224,5 +226,5 @@ def run_round(
         upload_bytes=server.bytes_received, upload_bytes_by_stage=dict(server.bytes_received_by_stage),
         download_bytes=download, stage_seconds=stage_seconds,
         client_seconds=client_s, server_seconds=server_s, client_errors=client_errors, rejected=rejected,
-        revealed=revealed,
+        revealed=revealed, blamed=dict(res.blamed),
     )

@@ -93,9 +93,9 @@ class SecAggSum(SumProtocol):
         self.failure_target, self.privacy_target = failure_target, privacy_target
         self.workers = int(workers)
         self.stages = ("advertise_keys", "seed_reveal", "share_keys", "masked_input") + (
-            ("consistency_check",) if self.active else ()) + ("unmasking",)
+            ("consistency_check",) if self.active else ()) + ("unmasking",) + (("exclusion",) if self.active else ())
         self._params_cache: dict[int, SecAggParams] = {}
-        #: clients caught dealing inconsistent shares, left out of later rounds (client id -> reason)
+        #: semi-honest mode: clients caught dealing inconsistent shares, left out of later rounds (id -> reason)
         self.blocked: dict[int, str] = {}
 
     def params_for(self, n_clients: int) -> SecAggParams:
@@ -118,10 +118,12 @@ class SecAggSum(SumProtocol):
     def sum(self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None) -> SumResult:
         """One protocol round over ``vectors``.
 
-        A client the server caught dealing shares inconsistent with its own commitment
-        (:class:`ReconstructionError` naming it) makes that round abort -- it cannot be excluded after
-        the fact without verifiable secret sharing -- and is left out of every later round, so one
-        malicious client costs at most one round.
+        Active mode: a client whose dealt shares are inconsistent with its own commitment or masking key is
+        excluded from the round by a verifiable proof (its dealer-signed shares; see ``protocols/secagg.md``
+        section 9) and the round returns the exact sum of the others (the client is in ``excluded``).
+        Semi-honest mode has no identity keys, so no proof: such a client makes that round abort
+        (:class:`ReconstructionError` naming it) and is left out of every later round, so one malicious
+        client costs at most one round (malicious clients are outside the semi-honest model).
         """
         blocked = {c: f"excluded: {self.blocked[c]}" for c in vectors if c in self.blocked}
         if blocked:
