@@ -372,14 +372,14 @@ class _IdsAndCiphertexts:
 
 @dataclass(frozen=True)
 class ShareKeys(_IdsAndCiphertexts):
-    """Client -> server. ``count:u32 recipients:u32[count] ciphertexts:168[count]`` (one per neighbour)."""
+    """Client -> server. ``count:u32 recipients:u32[count] ciphertexts:160[count]`` (one per neighbour)."""
 
     TYPE: ClassVar[int] = 4
 
 
 @dataclass(frozen=True)
 class ForwardedShares(_IdsAndCiphertexts):
-    """Server -> client. ``count:u32 senders:u32[count] ciphertexts:168[count]``: the shares addressed to it."""
+    """Server -> client. ``count:u32 senders:u32[count] ciphertexts:160[count]``: the shares addressed to it."""
 
     TYPE: ClassVar[int] = 5
 
