@@ -1,9 +1,12 @@
-"""The ``fedsecure`` command line: ``fedsecure run`` trains a federated recommender and reports.
+"""The fedsecure command line: train a federated recommender (run) or audit its robustness (audit).
 
-Every run prints a table of the final metrics beside the popularity baseline,
-the evaluation protocol, and the privacy spent; ``--json PATH`` writes the
-whole result (configuration, metrics at every evaluation, per-round timings
-and protocol statistics, privacy, library versions).
+``fedsecure run`` prints a table of the final metrics beside the popularity
+baseline, then one line each for the protection, the privacy spent and the
+time; ``--json PATH`` writes the whole result (configuration, metrics at every
+evaluation, per-round timings and protocol statistics, privacy, library
+versions) as strict JSON with a ``schema_version``. Output paths are checked
+before training; Ctrl-C saves the rounds completed so far. Every refusal is one
+line on stderr with exit code 2; an interrupted run exits with 130.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,33 +27,105 @@ from fedsecure import __version__
 from fedsecure.stats import CI_SUFFIX
 
 PERCENT_KEYS = ("hr@", "ndcg@")
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+class UsageError(Exception):
+    """A refusal of what the user passed: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``fedsecure run: error: argument --lr: ...``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default; options without one say so rather than printing 'None'."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.default is None or action.default is False:
+            return text if action.default is False or "default" in text else f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _float_in(low: float, high: float, *, low_open: bool, high_open: bool):
+    def parse(text: str) -> float:
+        value = _number(text, float)
+        if (value < low or (low_open and value == low)) or (value > high or (high_open and value == high)):
+            lo = "(" if low_open else "["
+            hi = ")" if high_open else "]"
+            top = "inf" if math.isinf(high) else f"{high:g}"
+            raise argparse.ArgumentTypeError(f"must be in {lo}{low:g}, {top}{hi}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _float_in(0.0, math.inf, low_open=True, high_open=True)
+_probability = _float_in(0.0, 1.0, low_open=False, high_open=False)
+_dropout = _float_in(0.0, 1.0, low_open=False, high_open=True)
+_open_unit = _float_in(0.0, 1.0, low_open=True, high_open=True)
+
+
 def _fraction_or_count(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1] or a count >= 1, got {text}")
+    value = _number(text, float)
+    if value <= 0 or (value > 1 and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1] or a whole count >= 1, got {text}")
+    return value
+
+
+def _byzantine(text: str) -> float:
+    value = _number(text, float)
+    if value < 0 or (value >= 1 and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1) or a whole count >= 1, got {text}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedsecure", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fedsecure", description=__doc__.splitlines()[0], formatter_class=_Help)
     parser.add_argument("--version", action="version", version=f"fedsecure {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train a federated recommender and report metrics beside popularity")
+    run = sub.add_parser("run", help="train a federated recommender and report metrics beside popularity",
+                         formatter_class=_Help)
     _add_run_arguments(run, robustness=True)
-    audit = sub.add_parser("audit", help="audit a deployment's robustness: sweeps of attacks against defences")
+    audit = sub.add_parser("audit", help="audit a deployment's robustness: sweeps of attacks against defences",
+                           formatter_class=_Help)
     what = audit.add_subparsers(dest="audit", required=True)
     pois = what.add_parser(
         "poisoning", help="attacks x aggregators x malicious fractions (plain and grouped-secure); JSON, CSV, heatmap",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     _add_run_arguments(pois, robustness=False)
     from fedsecure.attacks import ATTACKS
@@ -62,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from: fedavg, {', '.join(sorted(RULES))}")
     s.add_argument("--fractions", default="0.1", help="comma-separated malicious fractions")
     s.add_argument("--group-counts", default="0", help="comma-separated G for grouped mode (0: plaintext rules)")
-    s.add_argument("--out", type=Path, default=Path("poisoning_audit"), help="folder for the JSON, CSV and PNG")
+    s.add_argument("--out", type=Path, default=Path("poisoning_audit"),
+                   help="folder for the JSON, CSV and PNG (created if absent; its parent must exist)")
     return parser
 
 
@@ -74,51 +153,64 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     from fedsecure.recsys.partition import SCHEMES
 
     d = run.add_argument_group("data and model")
-    d.add_argument("--data", default="synthetic", help="'synthetic' (default, no download) or a MovieLens folder/file")
-    d.add_argument("--model", default="mf-implicit", choices=list(MODELS))
-    d.add_argument("--dim", type=_positive_int, help="embedding size (model default if omitted)")
-    d.add_argument("--blocks", type=_positive_int, help="sasrec: transformer blocks")
-    d.add_argument("--heads", type=_positive_int, help="sasrec: attention heads")
-    d.add_argument("--max-len", type=_positive_int, help="sasrec: sequence length")
-    d.add_argument("--setting", default="cross-device", choices=SETTINGS)
+    d.add_argument("--data", default="synthetic",
+                   help="'synthetic' (no download) or a MovieLens folder or ratings file "
+                        "(ratings.csv, u.data, ratings.dat)")
+    d.add_argument("--model", default="mf-implicit", choices=list(MODELS), help="recommender")
+    d.add_argument("--dim", type=_positive_int, help="embedding size (default: the model's own)")
+    d.add_argument("--blocks", type=_positive_int, help="sasrec: transformer blocks (default: the model's own)")
+    d.add_argument("--heads", type=_positive_int, help="sasrec: attention heads (default: the model's own)")
+    d.add_argument("--max-len", type=_positive_int, help="sasrec: sequence length (default: the model's own)")
+    d.add_argument("--setting", default="cross-device", choices=SETTINGS,
+                   help="cross-device: a client is one user; cross-silo: a client is a silo of users")
     d.add_argument("--silos", type=_positive_int, default=10, help="cross-silo: number of silos")
-    d.add_argument("--silo-scheme", default="range", choices=SCHEMES)
-    d.add_argument("--silo-alpha", type=float, default=0.5, help="cross-silo dirichlet: concentration")
+    d.add_argument("--silo-scheme", default="range", choices=SCHEMES, help="cross-silo: how users are split")
+    d.add_argument("--silo-alpha", type=_positive_float, default=0.5, help="cross-silo dirichlet: concentration")
     f = run.add_argument_group("federated training")
-    f.add_argument("--rounds", type=_positive_int, default=10)
-    f.add_argument("--clients-per-round", type=_fraction_or_count, default=1.0, help="fraction (<= 1) or count")
-    f.add_argument("--local-epochs", type=_positive_int, default=1)
-    f.add_argument("--batch-size", type=_positive_int, default=256)
-    f.add_argument("--lr", type=float, default=8.0, help="client learning rate")
+    f.add_argument("--rounds", type=_positive_int, default=10, help="federated rounds")
+    f.add_argument("--clients-per-round", type=_fraction_or_count, default=1.0,
+                   help="a fraction in (0, 1] of the clients, or a whole count (capped at the clients there are, "
+                        "with a note)")
+    f.add_argument("--local-epochs", type=_positive_int, default=1, help="passes over its data per client and round")
+    f.add_argument("--batch-size", type=_positive_int, default=256, help="client batch size")
+    f.add_argument("--lr", type=_positive_float, default=8.0, help="client learning rate")
     f.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="client optimizer")
-    f.add_argument("--server-optimizer", default="fedadam", choices=SERVER_OPTIMIZERS)
+    f.add_argument("--server-optimizer", default="fedadam", choices=SERVER_OPTIMIZERS, help="server optimizer")
     f.add_argument(
-        "--server-lr", type=float, default=0.1,
+        "--server-lr", type=_positive_float, default=0.1,
         help="server learning rate (with --server-optimizer avg, the number of clients per round sums the updates)",
     )
-    f.add_argument("--eval-every", type=_positive_int, default=5)
+    f.add_argument("--eval-every", type=_positive_int, default=5, help="evaluate every N rounds (and after the last)")
     f.add_argument("--k", type=_positive_int, default=10, help="cut-off of HR@K and NDCG@K")
-    f.add_argument("--negatives", type=int, default=99, help="sampled-ranking negatives per test item (0: none)")
-    f.add_argument("--dropout", type=float, default=0.0, help="probability a client drops out in a round")
-    f.add_argument("--straggler", type=float, default=0.0, help="probability a client straggles (half its steps)")
-    f.add_argument("--seed", type=int, default=0, help="data, sampling and initialisation (never keys or DP noise)")
+    f.add_argument("--negatives", type=_non_negative_int, default=99,
+                   help="sampled-ranking negatives per test item (0: none); lowered, with a note, to what every "
+                        "test user has left on a small catalogue")
+    f.add_argument("--dropout", type=_dropout, default=0.0, help="probability in [0, 1) a client drops out in a round")
+    f.add_argument("--straggler", type=_probability, default=0.0,
+                   help="probability in [0, 1] a client straggles (half its steps)")
+    f.add_argument("--seed", type=_non_negative_int, default=0, help="data, sampling and initialisation (never keys or DP noise)")
     p = run.add_argument_group("protection")
     p.add_argument("--secure", default="none", choices=SECURE_MODES, help="how updates are summed")
-    p.add_argument("--clip-range", type=float, default=1.0, help="secagg: per-coordinate clip range of updates")
+    p.add_argument("--clip-range", type=_positive_float, default=1.0,
+                   help="secagg: per-coordinate clip range of updates")
     p.add_argument("--active", action="store_true", help="secagg: signatures and consistency check (active server)")
     p.add_argument("--dp", default="none", choices=DP_MODES, help="differential privacy mechanism")
-    p.add_argument("--noise-multiplier", type=float)
-    p.add_argument("--target-epsilon", type=float, help="calibrate the noise to spend at most this epsilon")
-    p.add_argument("--clip", "--max-grad-norm", dest="clip", type=float, default=1.0, help="DP clipping norm")
-    p.add_argument("--delta", type=float, help="DP delta (default: min(1e-5, 1/(10 n)))")
+    p.add_argument("--noise-multiplier", type=_positive_float,
+                   help="DP noise std / clip norm (one of this or --target-epsilon with --dp)")
+    p.add_argument("--target-epsilon", type=_positive_float, help="calibrate the noise to spend at most this epsilon")
+    p.add_argument("--clip", "--max-grad-norm", dest="clip", type=_positive_float, default=1.0,
+                   help="DP clipping norm")
+    p.add_argument("--delta", type=_open_unit, help="DP delta in (0, 1) (default: min(1e-5, 1/(10 n)))")
     p.add_argument(
         "--insecure-seeded-noise", action="store_true",
         help="draw DP noise and the Poisson sampling DP relies on from --seed (reproducible); "
              "VOIDS the privacy claim, and the output says so",
     )
     o = run.add_argument_group("output")
-    o.add_argument("--json", type=Path, metavar="PATH", help="write the full result as JSON")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.add_argument("--json", type=Path, metavar="PATH",
+                   help="write the full result as JSON (checked before training; its folder must exist)")
+    o.add_argument("--quiet", action="store_true",
+                   help="no progress (a bar on a terminal, else one line per round on stderr)")
     if not robustness:
         return
     from fedsecure.attacks import ATTACKS
@@ -127,12 +219,12 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     r = run.add_argument_group("robustness and poisoning")
     r.add_argument("--aggregator", default="fedavg", choices=["fedavg", *sorted(RULES)],
                    help="how updates are combined: fedavg, or a Byzantine-robust rule (plaintext, or with --groups)")
-    r.add_argument("--byzantine", type=float, default=None,
+    r.add_argument("--byzantine", type=_byzantine, default=None,
                    help="the rule's f: a count, or a fraction of the combined inputs (default: the most it defends)")
     r.add_argument("--row-aware", action="store_true",
                    help="median / trimmed-mean per coordinate over the clients whose update touches it (sparse "
                         "recommender updates: otherwise the zeros of the other clients win)")
-    r.add_argument("--groups", type=int, default=0,
+    r.add_argument("--groups", type=_non_negative_int, default=0,
                    help="grouped mode: split each round into G groups, sum each with --secure, run the rule over "
                         "the G group means (the server never sees an individual update)")
     from fedsecure.attacks.data_poisoning import DATA_ATTACKS
@@ -141,7 +233,8 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
                    help="poisoning attack: model poisoning (crafted updates) or data poisoning (fake-users, "
                         "rating-flip: malicious clients train honestly on poisoned data); promotion attacks "
                         "report the target's exposure ratio er@K")
-    r.add_argument("--malicious", type=float, default=0.0, help="fraction of all clients that are malicious")
+    r.add_argument("--malicious", type=_float_in(0.0, 1.0, low_open=False, high_open=True), default=0.0,
+                   help="fraction in [0, 1) of all clients that are malicious")
     r.add_argument("--non-colluding", action="store_true", help="malicious clients craft alone, from their own update")
 
 
@@ -182,6 +275,7 @@ def cmd_audit_poisoning(args: argparse.Namespace, command: str) -> int:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ValueError("the poisoning audit draws its heatmap with matplotlib: pip install 'fedsecure[audit]'") from None
+    check_output_folder(args.out, "--out")
     base = _config_from(args)
     split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
     total = [0]
@@ -193,12 +287,24 @@ def cmd_audit_poisoning(args: argparse.Namespace, command: str) -> int:
         print(f"[{total[0]}] {label:<24} {attack:<22} hr@10 {row['hr@10']:.4f}  "
               f"({row['wall_seconds']:.0f}s)", flush=True)
 
+    fractions = [_listed(x, float, "--fractions", "fractions in [0, 1)") for x in split(args.fractions)]
+    group_counts = [_listed(x, int, "--group-counts", "whole numbers >= 0") for x in split(args.group_counts)]
     rows = sweep(base, attacks=split(args.attacks), aggregators=split(args.aggregators),
-                 fractions=[float(x) for x in split(args.fractions)], groups=[int(x) for x in split(args.group_counts)],
+                 fractions=fractions, groups=group_counts,
                  on_done=None if args.quiet else done)
     paths = write_outputs(rows, args.out, command=command, base=base)
     console.print(f"wrote {paths['json']}, {paths['csv']}, {paths['png']}", markup=False)
     return 0
+
+
+def _listed(text: str, kind: type, option: str, allowed: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not one of the comma-separated {allowed}") from None
+    if (kind is float and not 0 <= value < 1) or (kind is int and value < 0):
+        raise UsageError(f"{option}: {text} is out of range; expected comma-separated {allowed}")
+    return value
 
 
 def _fmt(value: Any) -> str:
@@ -216,66 +322,313 @@ def _with_interval(metrics: dict[str, Any], key: str) -> str:
     return _fmt(value) if ci is None else f"{_fmt(value)} [{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
-def _print_result(result: dict[str, Any], console: Any) -> None:
+# -- strict JSON -------------------------------------------------------------------------------
+
+
+def strict(value: Any) -> Any:
+    """``value`` with every non-finite float replaced (inf -> "inf", -inf -> "-inf", NaN -> None) and
+    anything JSON cannot hold (numpy scalars, paths) converted, so the output parses under strict parsers."""
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    try:  # numpy scalars and arrays
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return strict(value.tolist())
+        if isinstance(value, np.generic):
+            return strict(value.item())
+    except ImportError:  # pragma: no cover
+        pass
+    return str(value)
+
+
+def dumps_strict(result: dict[str, Any]) -> str:
+    return json.dumps(strict(result), indent=2, allow_nan=False)
+
+
+# -- output paths --------------------------------------------------------------------------------
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written; never creates folders."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give a file path such as {path / 'result.json'}")
+    if not parent.exists():
+        raise UsageError(f"{option} {path}: folder {parent} does not exist (create it first)")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".fedsecure-check-", delete=True):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write in {parent}: {exc.strerror or exc}") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: the file exists and is not writable")
+
+
+def check_output_folder(path: Path, option: str) -> None:
+    """An output folder: it may be created, but its parent must exist and be writable."""
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{option} {path}: exists and is not a folder")
+        check_output_file(path / "x", option)
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot create a folder in {parent} (permission denied)")
+
+
+def write_result(result: dict[str, Any], path: Path) -> Path:
+    """Write atomically to ``path``; if that fails late, to a temporary file instead (never lose a run)."""
+    text = dumps_strict(result)
+    try:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return path
+    except OSError as exc:
+        fd, fallback = tempfile.mkstemp(prefix="fedsecure-result-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        print(f"fedsecure: could not write {path} ({exc.strerror or exc}); the result is in {fallback}",
+              file=sys.stderr)
+        return Path(fallback)
+
+
+# -- the terminal summary --------------------------------------------------------------------------
+
+
+def _sig(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, str):
+        return x
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return f"{x:.{digits}g}"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def protection_line(result: dict[str, Any]) -> str:
+    """Mode, k, t, survivors, excluded and bytes per client, from the rounds actually run."""
+    cfg = result["config"]
+    rounds = result.get("rounds", [])
+    ok = [r for r in rounds if not r.get("error")]
+    aborted = len(rounds) - len(ok)
+    sampled = sum(r["sampled"] for r in ok)
+    included = sum(r["included"] for r in ok)
+    excluded = sum(len(r["excluded"]) for r in ok)
+    mode = cfg["secure"]
+    parts = [mode if mode != "none" else "none (plaintext sum)"]
+    if cfg.get("groups"):
+        parts[0] += f", {cfg['groups']} groups"
+    last = ok[-1]["stats"] if ok else {}
+    if mode in ("secagg", "secagg+"):
+        parts.append(f"{last.get('threat_model', 'semi-honest')} server")
+        ks = sorted({r["stats"].get("k") for r in ok if r["stats"].get("k") is not None})
+        ts = sorted({r["stats"].get("t") for r in ok if r["stats"].get("t") is not None})
+        show = lambda v: "n/a" if not v else (str(v[0]) if len(v) == 1 else f"{v[0]}..{v[-1]}")  # noqa: E731
+        parts.append(f"k={show(ks)} neighbours, t={show(ts)} shares to unmask")
+    elif mode == "ckks":
+        ckks = _find(result.get("aggregator", {}), "security_bits")
+        if ckks is not None:
+            parts.append(ckks)
+    parts.append(f"survivors {included}/{sampled} over {len(ok)} round(s)")
+    parts.append(f"excluded {excluded}")
+    if aborted:
+        parts.append(f"{aborted} round(s) aborted")
+    upload = sum(r["stats"].get("upload_bytes", 0) for r in ok)
+    if upload and sampled:
+        parts.append(f"upload {_bytes(upload / sampled)} per client and round")
+    return ", ".join(parts)
+
+
+def _find(tree: Any, key: str) -> Any:
+    """CKKS: the security required, and what the chosen parameters give, in one phrase."""
+    if not isinstance(tree, dict):
+        return None
+    if key in tree and isinstance(tree.get("params"), dict):
+        need, params = tree[key], tree["params"]
+        got = params.get(key)
+        phrase = f"{need}-bit security required"
+        if got is not None and got != need:
+            phrase += (f"; the parameters (N={params.get('poly_modulus_degree')}, "
+                       f"log q={sum(params.get('coeff_bits', []))}) give {got} bits by the HE standard's tables")
+        return phrase
+    for value in tree.values():
+        found = _find(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def privacy_line(privacy: dict[str, Any]) -> str:
+    mech = privacy.get("mechanism", "none")
+    if mech == "none":
+        return "none (no differential privacy: epsilon = inf)"
+    parts = [mech, f"epsilon {_sig(privacy.get('epsilon'))}"]
+    if privacy.get("clients"):
+        parts[-1] += f" (worst of {len(privacy['clients'])} clients)"
+    parts.append(f"delta {_sig(privacy.get('delta'))}")
+    if privacy.get("accountant"):
+        parts.append(f"accountant {privacy['accountant']}")
+    if privacy.get("noise_multiplier") is not None:
+        parts.append(f"noise multiplier {_sig(privacy['noise_multiplier'])}")
+    for key in ("audited_epsilon", "empirical_epsilon", "audit_lower_bound"):
+        if privacy.get(key) is not None:
+            parts.append(f"audited bound {_sig(privacy[key])}")
+    if privacy.get("privacy_claim_void"):
+        parts.append("PRIVACY CLAIM VOID (--insecure-seeded-noise)")
+    if privacy.get("error"):
+        parts.append(privacy["error"])
+    return ", ".join(parts)
+
+
+def evaluation_line(result: dict[str, Any]) -> str:
+    final = result.get("final", {})
+    cfg = result["config"]
+    if "rmse" in final:
+        return f"held-out ratings, {final.get('n_eval_rows', '?')} rows"
+    text = (f"{final.get('n_eval_rows', '?')} held-out (user, item) rows of {final.get('n_eval_users', '?')} users, "
+            f"leave-last-out; full catalogue of {result['data']['items']} items")
+    if result.get("n_negatives"):
+        text += f" and 1 + {result['n_negatives']} sampled negatives"
+    return text + f"; 95% intervals by bootstrap over users (seed {cfg['seed']})"
+
+
+def print_summary(result: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     final, pop = result["final"], result["popularity"]
     keys = [k for k in final if k not in ("round",) and isinstance(final[k], float)]
-    table = Table(title=f"{result['config']['model']} on {result['data']['source']}")
-    table.add_column("metric")
-    table.add_column(f"{result['config']['model']} (federated)", justify="right")
-    table.add_column("popularity", justify="right")
-    for k in keys:
-        table.add_row(k, _with_interval(final, k), _with_interval(pop, k))
-    console.print(table)
-    users = final.get("n_eval_users")
-    console.print(f"[dim]\\[lo, hi]: 95% bootstrap interval over the {users or 'test'} evaluated users[/dim]")
+    if keys:
+        table = Table(title=f"{result['config']['model']} on {result['data']['source']}")
+        table.add_column("metric")
+        table.add_column(f"{result['config']['model']} (federated)", justify="right")
+        table.add_column("popularity", justify="right")
+        for k in keys:
+            table.add_row(k, _with_interval(final, k), _with_interval(pop, k))
+        console.print(table)
+        lines = [("evaluation", evaluation_line(result))]
+    else:
+        lines = [("evaluation", "none completed")]
     t = result["timings"]
-    for label, text in (
-        ("protocol", result["protocol"]),
-        ("aggregation", json.dumps(result["aggregator"], default=str)),
-        ("privacy", json.dumps(result["privacy"], default=str)),
-        ("time", f"setup {t['setup_seconds']:.1f}s, training {t['train_seconds']:.1f}s"),
-    ):
-        console.print(f"{label}: {text}", markup=False, highlight=False)
+    lines += [
+        ("protection", protection_line(result)),
+        ("privacy", privacy_line(result["privacy"])),
+        ("time", f"setup {t['setup_seconds']:.1f}s, training {t['train_seconds']:.1f}s "
+                 f"({result.get('rounds_completed', '?')}/{result['config']['rounds']} rounds)"),
+    ]
+    for label, text in lines:
+        print(f"{label}: {text}", flush=True)
+
+
+def adjustment_line(adj: dict[str, Any]) -> str:
+    return f"note: {adj['option']} {adj['requested']} -> {adj['used']}: {adj['reason']}"
+
+
+class _PlainProgress:
+    """Progress for a non-terminal: one line per round on stderr (flushed, so pipes and logs see it)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.t0 = total, time.perf_counter()
+
+    def __call__(self, record: Any, status: str) -> None:
+        line = (f"round {record.round}/{self.total}: {record.included}/{record.sampled} clients, "
+                f"{time.perf_counter() - self.t0:.1f}s elapsed")
+        print(line + (f", {status}" if status else ""), file=sys.stderr, flush=True)
+
+
+def _status(record: Any) -> str:
+    if record.error:
+        return f"round aborted: {record.error}"
+    if record.metrics:
+        shown = {k: v for k, v in record.metrics.items()
+                 if isinstance(v, float) and (k.startswith(PERCENT_KEYS) or k in ("rmse",))}
+        return " ".join(f"{k}={v:.4f}" for k, v in list(shown.items())[:2])
+    return ""
 
 
 def cmd_run(args: argparse.Namespace, command: str) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fedsecure.experiment import Experiment
+    from fedsecure.experiment import Experiment, Interrupted
 
-    console = Console(stderr=False, quiet=False)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    console = Console()
     config = _config_from(args)
-    experiment = Experiment(config)
-    with Progress(
+    try:
+        experiment = Experiment(config)
+    except KeyboardInterrupt:
+        print("fedsecure: interrupted during setup; nothing was trained, nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for adj in experiment.adjustments:
+        print(adjustment_line(adj), file=sys.stderr, flush=True)
+    tty = sys.stderr.isatty()
+    interrupted = False
+    progress = Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), disable=args.quiet, console=console,
-    ) as progress:
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=Console(stderr=True),
+        disable=args.quiet or not tty,
+    )
+    plain = _PlainProgress(config.rounds) if not args.quiet and not tty else None
+    with progress:
         task = progress.add_task("rounds", total=config.rounds, status="")
 
         def on_round(record: Any) -> None:
-            status = ""
-            if record.error:
-                status = f"round {record.round} aborted: {record.error}"
-            elif record.metrics:
-                shown = {k: v for k, v in record.metrics.items()
-                         if isinstance(v, float) and (k.startswith(PERCENT_KEYS) or k in ("rmse",))}
-                status = " ".join(f"{k}={v:.4f}" for k, v in list(shown.items())[:2])
+            status = _status(record)
             progress.update(task, advance=1, status=status)
+            if plain is not None:
+                plain(record, status)
 
-        result = experiment.run(on_round)
-    _print_result(result, console)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result["command"] = command
-        args.json.write_text(json.dumps(result, indent=2, default=str))
-        console.print(f"[dim]wrote[/dim] {args.json}")
-    return 0
+        try:
+            result = experiment.run(on_round)
+        except Interrupted as stop:
+            result, interrupted = stop.result, True
+    result["command"] = command
+    written = write_result(result, args.json) if args.json is not None else None
+    if interrupted:
+        print(f"fedsecure: interrupted after {result['rounds_completed']} of {config.rounds} rounds"
+              + (f"; partial result (status 'interrupted') written to {written}" if written else
+                 " (no --json given: nothing saved)"), file=sys.stderr)
+    print_summary(result, console)
+    for adj in result["adjustments"]:
+        print(adjustment_line(adj), flush=True)
+    if written is not None:
+        print(f"wrote {written}", flush=True)
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"fedsecure: warning: {_one_line(message)}", file=sys.stderr if file is None else file, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.showwarning = _one_line_warning  # library warnings as one line each, not source excerpts
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -286,9 +639,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "audit":
             return cmd_audit_poisoning(args, command)
         return cmd_run(args, command)
-    except (ValueError, FileNotFoundError, DataFormatError) as exc:
-        print(f"fedsecure: error: {exc}", file=sys.stderr)
-        return 2
+    except (UsageError, ValueError, DataFormatError) as exc:
+        print(f"fedsecure: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # unreadable data, missing file, disk full
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) else ""
+        print(f"fedsecure: error: {where}{_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("fedsecure: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug, but the user still gets one line, not a traceback
+        if os.environ.get("FEDSECURE_DEBUG"):
+            raise
+        print(f"fedsecure: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(set FEDSECURE_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -35,6 +35,18 @@ SECURE_MODES = ("none", "secagg", "secagg+", "ckks")
 DP_MODES = ("none", "dpsgd", "user-central", "user-distributed")
 
 
+#: version of the result record's layout (``--json``); bumped when keys change meaning or go away
+SCHEMA_VERSION = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C); ``result`` holds the record of the rounds completed so far."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run; every field is recorded with its result."""
@@ -123,6 +135,47 @@ class RunConfig:
             raise ValueError("--row-aware applies to --aggregator median or trimmed-mean")
         if robust and self.dp != "none":
             raise ValueError("robust aggregation with differential privacy is not supported yet")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Each numeric option in its allowed range, named as on the command line (NaN fails every test)."""
+        import math
+
+        def finite(x: float | None) -> bool:
+            return x is None or math.isfinite(x)
+
+        checks = [
+            (self.rounds >= 1, "--rounds must be >= 1", self.rounds),
+            (finite(self.clients_per_round) and self.clients_per_round > 0
+             and (self.clients_per_round <= 1 or float(self.clients_per_round).is_integer()),
+             "--clients-per-round must be a fraction in (0, 1] or a whole count >= 1", self.clients_per_round),
+            (self.local_epochs >= 1, "--local-epochs must be >= 1", self.local_epochs),
+            (self.batch_size >= 1, "--batch-size must be >= 1", self.batch_size),
+            (finite(self.lr) and self.lr > 0, "--lr must be a finite number > 0", self.lr),
+            (self.server_lr is None or (finite(self.server_lr) and self.server_lr > 0),
+             "--server-lr must be a finite number > 0", self.server_lr),
+            (self.eval_every >= 1, "--eval-every must be >= 1", self.eval_every),
+            (self.k >= 1, "--k must be >= 1", self.k),
+            (self.n_negatives >= 0, "--negatives must be >= 0 (0: no sampled metrics)", self.n_negatives),
+            (0 <= self.dropout < 1, "--dropout must be in [0, 1)", self.dropout),
+            (0 <= self.straggler <= 1, "--straggler must be in [0, 1]", self.straggler),
+            (finite(self.silo_alpha) and self.silo_alpha > 0, "--silo-alpha must be a finite number > 0",
+             self.silo_alpha),
+            (finite(self.clip_range) and self.clip_range > 0, "--clip-range must be a finite number > 0",
+             self.clip_range),
+            (finite(self.clip) and self.clip > 0, "--clip must be a finite number > 0", self.clip),
+            (self.noise_multiplier is None or (finite(self.noise_multiplier) and self.noise_multiplier > 0),
+             "--noise-multiplier must be a finite number > 0", self.noise_multiplier),
+            (self.target_epsilon is None or (finite(self.target_epsilon) and self.target_epsilon > 0),
+             "--target-epsilon must be a finite number > 0", self.target_epsilon),
+            (self.delta is None or 0 < self.delta < 1, "--delta must be in (0, 1)", self.delta),
+            (self.byzantine is None or (finite(self.byzantine) and self.byzantine >= 0
+                                        and (self.byzantine < 1 or float(self.byzantine).is_integer())),
+             "--byzantine must be a fraction in [0, 1) or a whole count >= 1", self.byzantine),
+        ]
+        for ok, message, value in checks:
+            if not ok:
+                raise ValueError(f"{message}, got {value}")
 
 
 def load_data(source: str, seed: int) -> Interactions:
@@ -157,9 +210,16 @@ class Experiment:
         """``data`` overrides ``config.data`` (tests and benchmarks pass their own)."""
         self.config = cfg = config
         t0 = time.perf_counter()
+        #: what the run changed from the configuration (caps, adjustments): printed and recorded
+        self.adjustments: list[dict[str, Any]] = []
         self.data = data if data is not None else load_data(cfg.data, cfg.seed)
         task = MODELS[cfg.model].task
         self.split = make_split(self.data, task, cfg.seed)
+        if len(self.split.test) == 0:
+            raise ValueError(f"{self.data.source}: nothing to evaluate: no user has enough interactions to hold "
+                             f"one out for the test set ({len(self.data)} interactions, {self.data.n_users} users)")
+        if len(self.split.train) == 0:
+            raise ValueError(f"{self.data.source}: no training interactions left after the test split")
         self.malicious_users: list[int] = []  # data poisoning: users the attacker controls
         self.target_items: list[int] = []  # promotion attacks: the items promoted (ER@K is reported for them)
         self._poison_data()
@@ -168,11 +228,31 @@ class Experiment:
             self.clients = cross_device(train)
         else:
             self.clients = cross_silo(train, cfg.silos, scheme=cfg.silo_scheme, alpha=cfg.silo_alpha, seed=cfg.seed)
+        if cfg.setting == "cross-silo" and len(self.clients) < cfg.silos:
+            self._adjust("silos", cfg.silos, len(self.clients),
+                         f"{cfg.silos - len(self.clients)} silo(s) received no user with training data and were dropped")
         self.reference_clients = self._root_clients()
         self.clients_per_round = sampled_count(cfg.clients_per_round, len(self.clients))
+        if cfg.clients_per_round > 1 and self.clients_per_round < cfg.clients_per_round:
+            self._adjust("clients-per-round", int(cfg.clients_per_round), self.clients_per_round,
+                         f"only {len(self.clients)} clients exist: every client takes part in every round")
+        if cfg.groups and cfg.groups > self.clients_per_round:
+            raise ValueError(f"--groups must be in [1, {self.clients_per_round}] (the clients per round), "
+                             f"got {cfg.groups}")
+        self.n_negatives = cfg.n_negatives
+        if task == "ranking" and cfg.n_negatives:
+            from fedsecure.recsys.metrics import max_negatives
+
+            most = max_negatives(self.split)
+            if most < cfg.n_negatives:
+                self.n_negatives = most
+                self._adjust("negatives", cfg.n_negatives, most,
+                             f"the catalogue has {train.n_items} items and some test user has only {most} it never "
+                             "interacted with; "
+                             + (f"sampled metrics use {most} negatives" if most else "sampled metrics are omitted"))
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, train.n_users, train.n_items, **cfg.model_args)
-        self.evaluator = Evaluator(self.split, task, k=cfg.k, n_negatives=cfg.n_negatives, seed=cfg.seed)
+        self.evaluator = Evaluator(self.split, task, k=cfg.k, n_negatives=self.n_negatives, seed=cfg.seed)
         self.fl_config = FederatedConfig(
             rounds=cfg.rounds,
             clients_per_round=cfg.clients_per_round,
@@ -192,6 +272,9 @@ class Experiment:
         self.poisoning = self._poisoning()
         self.setup_seconds = time.perf_counter() - t0
 
+
+    def _adjust(self, option: str, requested: Any, used: Any, reason: str) -> None:
+        self.adjustments.append({"option": f"--{option}", "requested": requested, "used": used, "reason": reason})
 
     def _protocol(self, client_noise: Any = None) -> SumProtocol:
         cfg = self.config
@@ -396,10 +479,25 @@ class Experiment:
             poisoning=self.poisoning, reference_clients=self.reference_clients,
         )
         t0 = time.perf_counter()
-        history = trainer.run(on_round)
-        seconds = time.perf_counter() - t0
+        try:
+            history = trainer.run(on_round)
+        except KeyboardInterrupt:
+            partial = self._result(trainer.history, time.perf_counter() - t0, status="interrupted")
+            raise Interrupted(partial) from None
+        return self._result(history, time.perf_counter() - t0)
+
+    def _result(self, history: Any, seconds: float, status: str = "complete") -> dict[str, Any]:
+        """The run's record; ``status`` is "complete", or "interrupted" with the rounds done so far."""
         evaluations = history.evaluations
+        try:
+            privacy = self.privacy()
+        except Exception as exc:  # noqa: BLE001 - a partial record is worth more than the exception
+            privacy = {"mechanism": "unknown", "error": f"privacy report failed: {exc}"}
         return {
+            "schema_version": SCHEMA_VERSION,
+            "status": status,
+            "rounds_completed": len(history.rounds),
+            "adjustments": list(self.adjustments),
             "config": asdict(self.config),
             "data": {
                 "source": self.data.source, "users": self.data.n_users, "items": self.data.n_items,
@@ -408,15 +506,16 @@ class Experiment:
             },
             "sampling": self.sampler.describe(),
             "protocol": self.evaluator.protocol,
+            "n_negatives": self.n_negatives,
             "final": evaluations[-1] if evaluations else {},
-            "popularity": self.evaluator.popularity(),
+            "popularity": self.evaluator.popularity() if evaluations or status == "complete" else {},
             "evaluations": evaluations,
             "rounds": history.to_dict(),
             "aggregator": self.aggregator.describe(),
             "poisoning": self._poisoning_report(),
             "root_clients": [c.client_id for c in self.reference_clients],
             "trainer": self.trainer.describe(),
-            "privacy": self.privacy(),
+            "privacy": privacy,
             "timings": {"setup_seconds": self.setup_seconds, "train_seconds": seconds},
             "versions": library_versions(),
         }

@@ -105,6 +105,18 @@ def _gather_segments(indptr: np.ndarray, values: np.ndarray, users: np.ndarray) 
     return owner, values[indptr[users][owner] + offsets]
 
 
+def max_negatives(split: Split) -> int:
+    """The largest ``n_negatives`` every test user can supply: the fewest never-interacted items of any test user."""
+    train, test = split.train, split.test
+    if len(test) == 0:
+        return 0
+    n_items = train.n_items
+    all_users = np.concatenate([train.users, test.users])
+    all_items = np.concatenate([train.items, test.items])
+    n_seen = np.bincount(np.unique(all_users * n_items + all_items) // n_items, minlength=train.n_users)
+    return int((n_items - n_seen[np.unique(test.users)]).min())
+
+
 def ranking_rows(
     score_fn: Callable[[np.ndarray], torch.Tensor],
     split: Split,
@@ -143,7 +155,8 @@ def ranking_rows(
             u = int(short[0])
             raise ValueError(
                 f"user {u} has only {n_items - n_seen[u]} never-interacted items, fewer than "
-                f"n_negatives={n_negatives}"
+                f"n_negatives={n_negatives} (--negatives on the command line); the largest that works here is "
+                f"{int((n_items - n_seen[test_users]).min())}"
             )
     rng = np.random.default_rng(seed)
 

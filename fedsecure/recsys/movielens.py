@@ -23,6 +23,7 @@ the sorted raw ids.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,16 +220,19 @@ def _diagnose(path: Path, data: bytes, fmt: _Format, first_line: int) -> None:
             )
         for k, (name, value) in enumerate(zip(_FIELDS, fields)):
             try:
-                if k == 2:
-                    float(value)
-                else:
-                    int(value)
+                number = float(value) if k == 2 else int(value)
             except ValueError:
                 kind = "a number" if k == 2 else "an integer"
                 raise DataFormatError(path, line, f"{name} {value!r} is not {kind}") from None
+            if k == 2 and not math.isfinite(number):
+                raise DataFormatError(path, line, f"rating {value!r} is not a finite number")
+            if k != 2 and not -(2**63) <= number < 2**63:
+                raise DataFormatError(path, line, f"{name} {value!r} does not fit in 64 bits")
         if "," in text and sep != b",":
             raise DataFormatError(path, line, f"unexpected ',' in {_show(raw)}")
-    raise DataFormatError(path, first_line, "the numeric parser rejected the file, but no bad line was found")
+    raise DataFormatError(
+        path, first_line, "the numeric parser rejected the file, but no single bad line was found (mixed number formats?)"
+    )
 
 
 def _reject_first(path: Path, bad: np.ndarray, first_line: int, describe) -> None:
