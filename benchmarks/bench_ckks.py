@@ -4,16 +4,15 @@ Baseline (NVIDIA FLARE's HE defaults): ``tenseal.context(CKKS, 8192,
 [60, 40, 40])``, scale 2^40, every client holding the secret key, one
 ``ckks_vector`` per flattened update (TenSEAL splits a long vector into
 ceil(d / 4096) ciphertexts itself), serialized with ``serialize()``; the
-server deserializes and adds. fedsecure (wire v3): ``KeyHolder`` /
+server deserializes and adds. fedsecure (wire v4): ``KeyHolder`` /
 ``ClientEncryptor`` / ``StreamingAggregator`` at the default 128-bit
-parameters, with everything v3 does per round: each client masks its c0
-polynomials with its AES-CTR mask and signs both parts (Ed25519), sends the
-masked c0 part to the aggregator and the c1 part (key share) to the key
-holder; the aggregator verifies every signature and sums the c0 parts, the
-key holder verifies and sums the key shares, verifies the evidence,
-recomputes and removes the n masks, checks the range and adds flooding noise.
-Bytes per value count both parts (what a client uploads); the key holder's
-key-share time counts as decryption time, not aggregation time.
+parameters, with everything v4 does per round: each client draws its
+encryption randomness from the seed it shares with the key holder, computes
+``c0 = p0 u + e0 + Delta m``, masks it with its AES-CTR mask, signs it
+(Ed25519) and sends it to the aggregator (no c1 leaves the client); the
+aggregator verifies every signature and sums the c0 parts; the key holder
+verifies the evidence, recomputes the n clients' (u, e1) and masks, builds
+``C1``, decrypts, checks the range and adds flooding noise.
 
 Measured for n clients and each d: bytes per value on the wire, client
 encrypt+serialize seconds (mean per client), aggregator deserialize+sum
@@ -106,7 +105,6 @@ class Fedsecure:
         self.encryptors: dict[int, ClientEncryptor] = {}
         self.round_id = os.urandom(16)
         self._agg = None
-        self.key_share_s = 0.0  # the key holder's share of add(): summing the c1 parts
 
     def ciphertexts(self, d: int) -> int:
         return -(-d // self.holder.params.values_per_ciphertext)
@@ -122,19 +120,15 @@ class Fedsecure:
         self.round_id = os.urandom(16)
 
     def encrypt(self, x: np.ndarray, client_id: int):
-        return self._encryptor(client_id).encrypt(x, round_id=self.round_id)  # a Contribution: two parts
+        return self._encryptor(client_id).encrypt(x, round_id=self.round_id)
 
     def start(self, length: int) -> None:
-        self.key_share_s = 0.0
         self._agg = StreamingAggregator(
             self.aggregator_context, length, round_id=self.round_id, clients=self.holder.registrations
         )
 
     def add(self, blob, client_id: int) -> None:
-        t0 = time.perf_counter()
-        self.holder.receive(blob.key_holder, sender=client_id)
-        self.key_share_s += time.perf_counter() - t0
-        self._agg.add(blob.aggregator, sender=client_id)
+        self._agg.add(blob, sender=client_id)
 
     def aggregate(self) -> bytes:
         return self._agg.aggregate()
@@ -163,12 +157,8 @@ def run_size(d: int, n: int, rng: np.random.Generator) -> dict:
             rec = t[impl.name]
             rec["enc"] += t1 - t0
             rec["agg"] += t2 - t1
-            if isinstance(blob, bytes):
-                rec["bytes"] += len(blob)
-                rec["agg_bytes"] += len(blob)
-            else:  # fedsecure: c0 part to the aggregator, c1 part to the key holder
-                rec["bytes"] += len(blob.aggregator) + len(blob.key_holder)
-                rec["agg_bytes"] += len(blob.aggregator)
+            rec["bytes"] += len(blob)
+            rec["agg_bytes"] += len(blob)
             del blob
     out = {"d": d, "n": n}
     for impl in impls:
@@ -180,9 +170,6 @@ def run_size(d: int, n: int, rng: np.random.Generator) -> dict:
         t2 = time.perf_counter()
         rec["agg"] += t1 - t0
         rec["dec"] = t2 - t1
-        if impl.name == "fedsecure":  # the key holder summed the c1 parts: its time, not the aggregator's
-            rec["agg"] -= impl.key_share_s
-            rec["dec"] += impl.key_share_s
         res = {
             "bytes_per_value": rec["bytes"] / (n * d),
             "aggregator_download_bytes_per_value": rec["agg_bytes"] / (n * d),
@@ -274,8 +261,8 @@ def aggregator_memory(kind: str, n: int, length: int, impl, tmpdir: Path) -> dic
     rng = np.random.default_rng(n)
     reused = None
     for i in range(n):
-        if kind == "fedsecure":  # the aggregator gets the c0 part; the c1 part would go to the key holder
-            blob = impl.encrypt(rng.uniform(-1, 1, length), i).aggregator
+        if kind == "fedsecure":  # the contribution: the masked c0 half, all a client sends
+            blob = impl.encrypt(rng.uniform(-1, 1, length), i)
         else:  # the baseline has no replay check: one ciphertext sent n times costs the aggregator the same
             reused = reused or impl.encrypt(rng.uniform(-1, 1, length), i)
             blob = reused
@@ -319,9 +306,9 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": {"tenseal": ts.__version__, "numpy": np.__version__},
         "baseline": "FLARE-style: tenseal.context(CKKS, 8192, [60,40,40]), scale 2^40, one ckks_vector per update",
-        "fedsecure_protocol": "wire v3: per-round masks, Ed25519-signed contributions split into a c0 part "
-        "(aggregator) and a c1 key share (key holder, which sums C1 itself), key-holder evidence check, "
-        "mask removal, range check, flooding noise (std 2^-24 per value)",
+        "fedsecure_protocol": "wire v4: encryption randomness seeded from a secret shared with the key holder, "
+        "per-round masks, Ed25519-signed masked c0 contributions (no c1 leaves a client), key-holder evidence "
+        "check, C1 and mask recomputation, range check, flooding noise (std 2^-24 per value)",
         "fedsecure_params": Fedsecure().holder.params.describe(),
         "sizes": sizes,
         "aggregator_memory": memory,

@@ -303,11 +303,11 @@ def test_tampered_c0_moves_the_release_by_the_tampers_own_decoding():
 
 def test_a_malicious_client_cannot_put_k_s_in_the_release():
     """Closed in v4 (v3's known limit). In v3 a client signed its own key share c1 + K and one release carried
-    K s; now no c1 leaves a client, the key holder builds C1 from the client's seeded u, e1. What a client
-    controls is its c0 alone, and the strongest term in s it can put there is a p0 with p0 = -p1 s + e_pk:
-    choosing a = K / p1 (NTT domain) adds K s, but also a e_pk with a uniform mod q, which buries it. The
-    key holder refuses the release (range check) and even the unchecked, unflooded decryption (built here
-    from the key holder's internals) gives no coefficient of s."""
+    K s; now no c1 leaves a client: the key holder builds C1 from the client's seeded u, e1. A client controls
+    its c0 alone, and decryption is linear in C0, so whatever delta it adds moves the release by Decode(delta),
+    which it computes itself. The v3 attack's nearest analogue, delta = -a p0 with a p1 = K (so delta = K s -
+    a e_pk, a uniform), is refused by the range check, and even the unchecked, unflooded decryption (built
+    here from the key holder's internals) agrees with s at chance level only."""
     holder = _holder()
     xs = np.random.default_rng(10).uniform(-0.01, 0.01, (3, LENGTH))
     r, blobs = _round(holder, xs, IDS[:3])

@@ -88,27 +88,37 @@ def _zstd_stored(z: memoryview) -> bytes:
     return out[0] if len(out) == 1 else b"".join(out)
 
 
-def read_ciphertext(data: bytes, n: int, k: int) -> tuple[tuple[int, int], bytes, np.ndarray]:
-    """``(version, metadata prefix, residues[size, k, n])`` of a serialized 2-polynomial ciphertext."""
+def read_ciphertext(data: bytes, n: int, k: int, size: int = 2) -> tuple[tuple[int, int], bytes, np.ndarray]:
+    """``(version, metadata prefix, residues[size, k, n])`` of a serialized ciphertext in NTT form."""
     version, body = _payload(data)
     if len(body) < _PREFIX:
         raise CKKSError("ciphertext payload truncated")
-    _, ntt, size, got_n, got_k, _, _ = _META.unpack_from(body, 0)
+    _, ntt, got_size, got_n, got_k, _, _ = _META.unpack_from(body, 0)
     count = struct.unpack_from("<Q", body, _META.size + _HEADER.size)[0]
-    if (size, got_n, got_k) != (2, n, k) or ntt != 1:
-        raise CKKSError(f"ciphertext shape (size {size}, N {got_n}, primes {got_k}, ntt {ntt}) is not (2, {n}, {k}, 1)")
-    if count != 2 * n * k or len(body) != _PREFIX + 8 * count:
+    if (got_size, got_n, got_k) != (size, n, k) or ntt != 1:
+        raise CKKSError(
+            f"ciphertext shape (size {got_size}, N {got_n}, primes {got_k}, ntt {ntt}) is not ({size}, {n}, {k}, 1)"
+        )
+    if count != size * n * k or len(body) != _PREFIX + 8 * count:
         raise CKKSError("ciphertext payload length disagrees with its shape")
-    residues = np.frombuffer(body, dtype="<u8", count=count, offset=_PREFIX).reshape(2, k, n)
+    residues = np.frombuffer(body, dtype="<u8", count=count, offset=_PREFIX).reshape(size, k, n)
     return version, body[:_PREFIX], residues
 
 
-def write_ciphertext(version: tuple[int, int], prefix: bytes, *polys: np.ndarray) -> bytes:
-    """Serialize (uncompressed) a ciphertext read by :func:`read_ciphertext` with new residues, polynomial by polynomial."""
+def write_ciphertext(version: tuple[int, int], prefix: bytes, *polys: np.ndarray, ntt: bool = True) -> bytes:
+    """Serialize (uncompressed) a ciphertext with the metadata ``prefix`` of one read by :func:`read_ciphertext`
+    and new residues, polynomial by polynomial; its size is the number of polynomials given (2 to 16), in NTT
+    form or, with ``ntt=False``, in coefficient form (for SEAL to transform)."""
     parts = [np.ascontiguousarray(p, dtype="<u8") for p in polys]
-    size = _HEADER.size + len(prefix) + sum(p.nbytes for p in parts)
+    count = sum(p.size for p in parts)
+    meta = bytearray(prefix)
+    struct.pack_into("<BQ", meta, 32, int(ntt), len(parts))  # is_ntt_form and size, after the 32-byte parms_id
+    magic, hsize, major, minor, compr, reserved, _ = _HEADER.unpack_from(meta, _META.size)
+    _HEADER.pack_into(meta, _META.size, magic, hsize, major, minor, compr, reserved, _HEADER.size + 8 + 8 * count)
+    struct.pack_into("<Q", meta, _META.size + _HEADER.size, count)
+    size = _HEADER.size + len(meta) + 8 * count
     head = _HEADER.pack(SEAL_MAGIC, _HEADER.size, version[0], version[1], _COMPR_NONE, 0, size)
-    return b"".join([head, prefix, *(memoryview(p).cast("B") for p in parts)])
+    return b"".join([head, bytes(meta), *(memoryview(p).cast("B") for p in parts)])
 
 
 def add_mod(a: np.ndarray, b: np.ndarray, moduli: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:

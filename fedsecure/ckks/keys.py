@@ -30,6 +30,7 @@ both in (chunk, coefficient) order, the same integers modulo every prime.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -136,6 +137,11 @@ def centred_binomial(words: np.ndarray) -> np.ndarray:
     low = np.uint64((1 << CBD_ETA) - 1)
     a = np.bitwise_count(words & low).astype(np.int64)
     return a - np.bitwise_count((words >> np.uint64(CBD_ETA)) & low)
+
+
+def private_words(count: int) -> np.ndarray:
+    """``count`` uint64 words no one else can compute: AES-256-CTR under a fresh key from ``os.urandom``."""
+    return np.frombuffer(_stream(os.urandom(32), 0).update(bytes(8 * count)), dtype="<u8")
 
 
 def encryption_randomness(seed: bytes, chunks: int, n: int) -> tuple[np.ndarray, np.ndarray]:

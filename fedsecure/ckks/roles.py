@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedsecure.ckks import _sealio, _sealraw
-from fedsecure.ckks.ring import FixedMultiplier, Transform, residues
+from fedsecure.ckks.ring import FixedMultiplier, Transform, encode_coefficients, residues
 from fedsecure.ckks.context import SealRole, build_seal_context, context_id
 from fedsecure.ckks.errors import (
     AggregateMismatchError,
@@ -51,6 +50,7 @@ from fedsecure.ckks.keys import (
     exchange,
     mask,
     mask_seed,
+    private_words,
     randomness_seed,
     verify,
 )
@@ -385,7 +385,6 @@ class ClientEncryptor:
         self._template = _ciphertext_template(self._role, sa.Encryptor(self._role.seal, pk))
         self._times_p0 = FixedMultiplier(_public_key_polys(self._role, blob.public_key)[0], self._role.moduli)
         self._ntt = Transform(self._role.seal, self._role.evaluator, self._template)
-        self._encoder = sa.CKKSEncoder(self._role.seal)
         self._used_rounds: set[bytes] = set()
 
     def encrypt(self, x: np.ndarray, *, round_id: bytes, weight: float = 1.0) -> bytes:
@@ -415,20 +414,12 @@ class ClientEncryptor:
         rows = pack(x, self.params.values_per_ciphertext)
         chunks = rows.shape[0]
         u, _ = encryption_randomness(randomness_seed(self._secret, self.context_id, round_id, cid), chunks, N)
-        e0 = centred_binomial(np.frombuffer(os.urandom(8 * chunks * N), dtype="<u8")).reshape(chunks, N)
-        ntt = self._ntt.to_ntt(residues(np.concatenate([u, e0]), moduli))
-        c0 = _sealraw.add_mod(self._times_p0(ntt[:chunks]), ntt[chunks:], moduli)  # p0 u + e0
-        masks = mask(mask_seed(self._secret, self.context_id, round_id, cid), chunks, N, moduli)
-        version, prefix = self._template
-        plain, ct = sa.Plaintext(), sa.Ciphertext(self._role.seal)
-        out = []
-        for i, row in enumerate(rows):
-            # SEAL adds Delta m (its encoding, NTT form) to the first half; the second half only carries it.
-            self._encoder.encode(row, self.params.scale, plain)
-            _sealio.load(ct, _sealraw.write_ciphertext(version, prefix, c0[i], ntt[i]), self._role.seal)
-            self._role.evaluator.add_plain_inplace(ct, plain)
-            res = _sealraw.read_ciphertext(_sealio.save(ct), N, moduli.size)[2]
-            out.append(_sealraw.poly_bytes(_sealraw.add_mod(res[0], masks[i], moduli)))
+        e0 = centred_binomial(private_words(chunks * N)).reshape(chunks, N)
+        # c0 = p0 u + e0 + Delta m in NTT form: one transform of u and of (e0 + the encoded message)
+        ntt = self._ntt.to_ntt(residues(np.concatenate([u, e0 + encode_coefficients(rows, self.params.scale)]), moduli))
+        c0 = _sealraw.add_mod(self._times_p0(ntt[:chunks]), ntt[chunks:], moduli)
+        _sealraw.add_mod(c0, mask(mask_seed(self._secret, self.context_id, round_id, cid), chunks, N, moduli), moduli, out=c0)
+        out = [_sealraw.poly_bytes(poly) for poly in c0]
         chunks_out = tuple(out)
         sig = self.identity.sign(contribution_message(self.context_id, round_id, cid, x.size, chunks_digest(chunks_out)))
         return ContributionBlob(self.context_id, round_id, cid, x.size, chunks_out, sig).to_bytes()
