@@ -31,11 +31,14 @@ far above 1e-6 (its clients run under a ``ClientPolicy`` with
 a random 10% of the clients stop before sending their masked vector (the
 stage that forces unmasking of dropped clients).
 
-Wire v3 (the hardened protocol): every fedsecure round includes the signed
+Wire v4 (the hardened protocol): every fedsecure round includes the signed
 round configuration, the commit-and-reveal graph seed (one more round trip,
 ``seed_reveal``: each client hashes every reveal of the view), and each
 client's own :class:`~fedsecure.secagg.ClientPolicy` checks, all inside the
-measured interval (``run_round`` drives the stages until ``done``).
+measured interval (``run_round`` drives the stages until ``done``). Wire v4
+adds, in active mode only, one Ed25519 signature per dealt share pair (made
+by the dealer, checked by the recipient) and keeps the masked inputs on the
+server; no client cheats here, so the exclusion stage never runs.
 
 Targets (issue 11), after the hardening, at n=100, d=100,000: fedsecure
 semi-honest <= 0.4x Flower's compute, fedsecure active <= 1.5x. Both ratios,
@@ -186,7 +189,7 @@ def flower_round(vectors: dict[int, np.ndarray], drop: dict[int, str]) -> tuple[
 
 
 def fedsecure_round(vectors, drop, params, enc, active=False, policy=None) -> tuple[float, object | None, dict]:
-    """One fedsecure (wire v3) round; (cpu seconds, report or None if it aborted, extra stats).
+    """One fedsecure (wire v4) round; (cpu seconds, report or None if it aborted, extra stats).
 
     ``policy=None``: every client requires what ``params`` were chosen under (run_round's default).
     """
@@ -312,7 +315,7 @@ def main() -> None:
                     "comparison": "Flower SecAgg+ is semi-honest; the headline ratio uses fedsecure's semi-honest "
                                   "mode (threat_model below); fedsecure_active (signatures, consistency check, "
                                   "2t > k + min_colluders) has its own target",
-                    "fedsecure_wire": "v3 (signed configuration, commit-and-reveal graph seed, client policy)",
+                    "fedsecure_wire": "v4 (signed configuration, commit-and-reveal graph seed, client policy; active mode: dealer-signed shares, exclusion stage when a dealer is proven to cheat)",
                     "targets": {"semi_honest_over_flower": TARGET_SEMI_HONEST, "active_over_flower": TARGET_ACTIVE},
                     "fedsecure": params.as_dict(), "fedsecure_active": active.as_dict(),
                     "fedsecure_ring_k2": ring.as_dict(),

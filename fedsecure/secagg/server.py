@@ -44,6 +44,9 @@ server sends that proof to the dealer's neighbours in the sum, which check it
 themselves and reveal the pairwise-mask seed they share with it, so the
 server takes the dealer's input and every term masking with it out of the
 sum, lists it in ``excluded``, and returns the exact sum of the others.
+To take a proven cheater's input back out, an active server keeps each masked
+input (a view of the received bytes) until the round ends: memory
+``n * d * bits / 8``; a semi-honest server only keeps the running sum.
 """
 
 from __future__ import annotations
