@@ -638,3 +638,78 @@ def test_restored_key_holder_keeps_refusing_spent_rounds(world):
     )
     with pytest.raises(RoundReusedError):
         restored.decrypt(adv.aggregate(r, adv.add([blobs[3], blobs[4]]), [adv.evidence(blobs[i]) for i in (3, 4)]))
+
+
+# ---------------------------------------------------------------- (d) one malformed contribution costs its group only
+
+
+def _grouped_round(holder, xs, idents, groups, round_id, bad=None):
+    """Each group summed by its own aggregator (one round id); client ``bad`` signs uniform residues as its c0."""
+    aggs = [StreamingAggregator(holder.aggregator_context(), LENGTH, round_id=round_id, clients=holder.registrations)
+            for _ in groups]
+    for g, members in enumerate(groups):
+        for cid in members:
+            ident = idents[cid]
+            blob = ClientEncryptor(holder.public_context(), ident).encrypt(xs[cid], round_id=round_id)
+            if cid == bad:
+                p = ContributionBlob.from_bytes(blob, sender=cid)
+                q = int(holder._role.moduli[0])
+                junk = tuple(np.frombuffer(os.urandom(len(c)), "<u8").__mod__(q).astype("<u8").tobytes() for c in p.chunks)
+                sig = ident.sign(contribution_message(holder.context_id, round_id, cid, LENGTH, chunks_digest(junk)))
+                blob = ContributionBlob(p.context_id, round_id, cid, LENGTH, junk, sig).to_bytes()
+            aggs[g].add(blob, sender=cid)
+    return [a.aggregate() for a in aggs]
+
+
+def test_a_malformed_contribution_costs_its_group_not_the_round():
+    """A registered client signs uniform residues as its c0 (well formed, undetectable alone): summed as one
+    aggregate the round fails its range check and nothing is released; summed in fault groups, the key holder
+    releases the exact sum of the other groups and names the failed one."""
+    idents = {i: ClientIdentity(i) for i in range(12)}
+    holder = KeyHolder(clients=[c.registration for c in idents.values()], max_abs_input=1.0, min_contributions=3)
+    xs = {i: x for i, x in enumerate(np.random.default_rng(12).uniform(-1, 1, (12, LENGTH)))}
+    groups = [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)]
+    whole = _grouped_round(holder, xs, idents, [tuple(range(12))], os.urandom(16), bad=5)
+    with pytest.raises(AggregateMismatchError):
+        holder.decrypt(whole[0])
+    r = os.urandom(16)
+    release = holder.decrypt_groups(_grouped_round(holder, xs, idents, groups, r, bad=5))
+    assert set(release.failed) == {1} and "decrypts to" in release.failed[1]
+    assert release.contributors == (0, 1, 2, 3, 8, 9, 10, 11)
+    expected = sum(xs[i] for i in release.contributors)
+    assert np.max(np.abs(release.total - expected)) <= holder.error_bound(8, LENGTH)
+    assert r in holder.used_rounds
+    with pytest.raises(RoundReusedError):
+        holder.decrypt_groups(_grouped_round(holder, xs, idents, groups, r))
+    # no failure: one decryption of the total, every contributor released, no group named
+    ok = holder.decrypt_groups(_grouped_round(holder, xs, idents, groups, os.urandom(16)))
+    assert ok.failed == {} and len(ok.contributors) == 12
+    assert np.max(np.abs(ok.total - sum(xs.values()))) <= holder.error_bound(12, LENGTH)
+
+
+def test_grouped_decryption_checks_its_groups():
+    """Groups of one round and length, disjoint, each with the key holder's minimum of verified contributors;
+    a malformed call spends nothing; every group failing releases nothing."""
+    idents = {i: ClientIdentity(i) for i in range(8)}
+    holder = KeyHolder(clients=[c.registration for c in idents.values()], max_abs_input=1.0, min_contributions=2)
+    xs = {i: x for i, x in enumerate(np.random.default_rng(13).uniform(-1, 1, (8, LENGTH)))}
+    r = os.urandom(16)
+    a, b = _grouped_round(holder, xs, idents, [(0, 1, 2), (3, 4, 5)], r)
+    (c,) = _grouped_round(holder, xs, idents, [(2, 6)], r)
+    (other,) = _grouped_round(holder, xs, idents, [(6, 7)], os.urandom(16))
+    (alone,) = _grouped_round(holder, xs, idents, [(7,)], r)
+    with pytest.raises(CKKSError, match="non-empty sequence"):
+        holder.decrypt_groups(a)
+    with pytest.raises(EvidenceError, match=r"clients \[2\] listed in two groups"):
+        holder.decrypt_groups([a, c])
+    with pytest.raises(CKKSError, match="not of one round"):
+        holder.decrypt_groups([a, other])
+    with pytest.raises(TooFewContributionsError, match="aggregate 1 of 2 holds 1 verified"):
+        holder.decrypt_groups([a, alone])
+    assert r not in holder.used_rounds
+    r2 = os.urandom(16)
+    bad = _grouped_round(holder, xs, idents, [(0, 1), (2, 3)], r2, bad=0)[:1] + \
+        _grouped_round(holder, xs, idents, [(2, 3)], r2, bad=2)
+    with pytest.raises(AggregateMismatchError, match="every group"):
+        holder.decrypt_groups(bad)
+    assert r2 in holder.used_rounds

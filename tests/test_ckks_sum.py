@@ -176,3 +176,29 @@ def test_poisson_sampled_dp_rounds_never_exceed_the_ckks_limit():
     assert max(r["sampled"] for r in rounds) > exp.clients_per_round  # some rounds drew more than W
     assert all(not r["error"] or r["sampled"] == 0 for r in rounds)
     assert result["privacy"]["rounds"] == sum(r["sampled"] > 0 for r in rounds)
+
+
+def test_a_malformed_contribution_costs_its_fault_group_not_the_round():
+    """One client signs uniform residues as its c0: CKKSSum still returns the exact sum of the other fault
+    groups, names the lost group's clients, and reports it; with a single group the round would be lost."""
+    from fedsecure.ckks.keys import contribution_message
+    from fedsecure.ckks.wire import ContributionBlob, chunks_digest
+
+    proto = CKKSSum(fault_groups=3, min_group=4)
+    xs = {i: np.random.default_rng(i).uniform(-0.1, 0.1, 5000) for i in range(12)}
+    enc = proto._client(7)
+    honest = enc.encrypt
+
+    def malformed(x, *, round_id, weight=1.0):
+        p = ContributionBlob.from_bytes(honest(x, round_id=round_id, weight=weight), sender=7)
+        q = int(enc._role.moduli[0])
+        junk = tuple((np.frombuffer(os.urandom(len(c)), "<u8") % q).astype("<u8").tobytes() for c in p.chunks)
+        sig = enc.identity.sign(contribution_message(enc.context_id, round_id, 7, p.length, chunks_digest(junk)))
+        return ContributionBlob(p.context_id, round_id, 7, p.length, junk, sig).to_bytes()
+
+    enc.encrypt = malformed
+    r = proto.sum(xs)
+    assert r.stats["fault_groups"] == 3 and r.stats["failed_groups"] == 1
+    lost = sorted(set(xs) - set(r.included))
+    assert 7 in lost and len(lost) == 4 and all("fault group" in r.excluded[c] for c in lost)
+    assert np.max(np.abs(r.total - sum(xs[c] for c in r.included))) <= r.stats["error_bound"]

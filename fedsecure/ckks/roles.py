@@ -20,7 +20,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import tenseal.sealapi as sa
@@ -291,28 +292,85 @@ class KeyHolder:
 
     def decrypt(self, aggregate: bytes) -> np.ndarray:
         """The flooded float64 sum inside ``aggregate``, if every policy check passes (see the class)."""
+        return self.decrypt_groups([aggregate]).total
+
+    def decrypt_groups(self, aggregates: Sequence[bytes]) -> Release:
+        """One release for a round summed in groups: the flooded sum of every group that decrypts within range.
+
+        Each aggregate is one group of the same round (same length, disjoint
+        contributors), checked as :meth:`decrypt` checks one, with at least
+        ``min_contributions`` verified contributors *per group*. The key
+        holder first decrypts the groups' total; only if it fails the range
+        check (some contribution was malformed: a client can sign any ``c0``)
+        does it decrypt each group and release the sum of those in range,
+        naming the others in :attr:`Release.failed`. A bad contribution thus
+        costs its own group, not the round. What this reveals beyond the
+        release, only in a round with a failure, is one pass/fail bit per
+        group: a range predicate on a sum the policy would have let the
+        aggregator have released on its own (at least ``min_contributions``
+        contributors). The round id is spent whatever happens.
+        """
+        if isinstance(aggregates, (bytes, bytearray, memoryview)) or not aggregates:
+            raise CKKSError("decrypt_groups: expected a non-empty sequence of aggregates")
+        groups = [self._check_aggregate(data, i, len(aggregates)) for i, data in enumerate(aggregates)]
+        round_id, length = groups[0][0].round_id, groups[0][0].length
+        seen: set[int] = set()
+        for blob, _ in groups:
+            if blob.round_id != round_id or blob.length != length:
+                raise CKKSError("decrypt_groups: the groups are not of one round and one length")
+            if seen & set(blob.contributors):
+                raise EvidenceError(f"decrypt_groups: clients {sorted(seen & set(blob.contributors))} listed in two groups")
+            seen |= set(blob.contributors)
+        # From here on the round is spent, whatever happens: nothing below may be retried.
+        self._used_rounds.add(round_id)
+        moduli = self._role.moduli
+        total_c0 = groups[0][1]
+        for _, c0 in groups[1:]:
+            total_c0 = _sealraw.add_mod(total_c0, c0, moduli)
+        everyone = [ev.client_id for blob, _ in groups for ev in blob.evidence]
+        out, problem = self._open(round_id, length, total_c0, everyone)
+        failed: dict[int, str] = {}
+        if problem is not None:
+            if len(groups) == 1:
+                raise AggregateMismatchError(f"aggregate of round {round_id.hex()}: {problem}; round consumed, nothing released")
+            out = np.zeros(length)
+            for i, (blob, c0) in enumerate(groups):
+                part, why = self._open(round_id, length, c0, list(blob.contributors))
+                if why is None:
+                    out += part
+                else:
+                    failed[i] = why
+            if len(failed) == len(groups):
+                raise AggregateMismatchError(
+                    f"round {round_id.hex()}: every group fails the range check; round consumed, nothing released"
+                )
+        contributors = tuple(c for i, (blob, _) in enumerate(groups) if i not in failed for c in blob.contributors)
+        return Release(out + gaussian(out.size, self.flood_std), contributors, failed)
+
+    def _check_aggregate(self, aggregate: bytes, index: int, count: int) -> tuple[AggregateBlob, np.ndarray]:
+        """Every check that reveals nothing and spends nothing (protocols/ckks.md, key holder steps 1-6)."""
+        what = "aggregate" if count == 1 else f"aggregate {index} of {count}"
         blob = AggregateBlob.from_bytes(aggregate)
         if blob.context_id != self.context_id:
-            raise CKKSError("aggregate: encrypted under another context (context id mismatch)")
+            raise CKKSError(f"{what}: encrypted under another context (context id mismatch)")
         if blob.round_id in self._used_rounds:
-            raise RoundReusedError(f"aggregate: round {blob.round_id.hex()} was already decrypted (one per round)")
-        n_values = self.params.values_per_ciphertext
+            raise RoundReusedError(f"{what}: round {blob.round_id.hex()} was already decrypted (one per round)")
         if blob.length < 1:
-            raise CKKSError("aggregate: length must be >= 1")
-        want = chunk_count(blob.length, n_values)
+            raise CKKSError(f"{what}: length must be >= 1")
+        want = chunk_count(blob.length, self.params.values_per_ciphertext)
         if len(blob.chunks) != want:
-            raise CKKSError(f"aggregate: {len(blob.chunks)} chunks for length {blob.length} (expected {want})")
+            raise CKKSError(f"{what}: {len(blob.chunks)} chunks for length {blob.length} (expected {want})")
         for ev in blob.evidence:
             reg = self._clients.get(ev.client_id)
             if reg is None:
-                raise EvidenceError(f"aggregate: client {ev.client_id} is not registered with the key holder")
+                raise EvidenceError(f"{what}: client {ev.client_id} is not registered with the key holder")
             msg = contribution_message(self.context_id, blob.round_id, ev.client_id, blob.length, ev.chunks_digest)
             if not verify(reg.signing_public, ev.signature, msg):
-                raise EvidenceError(f"aggregate: client {ev.client_id}'s signature does not verify for this round")
+                raise EvidenceError(f"{what}: client {ev.client_id}'s signature does not verify for this round")
         n = len(blob.evidence)
         if n < self.min_contributions:
             raise TooFewContributionsError(
-                f"aggregate holds {n} verified contributions, the key holder's minimum is {self.min_contributions}"
+                f"{what} holds {n} verified contributions, the key holder's minimum is {self.min_contributions}"
             )
         N, moduli = self.params.poly_modulus_degree, self._role.moduli
         c0 = np.empty((want, moduli.size, N), dtype=np.uint64)
@@ -320,17 +378,23 @@ class KeyHolder:
             try:
                 c0[i] = _sealraw.read_poly(data, N, moduli)
             except CKKSError as e:
-                raise CKKSError(f"aggregate chunk {i}: {e}") from None
-        # From here on the round is spent, whatever happens: nothing below may be retried.
-        self._used_rounds.add(blob.round_id)
+                raise CKKSError(f"{what} chunk {i}: {e}") from None
+        return blob, c0
+
+    def _open(self, round_id: bytes, length: int, c0: np.ndarray, members: list[int]) -> tuple[np.ndarray, str | None]:
+        """Unflooded decryption of ``c0`` as the sum of ``members``' contributions, and the range problem if any.
+
+        Removes their masks and decrypts with ``C1 = p1 sum u_i + sum e1_i``
+        computed here from their seeds.
+        """
+        want, N, moduli = c0.shape[0], self.params.poly_modulus_degree, self._role.moduli
         masks = np.zeros((want, moduli.size, N), dtype=np.uint64)
         u_sum = np.zeros((want, N), dtype=np.int64)
         e_sum = np.zeros((want, N), dtype=np.int64)
-        for ev in blob.evidence:
-            secret = self._secrets[ev.client_id]
-            _sealraw.add_mod(masks, mask(mask_seed(secret, self.context_id, blob.round_id, ev.client_id), want, N, moduli),
-                             moduli, out=masks)
-            u, e1 = encryption_randomness(randomness_seed(secret, self.context_id, blob.round_id, ev.client_id), want, N)
+        for cid in members:
+            secret = self._secrets[cid]
+            _sealraw.add_mod(masks, mask(mask_seed(secret, self.context_id, round_id, cid), want, N, moduli), moduli, out=masks)
+            u, e1 = encryption_randomness(randomness_seed(secret, self.context_id, round_id, cid), want, N)
             u_sum += u
             e_sum += e1
         ntt = self._ntt.to_ntt(residues(np.concatenate([u_sum, e_sum]), moduli))
@@ -343,18 +407,28 @@ class KeyHolder:
             ct = self._role.load_ciphertext(_sealraw.write_ciphertext(version, prefix, unmasked, c1[i]))
             self._decryptor.decrypt(ct, plain)
             slots[i] = self._encoder.decode_complex(plain)
-        out = unpack(slots, blob.length)
+        out = unpack(slots, length)
+        n = len(members)
         limit = self.params.max_abs_sum
         if self.max_abs_input is not None:
-            limit = min(limit, n * self.max_abs_input + self.error_bound(n, blob.length))
+            limit = min(limit, n * self.max_abs_input + self.error_bound(n, length))
         top = float(np.max(np.abs(out))) if out.size else 0.0
         if not np.isfinite(top) or top > limit:
-            raise AggregateMismatchError(
-                f"aggregate of round {blob.round_id.hex()}: decrypts to |value| {top:.3g} > {limit:.3g}; the masks "
-                "did not cancel (a listed contribution missing, duplicated, from another round or tampered with); "
-                "round consumed, nothing released"
+            return out, (
+                f"decrypts to |value| {top:.3g} > {limit:.3g}; the masks did not cancel or a contribution is "
+                "malformed (a listed contribution missing, duplicated, from another round or tampered with)"
             )
-        return out + gaussian(out.size, self.flood_std)
+        return out, None
+
+
+@dataclass(frozen=True)
+class Release:
+    """What :meth:`KeyHolder.decrypt_groups` releases: the flooded sum, whose contributions it covers, and the
+    groups left out (index -> why)."""
+
+    total: np.ndarray
+    contributors: tuple[int, ...]
+    failed: dict[int, str]
 
 
 class ClientEncryptor:

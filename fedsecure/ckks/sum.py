@@ -14,6 +14,7 @@ weight is applied before encryption, so the sum is the weighted sum.
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 import time
 from collections import Counter
@@ -41,6 +42,16 @@ class CKKSSum(SumProtocol):
     ``stats['error_bound']`` except with probability 2^-40. More than
     ``max_clients`` vectors in one call raise :class:`AggregationError`
     before anything is encrypted.
+
+    Fault groups: a client can sign any ``c0``, and a malformed one makes a
+    sum fail the key holder's range check. The clients of a round are
+    split at random into up to ``fault_groups`` groups of at least
+    ``min_group`` (one aggregator per group, one round id); the key holder
+    decrypts the groups' total and, only if that fails, each group
+    (:meth:`KeyHolder.decrypt_groups`), so a malformed contribution costs
+    its group, not the round. Rounds of fewer than ``2 min_group`` clients
+    are one group. The key holder enforces its ``min_contributions`` on every
+    group as on a whole aggregate.
     """
 
     name = "ckks"
@@ -54,9 +65,14 @@ class CKKSSum(SumProtocol):
         max_clients: int = 1024,
         params: CKKSParams | None = None,
         force_insecure: bool = False,
+        fault_groups: int = 4,
+        min_group: int = 5,
     ) -> None:
         if max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {max_clients}")
+        if fault_groups < 1 or min_group < 1:
+            raise ValueError(f"fault_groups and min_group must be >= 1, got {fault_groups} and {min_group}")
+        self.fault_groups, self.min_group = int(fault_groups), int(min_group)
         self.params = params or summation_params(security_bits)
         check_security(self.params, security_bits, force_insecure=force_insecure)
         self.security_bits = security_bits
@@ -113,9 +129,11 @@ class CKKSSum(SumProtocol):
             if not isinstance(cid, (int, np.integer)):
                 raise AggregationError(f"ckks sum: client id {cid!r} is not an integer")
             self._client(int(cid))
-        aggregator = StreamingAggregator(
-            keys.aggregator_context(), length, round_id=round_id, clients=keys.registrations
-        )
+        groups = self._groups(sorted(vectors))
+        aggregators = [
+            StreamingAggregator(keys.aggregator_context(), length, round_id=round_id, clients=keys.registrations)
+            for _ in range(max(groups.values()) + 1)
+        ]
         excluded: dict[int, str] = {}
         enc_s = agg_s = 0.0
         wire_bytes = 0
@@ -141,24 +159,28 @@ class CKKSSum(SumProtocol):
             wire_bytes += len(contribution)
             t0 = time.perf_counter()
             try:
-                aggregator.add(contribution, sender=cid)
+                aggregators[groups[cid]].add(contribution, sender=cid)
             except ContributionError as e:
                 excluded[cid] = str(e)
             agg_s += time.perf_counter() - t0
-        if aggregator.count == 0:
+        aggregators = [a for a in aggregators if a.count]
+        if not aggregators:
             keys.abandon(round_id)
             raise AggregationError(f"ckks sum: no contribution survived ({excluded})")
         t0 = time.perf_counter()
-        aggregate = aggregator.aggregate()
+        aggregates = [a.aggregate() for a in aggregators]
         agg_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         try:
-            total = keys.decrypt(aggregate)
+            release = keys.decrypt_groups(aggregates)
         except CKKSError as e:
             keys.abandon(round_id)
             raise AggregationError(f"ckks sum: {e}") from None
         dec_s = time.perf_counter() - t0
-        n = aggregator.count
+        for i, why in release.failed.items():
+            for cid in aggregators[i].contributors:
+                excluded[cid] = f"in fault group {i}, whose sum failed the key holder's range check ({why})"
+        n = len(release.contributors)
         stats: dict[str, Any] = {
             "upload_bytes": wire_bytes,
             "bytes_per_value": wire_bytes / (n * length),
@@ -166,16 +188,25 @@ class CKKSSum(SumProtocol):
             "encrypt_seconds": enc_s,
             "aggregate_seconds": agg_s,
             "decrypt_seconds": dec_s,  # including the key holder's c1 and masks
-            "aggregate_bytes": len(aggregate),
+            "aggregate_bytes": sum(map(len, aggregates)),
             "aggregator_download_bytes": wire_bytes,
-            "key_holder_download_bytes": len(aggregate),
+            "key_holder_download_bytes": sum(map(len, aggregates)),
+            "fault_groups": len(aggregates),
+            "failed_groups": len(release.failed),
             "contributions": n,
             "error_bound": keys.error_bound(n, length),
             "flood_std": keys.flood_std,
             "round_id": round_id.hex(),
             "params": self.params.describe(),
         }
-        return SumResult(total=total, included=aggregator.contributors, excluded=excluded, stats=stats)
+        return SumResult(total=release.total, included=release.contributors, excluded=excluded, stats=stats)
+
+    def _groups(self, ids: list[int]) -> dict[int, int]:
+        """Client id -> fault group, at random (OS randomness), groups of at least ``min_group``."""
+        g = max(1, min(self.fault_groups, len(ids) // self.min_group))
+        order = list(ids)
+        secrets.SystemRandom().shuffle(order)
+        return {cid: i % g for i, cid in enumerate(order)}
 
     def _check_input(self, x: np.ndarray, length: int) -> str | None:
         if x.ndim != 1:
@@ -194,6 +225,8 @@ class CKKSSum(SumProtocol):
             "name": self.name,
             "security_bits": self.security_bits,
             "min_contributions": self.min_contributions,
+            "fault_groups": self.fault_groups,
+            "min_group": self.min_group,
             "max_clients": self.max_clients,
             "input_bound": self.input_bound,
             "flood_std": self._keys().flood_std if self._key_holder else None,
