@@ -44,14 +44,16 @@ server sends that proof to the dealer's neighbours in the sum, which check it
 themselves and reveal the pairwise-mask seed they share with it, so the
 server takes the dealer's input and every term masking with it out of the
 sum, lists it in ``excluded``, and returns the exact sum of the others.
-To take a proven cheater's input back out, an active server keeps each masked
-input (a view of the received bytes) until the round ends: memory
-``n * d * bits / 8``; a semi-honest server only keeps the running sum.
+To take a proven cheater's input back out, an active server writes each masked
+input to a temporary file as it arrives (disk ``n * d * bits / 8``, deleted
+when the round ends) and reads back only a cheater's: its memory stays one
+running sum, as a semi-honest server's does.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -173,7 +175,10 @@ class SecAggServer:
         self._total = np.zeros(int(vector_length), dtype=encoding.dtype)
         self._sigs: dict[int, bytes] = {}
         self._responses: dict[int, m.UnmaskResponse] = {}
-        self._inputs: dict[int, np.ndarray] = {}  # active mode: masked inputs, kept to take out a proven cheater's
+        # active mode: each masked input spilled to a temporary file as it arrives (RAM stays one vector), read
+        # back only to take a proven cheater's out of the sum; sender -> (offset, length)
+        self._spill = tempfile.TemporaryFile(prefix="fedsecure-secagg-") if self.active else None
+        self._spilled: dict[int, tuple[int, int]] = {}
         self.blamed: dict[int, str] = {}
         self.accused: dict[int, str] = {}
         self._excl_asked: dict[int, list[int]] = {}
@@ -294,8 +299,9 @@ class SecAggServer:
              else unpack(msg.packed, bits, self.config.vector_length))
         # Accumulate on arrival: the server never holds n vectors at once.
         np.add(self._total, y, out=self._total)
-        if self.active:  # a view of the received bytes: taken back out if the sender is proven to have cheated
-            self._inputs[sender] = y
+        if self._spill is not None:  # taken back out if the sender is proven to have cheated
+            self._spilled[sender] = (self._spill.tell(), len(msg.packed))
+            self._spill.write(msg.packed)
         self._u3.add(sender)
 
     def _on_consistency_check(self, sender: int, data: bytes) -> None:
@@ -513,6 +519,14 @@ class SecAggServer:
         self._finish()
         return {}
 
+    def _read_spilled(self, sender: int) -> np.ndarray:
+        offset, length = self._spilled[sender]
+        self._spill.flush()
+        packed = os.pread(self._spill.fileno(), length, offset)
+        bits = self.config.bits
+        return (np.frombuffer(packed, dtype=f"<u{bits // 8}") if bits in (32, 64)
+                else unpack(packed, bits, self.config.vector_length))
+
     def _finish(self) -> None:
         cfg = self.config
         ex = MaskExpander(cfg.vector_length, cfg.bits)
@@ -520,7 +534,7 @@ class SecAggServer:
         accused = self._accused
         for u in self._u3_array.tolist():
             if u in accused:  # a proven cheater's whole masked input comes back out
-                np.subtract(total, self._inputs[u], out=total)
+                np.subtract(total, self._read_spilled(u), out=total)
             else:
                 ex.sub_into(total, self._self_seeds[u])
         for v, sk_bytes in self._mask_keys.items():
@@ -544,7 +558,9 @@ class SecAggServer:
                            f"{len(a.proof.entries)} shares it signed for clients {[w for w, *_ in a.proof.entries]} "
                            "rebuild another value)")
         self.excluded = excluded
-        self._inputs = {}
+        if self._spill is not None:
+            self._spill.close()
+            self._spill, self._spilled = None, {}
         included = tuple(u for u in self._u3_array.tolist() if u not in accused)
         self.result = ServerResult(total, included, dict(excluded), dict(self.blamed))
 
