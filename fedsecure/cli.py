@@ -443,7 +443,9 @@ def protection_line(result: dict[str, Any]) -> str:
     if cfg.get("groups"):
         parts[0] += f", {cfg['groups']} groups"
     last = ok[-1]["stats"] if ok else {}
-    if mode in ("secagg", "secagg+"):
+    if mode in ("secagg", "secagg+") and cfg.get("groups"):
+        parts.append("k and t chosen per group (see --json)")
+    elif mode in ("secagg", "secagg+"):
         parts.append(f"{last.get('threat_model', 'semi-honest')} server")
         ks = sorted({r["stats"].get("k") for r in ok if r["stats"].get("k") is not None})
         ts = sorted({r["stats"].get("t") for r in ok if r["stats"].get("t") is not None})
@@ -456,7 +458,10 @@ def protection_line(result: dict[str, Any]) -> str:
     parts.append(f"survivors {included}/{sampled} over {len(ok)} round(s)")
     parts.append(f"excluded {excluded}")
     if aborted:
-        parts.append(f"{aborted} round(s) aborted")
+        first = next(r for r in rounds if r.get("error"))
+        parts.append(f"{aborted} round(s) aborted (round {first['round']}: {first['error']})")
+        if not ok:
+            parts.append("NO ROUND WAS APPLIED: the metrics are those of the initial model")
     upload = sum(r["stats"].get("upload_bytes", 0) for r in ok)
     if upload and sampled:
         parts.append(f"upload {_bytes(upload / sampled)} per client and round")
@@ -508,7 +513,7 @@ def evaluation_line(result: dict[str, Any]) -> str:
     final = result.get("final", {})
     cfg = result["config"]
     if "rmse" in final:
-        return f"held-out ratings, {final.get('n_eval_rows', '?')} rows"
+        return f"RMSE and MAE over the held-out ratings; 95% intervals by bootstrap over users (seed {cfg['seed']})"
     text = (f"{final.get('n_eval_rows', '?')} held-out (user, item) rows of {final.get('n_eval_users', '?')} users, "
             f"leave-last-out; full catalogue of {result['data']['items']} items")
     if result.get("n_negatives"):
@@ -573,7 +578,7 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fedsecure.experiment import Experiment, Interrupted
+    from fedsecure.experiment import Experiment, Interrupted, RunFailed
 
     if args.json is not None:
         check_output_file(args.json, "--json")
@@ -607,6 +612,13 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
             result = experiment.run(on_round)
         except Interrupted as stop:
             result, interrupted = stop.result, True
+        except RunFailed as failed:  # keep what was computed, then report the error as usual
+            failed.result["command"] = command
+            if args.json is not None:
+                where = write_result(failed.result, args.json)
+                print(f"fedsecure: the run failed after {failed.result['rounds_completed']} rounds; partial result "
+                      f"(status 'failed') written to {where}", file=sys.stderr)
+            raise failed.cause from None
     result["command"] = command
     written = write_result(result, args.json) if args.json is not None else None
     if interrupted:

@@ -47,6 +47,14 @@ class Interrupted(KeyboardInterrupt):
         self.result = result
 
 
+class RunFailed(RuntimeError):
+    """Training stopped on an error; ``result`` holds the record of the rounds completed before it."""
+
+    def __init__(self, result: dict[str, Any], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.result, self.cause = result, cause
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run; every field is recorded with its result."""
@@ -484,6 +492,10 @@ class Experiment:
         except KeyboardInterrupt:
             partial = self._result(trainer.history, time.perf_counter() - t0, status="interrupted")
             raise Interrupted(partial) from None
+        except Exception as exc:
+            partial = self._result(trainer.history, time.perf_counter() - t0, status="failed")
+            partial["error"] = f"{type(exc).__name__}: {exc}"
+            raise RunFailed(partial, exc) from exc
         return self._result(history, time.perf_counter() - t0)
 
     def _result(self, history: Any, seconds: float, status: str = "complete") -> dict[str, Any]:
@@ -508,7 +520,7 @@ class Experiment:
             "protocol": self.evaluator.protocol,
             "n_negatives": self.n_negatives,
             "final": evaluations[-1] if evaluations else {},
-            "popularity": self.evaluator.popularity() if evaluations or status == "complete" else {},
+            "popularity": self._popularity() if evaluations or status == "complete" else {},
             "evaluations": evaluations,
             "rounds": history.to_dict(),
             "aggregator": self.aggregator.describe(),
@@ -519,6 +531,12 @@ class Experiment:
             "timings": {"setup_seconds": self.setup_seconds, "train_seconds": seconds},
             "versions": library_versions(),
         }
+
+    def _popularity(self) -> dict[str, Any]:
+        try:
+            return self.evaluator.popularity()
+        except Exception as exc:  # noqa: BLE001 - the run's own metrics are kept whatever the baseline does
+            return {"error": f"popularity baseline failed: {exc}"}
 
     def _poisoning_report(self) -> dict[str, Any] | None:
         cfg = self.config

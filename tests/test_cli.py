@@ -396,3 +396,30 @@ def test_audit_lists_are_checked_before_the_sweep(tmp_path, capsys):
     assert rc == 2 and "--fractions" in stderr
     rc, _, stderr = cli(["audit", "poisoning", "--out", tmp_path / "missing" / "a"], capsys)
     assert rc == 2 and "--out" in stderr and not (tmp_path / "missing").exists()
+
+
+def test_aborted_rounds_are_explained_in_the_summary(tmp_path, capsys):
+    rc, stdout, _ = cli(["run", "--data", write_layout(tmp_path, "ml-100k"), *QUICK, "--aggregator", "krum",
+                         "--byzantine", "30"], capsys)
+    assert rc == 0
+    line = _summary(stdout)["protection"]
+    assert "1 round(s) aborted (round 1: " in line and "needs at least" in line and "NO ROUND WAS APPLIED" in line
+
+
+def test_a_late_error_keeps_the_rounds_done(tmp_path, capsys, monkeypatch):
+    from fedsecure.fl.engine import FederatedTrainer
+
+    real = FederatedTrainer.run_round
+
+    def fail_in_round_2(self, r):
+        if r == 2:
+            raise ValueError("disk on fire")
+        return real(self, r)
+
+    monkeypatch.setattr(FederatedTrainer, "run_round", fail_in_round_2)
+    out = tmp_path / "partial.json"
+    rc, _, stderr = cli(["run", "--data", write_layout(tmp_path, "ml-100k"), "--rounds", "3", "--eval-every", "1",
+                         "--dim", "8", "--json", out], capsys)
+    assert rc == 2 and "disk on fire" in stderr and "Traceback" not in stderr
+    result = strict_load(out)
+    assert result["status"] == "failed" and result["rounds_completed"] == 1 and "disk on fire" in result["error"]
