@@ -114,8 +114,11 @@ def test_the_library_refusal_names_the_option_and_the_largest_value_that_works(t
 BAD_LINES = [
     ("ml-100k", "5\t7\tnan\t99", "rating 'nan' is not a finite number"),
     ("ml-100k", "5\t7\tinf\t99", "rating 'inf' is not a finite number"),
-    ("ml-latest", "5,7,nan,99", "rating nan"),
-    ("ml-latest", "5,7,-inf,99", "rating -inf"),
+    ("ml-latest", "5,7,nan,99", "rating 'nan' is not a finite number"),
+    ("ml-latest", "5,7,-inf,99", "rating '-inf' is not a finite number"),
+    ("ml-100k", "5\t7\t1e1\t99", "rating 10 out of range"),
+    ("ml-100k", "5\t7\t3\t9_9", "timestamp '9_9' is not an integer"),
+    ("ml-1m", "5::7::3::99::", "expected 4 fields separated by '::', got 5"),
     ("ml-1m", "-5::7::3::99", "user id -5 is negative"),
     ("ml-1m", "5::7::3", "expected 4 fields separated by '::', got 3"),
     ("ml-100k", "5\t7\t3\t99\t1", "expected 4 fields separated by TAB, got 5"),
@@ -132,6 +135,13 @@ def test_a_bad_line_is_named_with_its_file_and_line(tmp_path, layout, text, prob
         load_movielens(path)
     assert (info.value.path, info.value.line) == (str(path), 301)
     assert problem in info.value.problem
+
+
+def test_old_mac_line_ends_read_like_any_other(tmp_path):
+    unix = load_movielens(write_layout(tmp_path / "a", "ml-100k"))
+    path = write_layout(tmp_path / "b", "ml-100k")
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+    assert len(load_movielens(path)) == len(unix) == N_USERS * PER_USER
 
 
 def test_a_bad_line_on_the_command_line_is_one_line_with_exit_2(tmp_path, capsys):

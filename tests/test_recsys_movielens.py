@@ -100,7 +100,7 @@ HEADER = "userId,movieId,rating,timestamp\n"
         ("ratings.csv", HEADER + "1,2,three,4\n", 2, "rating 'three' is not a number"),
         ("ratings.csv", HEADER + "1,2,3.0,4\n1,3,5.5,4\n", 3, "rating 5.5 out of range"),
         ("ratings.csv", HEADER + "1,2,3.25,4\n", 2, "rating 3.25 out of range"),
-        ("ratings.csv", HEADER + "1,2,3.0,4\n1,3,nan,4\n", 3, "rating nan out of range"),
+        ("ratings.csv", HEADER + "1,2,3.0,4\n1,3,nan,4\n", 3, "rating 'nan' is not a finite number"),
         ("ratings.csv", HEADER + "1,2,3.0,-4\n", 2, "timestamp -4 is negative"),
         ("ratings.csv", "", 1, "file is empty"),
         ("ratings.csv", HEADER, 2, "no ratings"),

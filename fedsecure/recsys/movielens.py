@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def _read(path: Path, fmt: _Format) -> Interactions:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")  # Windows, and old Mac, line ends
     first_line = 1
     if fmt.header is not None:
         if not data.strip():
@@ -137,7 +138,8 @@ def _read(path: Path, fmt: _Format) -> Interactions:
         raise DataFormatError(path, first_line, "could not parse the file")  # pragma: no cover - defensive
     users, items, ratings, timestamps = (table[f] for f in ("u", "i", "r", "t"))
 
-    bad = (ratings < fmt.min_rating) | (ratings > fmt.max_rating) | ~np.isfinite(ratings)
+    _reject_first(path, ~np.isfinite(ratings), first_line, lambda j: f"rating '{ratings[j]:g}' is not a finite number")
+    bad = (ratings < fmt.min_rating) | (ratings > fmt.max_rating)
     step = ratings * 2.0 if fmt.half_stars else ratings
     bad |= step != np.round(step)
     _reject_first(path, bad, first_line, lambda j: (
@@ -188,19 +190,29 @@ def _parse_fast(data: bytes, fmt: _Format) -> np.ndarray | None:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         return None
-    try:
-        if b"." not in data:
-            # Integer ratings (ml-100k, ml-1m): numpy parses integers ~2x faster than floats.
+    if b"." not in data:
+        # Integer ratings (ml-100k, ml-1m): numpy parses integers ~2x faster than floats.
+        try:
             table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.int64, comments=None, ndmin=2)
+        except ValueError:
+            table = None  # a rating such as 'nan' or '1e1': the float parse below decides
+        if table is not None:
             if table.shape[1] != 4:
                 return None
             rows = np.empty(len(table), dtype=_ROW)
             for name, column in zip(_ROW.names, table.T):
                 rows[name] = column
             return rows
+    try:
         return np.loadtxt(io.StringIO(text), delimiter=",", dtype=_ROW, comments=None, ndmin=1)
     except ValueError:
         return None
+
+
+# What numpy's parser takes (Python's int() and float() also take '1_000', which numpy does not).
+_INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
+_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
 def _diagnose(path: Path, data: bytes, fmt: _Format, first_line: int) -> None:
@@ -220,6 +232,8 @@ def _diagnose(path: Path, data: bytes, fmt: _Format, first_line: int) -> None:
             )
         for k, (name, value) in enumerate(zip(_FIELDS, fields)):
             try:
+                if not (_NUMBER if k == 2 else _INTEGER).match(value) and value.strip().lower() not in _NON_FINITE:
+                    raise ValueError(value)
                 number = float(value) if k == 2 else int(value)
             except ValueError:
                 kind = "a number" if k == 2 else "an integer"
