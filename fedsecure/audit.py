@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsecure.experiment import Experiment, RunConfig, library_versions
+from fedsecure.results import SCHEMA_VERSION, dumps_strict
 
 METRIC = "hr@10"
 
@@ -92,16 +93,23 @@ def sweep(
     return rows
 
 
-def write_outputs(rows: list[dict[str, Any]], out: Path, *, command: str, base: RunConfig) -> dict[str, Path]:
-    """``poisoning_audit.json``, ``.csv`` and ``.png`` under ``out`` (created)."""
+def write_outputs(rows: list[dict[str, Any]], out: Path, *, command: str, base: RunConfig,
+                  status: str = "complete") -> dict[str, Path]:
+    """``poisoning_audit.json``, ``.csv`` and ``.png`` under ``out`` (created); strict JSON.
+
+    ``status="interrupted"``: only the JSON, of the rows completed so far.
+    """
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"poisoning_audit.{k}" for k in ("json", "csv", "png")}
-    paths["json"].write_text(json.dumps({
+    paths["json"].write_text(dumps_strict({
+        "schema_version": SCHEMA_VERSION, "status": status,
         "command": command, "base_config": asdict(base), "rows": rows, "versions": library_versions(),
         "metric_note": "HR@10 / NDCG@10 under the run's fixed protocol (see each Experiment), with 95% bootstrap "
                        "intervals over evaluated users; ER@10 = share of honest users with the target item in "
                        "their top 10",
-    }, indent=2, default=str))
+    }))
+    if status != "complete":  # the rows done so far, without the table and heatmap of a full sweep
+        return {"json": paths["json"]}
     columns = ["aggregator", "groups", "attack", "malicious", "hr@10", "hr@10_ci95", "ndcg@10", "er@10",
                "hr@10_vs_own_clean", "hr@10_vs_clean_fedavg", "failed_rounds", "seconds_per_round",
                "aggregate_seconds_per_round", "min_group_size"]

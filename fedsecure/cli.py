@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsecure import __version__
+from fedsecure.results import dumps_strict, strict  # noqa: F401 - strict is part of the CLI's surface
 from fedsecure.stats import CI_SUFFIX
 
 PERCENT_KEYS = ("hr@", "ndcg@")
@@ -278,20 +279,28 @@ def cmd_audit_poisoning(args: argparse.Namespace, command: str) -> int:
     check_output_folder(args.out, "--out")
     base = _config_from(args)
     split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
-    total = [0]
+    done_rows: list[dict[str, Any]] = []
 
     def done(row: dict[str, Any]) -> None:
-        total[0] += 1
+        done_rows.append(row)
+        if args.quiet:
+            return
         label = row["aggregator"] + (f" g={row['groups']}" if row["groups"] else "")
         attack = "clean" if row["attack"] == "none" else f"{row['attack']} {row['malicious']:.0%}"
-        print(f"[{total[0]}] {label:<24} {attack:<22} hr@10 {row['hr@10']:.4f}  "
+        hr = row.get("hr@10")
+        print(f"[{len(done_rows)}] {label:<24} {attack:<22} hr@10 {_fmt(hr) if hr is not None else 'n/a'}  "
               f"({row['wall_seconds']:.0f}s)", flush=True)
 
     fractions = [_listed(x, float, "--fractions", "fractions in [0, 1)") for x in split(args.fractions)]
     group_counts = [_listed(x, int, "--group-counts", "whole numbers >= 0") for x in split(args.group_counts)]
-    rows = sweep(base, attacks=split(args.attacks), aggregators=split(args.aggregators),
-                 fractions=fractions, groups=group_counts,
-                 on_done=None if args.quiet else done)
+    try:
+        rows = sweep(base, attacks=split(args.attacks), aggregators=split(args.aggregators),
+                     fractions=fractions, groups=group_counts, on_done=done)
+    except KeyboardInterrupt:
+        paths = write_outputs(done_rows, args.out, command=command, base=base, status="interrupted")
+        print(f"fedsecure: interrupted after {len(done_rows)} cells; those rows (status 'interrupted') written to "
+              f"{paths['json']}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     paths = write_outputs(rows, args.out, command=command, base=base)
     console.print(f"wrote {paths['json']}, {paths['csv']}, {paths['png']}", markup=False)
     return 0
@@ -320,40 +329,6 @@ def _with_interval(metrics: dict[str, Any], key: str) -> str:
     value = metrics.get(key, float("nan"))
     ci = metrics.get(key + CI_SUFFIX)
     return _fmt(value) if ci is None else f"{_fmt(value)} [{ci[0]:.4f}, {ci[1]:.4f}]"
-
-
-# -- strict JSON -------------------------------------------------------------------------------
-
-
-def strict(value: Any) -> Any:
-    """``value`` with every non-finite float replaced (inf -> "inf", -inf -> "-inf", NaN -> None) and
-    anything JSON cannot hold (numpy scalars, paths) converted, so the output parses under strict parsers."""
-    if isinstance(value, dict):
-        return {str(k): strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    try:  # numpy scalars and arrays
-        import numpy as np
-
-        if isinstance(value, np.ndarray):
-            return strict(value.tolist())
-        if isinstance(value, np.generic):
-            return strict(value.item())
-    except ImportError:  # pragma: no cover
-        pass
-    return str(value)
-
-
-def dumps_strict(result: dict[str, Any]) -> str:
-    return json.dumps(strict(result), indent=2, allow_nan=False)
 
 
 # -- output paths --------------------------------------------------------------------------------

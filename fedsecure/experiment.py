@@ -25,6 +25,7 @@ from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, RoundRecord, 
 from fedsecure.fl.sampling import FixedSizeSampling, PoissonSampling, sampled_count
 from fedsecure.fl.local import LocalTrainer, SGDTrainer
 from fedsecure.recsys.data import Interactions
+from fedsecure.results import SCHEMA_VERSION
 from fedsecure.recsys.evaluation import Evaluator
 from fedsecure.recsys.models import MODELS, build_model
 from fedsecure.recsys.partition import SCHEMES, cross_device, cross_silo
@@ -35,8 +36,6 @@ SECURE_MODES = ("none", "secagg", "secagg+", "ckks")
 DP_MODES = ("none", "dpsgd", "user-central", "user-distributed")
 
 
-#: version of the result record's layout (``--json``); bumped when keys change meaning or go away
-SCHEMA_VERSION = 2
 
 
 class Interrupted(KeyboardInterrupt):

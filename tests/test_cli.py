@@ -433,3 +433,24 @@ def test_a_late_error_keeps_the_rounds_done(tmp_path, capsys, monkeypatch):
     assert rc == 2 and "disk on fire" in stderr and "Traceback" not in stderr
     result = strict_load(out)
     assert result["status"] == "failed" and result["rounds_completed"] == 1 and "disk on fire" in result["error"]
+
+
+def test_audit_ctrl_c_keeps_the_cells_done_as_strict_json(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import fedsecure.audit
+
+    real, calls = fedsecure.audit._cell, []
+
+    def interrupt_second_cell(config, on_done=None, data=None):
+        calls.append(config)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(config, on_done, data)
+
+    monkeypatch.setattr(fedsecure.audit, "_cell", interrupt_second_cell)
+    out = tmp_path / "audit"
+    rc, _, stderr = cli(["audit", "poisoning", "--data", write_layout(tmp_path, "ml-100k"), "--rounds", "1",
+                         "--dim", "8", "--attacks", "scaling", "--aggregators", "fedavg", "--out", out], capsys)
+    assert rc == 130 and "Traceback" not in stderr
+    record = strict_load(out / "poisoning_audit.json")
+    assert record["status"] == "interrupted" and len(record["rows"]) == 1 and record["schema_version"]
