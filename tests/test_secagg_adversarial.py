@@ -223,7 +223,8 @@ def _substitute_keys(rnd: Round, victim: int):
     fwd = m.ForwardedShares(sk_msg.ids, bytes(len(sk_msg.ids) * m.SHARE_CIPHERTEXT_BYTES))
     y_msg = rnd.clients[victim].receive(rnd.server._out(victim, fwd))[0]
     cfg = rnd.server.config
-    y = unpack(bytes(rnd.opened(y_msg, victim)), cfg.bits, cfg.vector_length)
+    y = unpack(bytes(m.MaskedInput.parse(rnd.opened(y_msg, victim), cfg.vector_length, cfg.bits).packed), cfg.bits,
+               cfg.vector_length)
     ex = MaskExpander(cfg.vector_length, cfg.bits)
     ex.sub_into(y, b)
     for v in sk_msg.ids.tolist():
@@ -394,7 +395,8 @@ def _split_survivors(rnd: Round, victim: int, told_alive: set[int], told_dropped
 
     b, s = rebuild(b_sh[victim]), rebuild(s_sh[victim])
     cfg = rnd.server.config
-    y = unpack(bytes(rnd.opened(rnd.sent[("masked_input", victim)], victim)), cfg.bits, cfg.vector_length)
+    y = unpack(bytes(m.MaskedInput.parse(rnd.opened(rnd.sent[("masked_input", victim)], victim), cfg.vector_length,
+                                         cfg.bits).packed), cfg.bits, cfg.vector_length)
     ex = MaskExpander(cfg.vector_length, cfg.bits)
     ex.sub_into(y, b)
     sk = X25519PrivateKey.from_private_bytes(s)
@@ -989,9 +991,10 @@ def test_padding_bits_in_a_masked_input_reject_only_that_client(then_genuine):
     def tamper(stage, u, data):
         if u != bad or stage != "masked_input":
             return [data]
-        body = bytearray(rnd.opened(data, u))
+        genuine = m.MaskedInput.parse(rnd.opened(data, u), rnd.d, rnd.server.config.bits)
+        body = bytearray(genuine.packed)
         body[-1] |= 0x80
-        forged = rnd.from_client(u, m.MaskedInput(bytes(body)))
+        forged = rnd.from_client(u, m.MaskedInput(bytes(body), genuine.complaints))
         return [forged, data] if then_genuine else [forged]
 
     rnd.finish(to_server=tamper)
@@ -1312,7 +1315,17 @@ def _draw_body(data, mtype, rnd, sender):
     if mtype == m.MaskedInput.TYPE:
         size = len(pack(np.zeros(cfg.vector_length, dtype=rnd.enc.dtype), cfg.bits))
         n = data.draw(st.sampled_from([0, size - 1, size, size + 1]))
-        return data.draw(st.binary(min_size=n, max_size=n))
+        packed = data.draw(st.binary(min_size=n, max_size=n))
+        how = data.draw(st.sampled_from(["none", "ids", "forwarded", "raw"]))
+        if how == "raw":  # a complaint list that may be unsorted, duplicated, out of range, or miscounted
+            pool = list(rnd.ids) + [99, m.MAX_CLIENT_ID + 1, 2**32 - 1]
+            vals = data.draw(st.lists(st.sampled_from(pool), max_size=6))
+            count = data.draw(st.sampled_from([len(vals), len(vals) + 1, max(0, len(vals) - 1), 2**32 - 1]))
+            return struct.pack(f"<I{len(vals)}I", count, *vals) + packed
+        fwd = getattr(srv, "_u2_of", {}).get(sender, np.zeros(0, dtype=np.int64)).tolist()
+        complaints = (np.zeros(0, dtype=np.int64) if how == "none" else ids() if how == "ids" else
+                      np.array(sorted(data.draw(st.sets(st.sampled_from(fwd)))) if fwd else [], dtype=np.int64))
+        return m.MaskedInput(packed, complaints).body()
     if mtype == m.ConsistencyRequest.TYPE:
         return m.ConsistencyRequest(ids()).body()
     if mtype == m.ConsistencySignature.TYPE:
@@ -1321,7 +1334,8 @@ def _draw_body(data, mtype, rnd, sender):
         surv = ids()
         sig_ids = ids()
         sigs = tuple((int(v), data.draw(st.binary(min_size=64, max_size=64))) for v in sig_ids.tolist())
-        return m.UnmaskRequest(surv, sigs).body()
+        withheld = ids() if data.draw(st.booleans()) else np.zeros(0, dtype=np.int64)
+        return m.UnmaskRequest(surv, sigs, withheld).body()
     high = data.draw(st.sampled_from([shamir.PRIME - 1, shamir.PRIME, 2**32 - 1]))
     shares = lambda k: np.array(data.draw(st.lists(st.integers(0, high), min_size=k, max_size=k)), dtype="<u4").tobytes()  # noqa: E731
     if mtype == m.ExclusionResponse.TYPE:
@@ -1343,7 +1357,10 @@ def _draw_body(data, mtype, rnd, sender):
                     sig = rnd.ident[dealer].sign(keys.revealed_share_payload(
                         srv._cfg_hash, dealer, w, adv.commitment, adv.mask_pk, kind, share, other))
                 entries.append((w, share, other, sig))
-            accs.append(m.Accusation(dealer, data.draw(st.integers(0, 1)), tuple(entries)))
+            kind = data.draw(st.integers(0, 3))  # 2: an unusable dealer (no proof), 3: no such kind
+            if kind == m.UNUSABLE and data.draw(st.booleans()):
+                entries = []
+            accs.append(m.Accusation(dealer, kind, tuple(entries)))
         return m.ExclusionRequest(tuple(accs)).body()
     assert mtype == m.UnmaskResponse.TYPE
     a, b = ids(), ids()
@@ -1554,18 +1571,258 @@ def test_wellformed_malicious_messages_at_the_exclusion_stage(data):
     assert "verified proof" in res.excluded[4]
 
 
-def test_limitation_a_dealer_whose_shares_no_neighbour_can_use_aborts_by_name():
-    """Limitation, pinned down: a dealer that signs its shares with a wrong key (or sends ciphertexts that do
-    not decrypt) leaves its neighbours no usable share; they still mask with it (it is in their forwarded
-    list), so its self-mask seed cannot be rebuilt and the round aborts with TooFewSurvivors naming the
-    missing shares -- never a wrong sum. Unlike inconsistent shares, an unusable ciphertext cannot be proven
-    to the server without opening the pairwise channel (it would take a complaint round); SECURITY.md lists
-    this under what is not guaranteed."""
+# --- dealers whose shares nobody can use: complaints, withheld shares, exclusion without proof ------------
+def _garble(rnd: Round, bad: int, victims=None):
+    """``to_server`` hook: ``bad``'s share ciphertexts to ``victims`` (default: all) fail their AES-GCM tag."""
+
+    def tamper(stage, u, data):
+        if stage != "share_keys" or u != bad:
+            return [data]
+        msg = m.ShareKeys.parse(rnd.opened(data, u))
+        cts = bytearray(msg.ciphertexts)
+        for j, v in enumerate(msg.ids.tolist()):
+            if victims is None or v in victims:
+                cts[(j + 1) * m.SHARE_CIPHERTEXT_BYTES - 1] ^= 1
+        return [rnd.from_client(u, m.ShareKeys(msg.ids, bytes(cts)))]
+
+    return tamper
+
+
+def _then(*hooks):
+    def tamper(stage, u, data):
+        out = [data]
+        for h in hooks:
+            out = [y for x in out for y in h(stage, u, x)]
+        return out
+
+    return tamper
+
+
+def _assert_excluded_through_seeds(rnd: Round, bad: int, res, dropped=()):
+    others = [u for u in rnd.ids if u != bad and u not in dropped]
+    rnd.assert_exact(others)
+    assert bad in rnd.server.unusable and "complaints from clients" in res.excluded[bad]
+    assert rnd.server.accused == {} and res.blamed == {}
+    for u in others:  # nothing about the dealer but the pairwise seed; nothing but shares about the others
+        c = rnd.clients[u]
+        if c.stage == "done" and bad in c._u2.tolist():
+            assert c.revealed.get(bad) == "pairwise_seed"
+        assert all(r in ("self_mask", "mask_key") for v, r in c.revealed.items() if v != bad)
+
+
+@pytest.mark.parametrize("active", [False, True], ids=["semi-honest", "active"])
+@pytest.mark.parametrize("then", ["survives", "drops"])
+def test_a_dealer_whose_ciphertexts_nobody_can_decrypt_is_excluded_and_the_round_returns_the_exact_sum(active, then):
+    """One malicious client never aborts a round, in either mode: a dealer whose every share ciphertext fails to
+    decrypt is named in every neighbour's complaints; the server withholds it (nobody reveals a share of it),
+    its neighbours in the sum reveal their pairwise seed with it instead, and the server takes its masked input
+    (if it sent one) and their mask terms out of the sum: it is excluded with a reason naming the complaints and
+    the round returns the exact sum of the others."""
+    rnd = Round(n=6, active=active)
+    bad = 4
+    hooks = [_garble(rnd, bad)] + ([_drop(bad)] if then == "drops" else [])
+    res = rnd.finish(to_server=_then(*hooks))
+    assert rnd.rejected == []
+    _assert_excluded_through_seeds(rnd, bad, res)
+    assert all(rnd.clients[u].undecryptable == [bad] for u in rnd.ids if u != bad)
+    if then == "drops":
+        assert "no valid message at stage masked_input" in res.excluded[bad]
+
+
+def test_active_a_dealer_signing_its_shares_with_a_wrong_key_is_excluded_and_the_round_returns_the_exact_sum():
+    """Was the pinned limitation (the round aborted with TooFewSurvivors): an active dealer that signs its shares
+    with a key nobody pinned leaves its neighbours no usable share. They complain, it is excluded through their
+    pairwise seeds, and the sum of the others is exact."""
     rnd = Round(n=6, active=True)
     bad = 4
     rnd.step()
     rnd.clients[bad]._identity_key = Ed25519PrivateKey.generate()  # signs its shares with a key nobody pinned
-    rnd.until("masked_input")
-    with pytest.raises(TooFewSurvivors, match=f"only 0 shares of the self-mask seed of client {bad}"):
-        rnd.finish()
+    res = rnd.finish()
+    _assert_excluded_through_seeds(rnd, bad, res)
     assert all(bad in rnd.clients[u].undecryptable for u in rnd.ids if u != bad)
+
+
+@pytest.mark.parametrize("active", [False, True], ids=["semi-honest", "active"])
+def test_a_dealer_usable_by_fewer_than_t_survivors_is_excluded_and_its_one_holder_reveals_no_share(active):
+    """A dealer whose shares only t - 1 of its neighbours in the sum can use is excluded like one nobody can
+    use: the holders are withheld (they reveal no share of it, so the server never holds t - 1 shares of its
+    seed together with their seeds), every neighbour reveals its seed with it, the sum of the others is exact."""
+    rnd = Round(n=6, active=active)
+    t, bad = rnd.params.t, 4
+    nbrs = [u for u in rnd.ids if u != bad]
+    holders = nbrs[: t - 1]
+    res = rnd.finish(to_server=_garble(rnd, bad, victims=set(nbrs[t - 1 :])))
+    _assert_excluded_through_seeds(rnd, bad, res)
+    assert f"usable by only {t - 1} of its 5 neighbours" in res.excluded[bad]
+    for u in holders:
+        assert bad in rnd.clients[u]._held and rnd.clients[u].revealed[bad] == "pairwise_seed"
+
+
+@pytest.mark.parametrize("active", [False, True], ids=["semi-honest", "active"])
+def test_a_dealer_usable_by_t_survivors_is_simply_included(active):
+    """A dealer whose shares exactly t of its neighbours in the sum can use is not unusable: its seed is rebuilt
+    from those t shares, nobody is excluded or asked for a seed, and the sum of all is exact."""
+    rnd = Round(n=6, active=active)
+    t, bad = rnd.params.t, 4
+    nbrs = [u for u in rnd.ids if u != bad]
+    res = rnd.finish(to_server=_garble(rnd, bad, victims=set(nbrs[t:])))
+    rnd.assert_exact(rnd.ids)
+    assert res.excluded == {} and rnd.server.unusable == {} and rnd.server._excl_asked == {}
+    assert not any("pairwise_seed" in r for c in rnd.clients.values() for r in c.revealed.values())
+    assert sum(bad in rnd.clients[u].undecryptable for u in nbrs) == len(nbrs) - t
+
+
+@pytest.mark.parametrize("active", [False, True], ids=["semi-honest", "active"])
+def test_a_server_asking_for_a_seed_after_a_share_and_a_share_after_a_seed_is_refused_by_name(active):
+    """The client's invariant, against a malicious server: (a) a client that revealed a share of an honest
+    dealer (its self-mask seed, or the masking key of one that dropped) refuses to reveal its pairwise seed with
+    that dealer without a proof, PolicyViolation naming the share; (b) a client that revealed its seed with a
+    dealer never reveals a share of it afterwards (the unmask request is answered once, a later one is refused,
+    and the guard itself refuses a share after a seed by name). A genuinely withheld dealer's seed is still
+    revealed (positive control)."""
+    rnd = Round(n=6, active=active)
+    bad, victim, dropped = 4, 1, 3
+    rnd.finish(to_server=_then(_garble(rnd, bad), _drop(dropped)))
+    _assert_excluded_through_seeds(rnd, bad, rnd.server.result, dropped=(dropped,))
+    c = rnd.clients[victim]
+    assert c.revealed[0] == "self_mask" and c.revealed[dropped] == "mask_key" and c.revealed[bad] == "pairwise_seed"
+    # (a) seed after share: a client still waiting in exclusion (a fresh round, same shape)
+    rnd2 = Round(n=6, active=active)
+    rnd2.until("exclusion", to_server=_then(_garble(rnd2, bad), _drop(dropped)))
+    c2 = rnd2.clients[victim]
+    for D, what in ((0, "self-mask"), (dropped, "mask-key")):
+        with pytest.raises(PolicyViolation, match=f"already revealed a {what} share of client {D}"):
+            c2.receive(rnd2.server._out(victim, m.ExclusionRequest((m.Accusation(D, m.UNUSABLE, ()),))))
+        assert c2.stage == "exclusion" and "pairwise_seed" not in c2.revealed[D]
+    # (b) share after seed: no second unmask request is accepted, and the guard names the seed
+    with pytest.raises(StageError):
+        c.receive(rnd.server._out(victim, m.UnmaskRequest(np.array([0, 2, bad]))))
+    assert c.revealed[bad] == "pairwise_seed"
+    with pytest.raises(PolicyViolation, match=f"already revealed its pairwise-seed with client {bad}"):
+        c._may_disclose(bad, "share")
+    rnd2.finish()  # the genuine requests still finish the round
+    rnd2.assert_exact([0, 1, 2, 5])
+
+
+def test_the_server_never_gets_a_self_mask_share_and_the_seeds_that_unmask_an_honest_client():
+    """No honest input recoverable: against an honest active client 0 (n = 6, k = 5, t = 4), a malicious server
+    withholds 0 from any subset W of its neighbours at unmasking (those reveal no share of 0) and lists it as a
+    survivor to the others (they reveal their share of 0's self-mask seed), then asks every neighbour for its
+    pairwise seed with 0 without proof. For every W the share revealers refuse by name, so the server holds
+    shares of b_0 from N(0) minus W and seeds from W only, disjoint sets of 5: with t = 4 it has either fewer than t
+    shares or at most one of the five seeds 0 masked with, and its best reconstruction of 0's input is wrong."""
+    from itertools import combinations
+
+    for size in range(6):
+        for W in combinations([1, 2, 3, 4, 5], size):
+            rnd = Round(n=6, active=True)
+            rnd.until("unmasking")
+            W = set(W)
+            for u, req_bytes in list(rnd.inbox.items()):
+                req = m.UnmaskRequest.parse(rnd.opened(req_bytes, u))
+                if u in W:
+                    rnd.inbox[u] = rnd.server._out(u, dataclasses.replace(req, withheld=np.array([0])))
+            try:
+                rnd.step()
+            except TooFewSurvivors:  # fewer than t shares of b_0: the server cannot even finish the round
+                pass
+            shares = {w: r for w, r in rnd.server._responses.items() if 0 in r.self_mask_ids.tolist()}
+            assert set(shares) == {1, 2, 3, 4, 5} - W
+            seeds = {}
+            for j in (1, 2, 3, 4, 5):
+                ask = rnd.server._out(j, m.ExclusionRequest((m.Accusation(0, m.UNUSABLE, ()),)))
+                if j in W:
+                    out = rnd.clients[j].receive(ask)
+                    seeds[j] = m.ExclusionResponse.parse(rnd.opened(out[0], j)).seeds
+                else:
+                    with pytest.raises(PolicyViolation, match="already revealed a self-mask share of client 0"):
+                        rnd.clients[j].receive(ask)
+            t = rnd.params.t
+            assert len(shares) < t or len(seeds) < 5
+            if len(shares) >= t:  # the best the server can do: b_0 and the seeds it has
+                ws = sorted(shares)[:t]
+                ys = []
+                for w in ws:
+                    r = shares[w]
+                    j = r.self_mask_ids.tolist().index(0)
+                    ys.append(np.frombuffer(r.self_mask_shares[j * S : (j + 1) * S], dtype="<u4"))
+                b0 = shamir.reconstruct([w + 1 for w in ws], np.array(ys, dtype=np.int64))
+                assert keys.commitment(rnd.server.round_id, 0, b0) == rnd.server._adv[0].commitment
+                cfg = rnd.server.config
+                sent = m.MaskedInput.parse(rnd.opened(rnd.sent[("masked_input", 0)], 0), cfg.vector_length, cfg.bits)
+                y = unpack(bytes(sent.packed), cfg.bits, cfg.vector_length)
+                ex = MaskExpander(cfg.vector_length, cfg.bits)
+                ex.sub_into(y, b0)
+                for j, sd in seeds.items():
+                    (ex.add_into if j < 0 else ex.sub_into)(y, sd)
+                assert np.abs(rnd.enc.decode(y) - rnd.vecs[0]).max() > 1.0, W
+
+
+@pytest.mark.parametrize("complaints, reason", [
+    ([99], "complains about clients whose shares were not forwarded to it"),
+    ([2], "complains about clients whose shares were not forwarded to it"),  # itself
+    ([3, 1], "strictly increasing"),
+    ([1, 1], "strictly increasing"),
+    ([m.MAX_CLIENT_ID + 1], "strictly increasing client ids"),
+])
+def test_a_complaint_list_naming_unknown_ids_or_unsorted_or_duplicated_is_rejected_by_name(complaints, reason):
+    """Refused with a named protocol error: a MaskedInput whose complaint list names a client that did not deal
+    to the sender (an unknown id, the sender itself), or is unsorted or duplicated, is rejected naming the sender
+    and the reason and changes nothing; the genuine message that follows is accepted and the sum is exact."""
+    rnd = Round(n=6)
+    bad = 2
+
+    def tamper(stage, u, data):
+        if u != bad or stage != "masked_input":
+            return [data]
+        genuine = m.MaskedInput.parse(rnd.opened(data, u), rnd.d, rnd.server.config.bits)
+        body = struct.pack(f"<I{len(complaints)}I", len(complaints), *complaints) + bytes(genuine.packed)
+        return [m.seal(m.Header(m.MaskedInput.TYPE, rnd.server.round_id, u, m.SERVER), body, rnd.server._keys[u]),
+                data]
+
+    res = rnd.finish(to_server=tamper)
+    assert len(rnd.rejected) == 1 and rnd.rejected[0][0] == bad and reason in rnd.rejected[0][1]
+    assert res.excluded == {}
+    rnd.assert_exact(rnd.ids)
+
+
+@settings(deadline=None, max_examples=12, phases=(Phase.explicit, Phase.reuse, Phase.generate),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(active=st.booleans(), data=st.data())
+def test_wellformed_malicious_messages_at_the_exclusion_of_an_unusable_dealer(active, data):
+    """Refused with a named protocol error: at the exclusion stage of a round with an unusable dealer (client 4,
+    garbled ciphertexts), forged messages of every type (unmask requests with any withheld list, exclusion
+    requests with unusable entries for any dealer, random proofs, any responses), correctly sealed, to each
+    honest client and to the server: only SecAggError escapes, a refused message changes nothing, a client
+    reveals a seed only for a dealer of which it revealed no share, and the genuine messages then finish the
+    round with the exact sum of the others."""
+    rnd = Round(n=6, active=active)
+    rnd.until("exclusion", to_server=_garble(rnd, 4))
+    srv = rnd.server
+    target = data.draw(st.sampled_from([0, 1, 2, 3, 5]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        forged = _forged_to_server(data, rnd, target)
+        before = _server_state(srv)
+        try:
+            srv.receive(target, forged)
+        except MessageRejected as e:
+            assert e.sender in (target, None) and _server_state(srv) == before
+            continue
+        return  # accepted: a malicious client's choice of seed
+    for u, msg in rnd.inbox.items():
+        c = rnd.clients[u]
+        for _ in range(data.draw(st.integers(0, 3))):
+            forged = _forged_to_client(data, rnd, u)
+            before = _client_state(c)
+            try:
+                c.receive(forged)
+            except SecAggError as e:
+                assert e.sender in ("server", u) and _client_state(c) == before
+                continue
+            # accepted: only seeds with dealers of which it revealed no share (here: only 4)
+            assert set(v for v, r in c.revealed.items() if "pairwise_seed" in r) == {4}
+            assert all(r in ("self_mask", "mask_key", "pairwise_seed") for r in c.revealed.values())
+            return
+    res = rnd.finish()
+    rnd.assert_exact([0, 1, 2, 3, 5])
+    assert "complaints" in res.excluded[4]

@@ -225,6 +225,7 @@ def rederive(case: dict) -> None:
 
     clients = {u: Client(seed, u) for u in roster}
     cheaters = {int(u): what for u, what in inp.get("cheaters", {}).items()}
+    garbled = {int(u) for u in inp.get("garbled", [])}  # section 11.1: their ciphertexts' last byte XOR 1
 
     def replies(i: int) -> dict[int, bytes]:
         return {int(u): bytes.fromhex(h) for u, h in stages[i]["clients_to_server"].items()}
@@ -301,6 +302,8 @@ def rederive(case: dict) -> None:
             key = pair_key(c.enc_sk, clients[v].enc_pk, round_id, u, v, b"share-encryption")
             pt = u32(u) + u32(v) + s_sh[v + 1] + b_sh[v + 1] + dealer_sig[u, v]
             cts[u, v] = AESGCM(key).encrypt(u32(u) + bytes(8), pt, L + b"share" + round_id + u32(u) + u32(v))
+            if u in garbled:
+                cts[u, v] = cts[u, v][:-1] + bytes([cts[u, v][-1] ^ 1])
         body += b"".join(cts[u, v] for v in nbrs[u])
         assert msg == sealed(header(T_SHARES, round_id, u, SERVER), body, keys_of[u], c.rand(12)), u
     u2 = sorted(replies(i))
@@ -316,6 +319,23 @@ def rederive(case: dict) -> None:
                          int(e.split("-")[0]), int(e.split("-")[1]), b"pairwise-mask") for e in edges}
     assert {e: s.hex() for e, s in seeds.items()} == derived["pairwise_mask_seeds"]
     assert {e: prg(s, min(4, d), bits) for e, s in seeds.items()} == derived["pairwise_mask_words_head"]
+    # section 9 step 5: the complaints, from the recipient's own decryption and checks of each ciphertext
+    complaints: dict[int, list[int]] = {}
+    for v in u2:
+        complaints[v] = []
+        for u in fwd[v]:
+            key = pair_key(clients[v].enc_sk, clients[u].enc_pk, round_id, u, v, b"share-encryption")
+            try:
+                pt = AESGCM(key).decrypt(u32(u) + bytes(8), cts[u, v], L + b"share" + round_id + u32(u) + u32(v))
+                assert pt[:8] == u32(u) + u32(v)
+                if active:
+                    Ed25519PublicKey.from_public_bytes(clients[u].identity.public_key().public_bytes_raw()).verify(
+                        pt[80:], L + b"dealt-share" + cfg_hash + u32(u) + u32(v) + clients[u].commit
+                        + clients[u].mask_pk + H(L + b"self-mask-share" + pt[44:80]) + H(L + b"mask-key-share" + pt[8:44]))
+                else:
+                    assert pt[80:] == bytes(64)
+            except Exception:  # noqa: BLE001 -- any failure: the share is unusable, its dealer is a complaint
+                complaints[v].append(u)
     encoded = {}
     for u, msg in replies(i).items():
         c = clients[u]
@@ -328,9 +348,18 @@ def rederive(case: dict) -> None:
         packed = pack([a % 2**bits for a in y], bits)
         pad = 8 * len(packed) - d * bits
         assert not pad or packed[-1] >> (8 - pad) == 0
-        assert msg == sealed(header(T_MASKED, round_id, u, SERVER), packed, keys_of[u], c.rand(12)), u
+        body = idlist(complaints[u]) + packed
+        assert msg == sealed(header(T_MASKED, round_id, u, SERVER), body, keys_of[u], c.rand(12)), u
     u3 = sorted(replies(i))
     surv = {u: [v for v in fwd[u] if v in u3] for u in u3}
+    # unusable dealers: needed (in U3, or dropped with a neighbour in U3) and usable by fewer than t of them
+    unusable = set()
+    for D in u2:
+        nb = [j for j in fwd[D] if j in u3]
+        if (D in u3 or nb) and sum(D not in complaints[j] for j in nb) < t:
+            unusable.add(D)
+    withheld = {u: [v for v in fwd[u] if v in unusable] for u in u3}
+    assert unusable == garbled & set(u2)
 
     # consistency_check (active)
     sigs: dict[int, bytes] = {}
@@ -352,14 +381,15 @@ def rederive(case: dict) -> None:
     want = {}
     for u in asked:
         records_ = [(v, sigs[v]) for v in fwd[u] if v in sigs]
-        body = idlist(surv[u]) + u32(len(records_)) + b"".join(u32(v) + s for v, s in records_)
+        body = idlist(surv[u]) + idlist(withheld[u]) + u32(len(records_)) + b"".join(u32(v) + s for v, s in records_)
         want[u] = sealed(header(T_UREQ, round_id, SERVER, u), body, keys_of[u], srand(12))
     assert sent(i) == want
     b_shares: dict[int, dict[int, bytes]] = {}
     s_shares: dict[int, dict[int, bytes]] = {}
     for u, msg in replies(i).items():
-        b_ids = surv[u]
-        s_ids = [v for v in fwd[u] if v not in surv[u]]
+        held = [v for v in fwd[u] if v not in complaints[u] and v not in withheld[u]]
+        b_ids = [v for v in surv[u] if v in held]
+        s_ids = [v for v in held if v not in surv[u]]
         b_proofs = s_proofs = b""
         if active:
             b_proofs = b"".join(H(L + b"mask-key-share" + shares[v, u][0]) + dealer_sig[v, u] for v in b_ids)
@@ -375,6 +405,9 @@ def rederive(case: dict) -> None:
     # t shares (the first t revealers by id) rebuild each public value, or prove their dealer cheated
     accused: dict[int, tuple[int, list[int]]] = {}  # dealer -> (kind, revealers)
     for u in u3:
+        if u in unusable:  # no share of it was asked for
+            assert u not in b_shares
+            continue
         ws = sorted(b_shares[u])[:t]
         if H(L + b"self-mask-commitment" + round_id + u32(u) + interpolate({w + 1: b_shares[u][w] for w in ws})) \
                 != clients[u].commit:
@@ -382,24 +415,29 @@ def rederive(case: dict) -> None:
         else:
             assert clients[u].b == bytes.fromhex(derived["self_mask_seeds"][str(u)])
     for v in u2:
-        if v not in u3 and any(w in u3 for w in fwd[v]):
+        if v not in u3 and v not in unusable and any(w in u3 for w in fwd[v]):
             ws = sorted(s_shares[v])[:t]
             if x25519_pub(interpolate({w + 1: s_shares[v][w] for w in ws})) != clients[v].mask_pk:
                 accused[v] = (1, ws)
-    assert set(accused) == set(cheaters) and sorted(set(u3) - set(accused)) == exp["included"]
+    assert set(accused) == set(cheaters) and sorted(set(u3) - set(accused) - unusable) == exp["included"]
 
-    # exclusion (active, only after an accusation): the proofs to each neighbour in the sum, its seeds back
-    if accused:
+    # exclusion (after an accusation, or with an unusable dealer): the proofs (kind 2 and no entries for an
+    # unusable dealer) to each neighbour in the sum, its seeds back
+    out_of_sum = set(accused) | unusable
+    if out_of_sum:
         i += 1
-        assert active and stages[i]["stage"] == "exclusion"
+        assert stages[i]["stage"] == "exclusion"
         want, asked_ex = {}, {}
         for j in u3:
-            ds = [D for D in sorted(accused) if D in fwd[j] and j not in accused]
+            ds = [D for D in fwd[j] if D in out_of_sum and j not in out_of_sum]
             if not ds:
                 continue
             asked_ex[j] = ds
             body = u32(len(ds))
             for D in ds:
+                if D in unusable:
+                    body += u32(D) + u8(2) + u32(0)
+                    continue
                 kind, ws = accused[D]
                 body += u32(D) + u8(kind) + u32(len(ws))
                 for w in ws:

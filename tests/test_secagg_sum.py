@@ -31,8 +31,9 @@ def test_fedavg_over_secagg_matches_plaintext_within_quantization(graph, name):
     for key in ("upload_bytes", "download_bytes", "stage_seconds", "k", "t", "bits",
                 "failure_probability", "privacy_failure_probability", "quantization_error_bound"):
         assert key in st
-    # The masked vectors travel packed to 32 bits: header + 51 * 4 bytes + tag, not 8 bytes per coordinate.
-    assert st["upload_bytes_by_stage"]["masked_input"] == (24 - 2) * (m.HEADER.size + 51 * 4 + m.TAG_BYTES)
+    # The masked vectors travel packed to 32 bits: header + an empty complaint list (4 bytes) + 51 * 4 bytes + tag,
+    # not 8 bytes per coordinate.
+    assert st["upload_bytes_by_stage"]["masked_input"] == (24 - 2) * (m.HEADER.size + 4 + 51 * 4 + m.TAG_BYTES)
 
 
 def test_too_few_survivors_raise_aggregation_error_not_a_wrong_sum():

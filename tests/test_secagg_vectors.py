@@ -55,6 +55,13 @@ def test_vectors_cover_what_the_spec_promises():
     assert set(excl["input"]["cheaters"].values()) == {"self_mask", "mask_key"}
     assert set(excl["expected"]["excluded"]) == set(excl["input"]["cheaters"])
     assert all("verified proof" in excl["expected"]["excluded"][u] for u in excl["input"]["cheaters"])
+    for name in ("secagg-complete-semi-honest-unusable-dealers", "secaggplus-sparse-active-unusable-dealer"):
+        un = by_name[name]  # dealers whose shares nobody can use: excluded without proof, both modes
+        assert [s["stage"] for s in un["expected"]["stages"]][-1] == "exclusion"
+        assert set(un["expected"]["excluded"]) == {str(u) for u in un["input"]["garbled"]} and "cheaters" not in un["input"]
+        assert all("complaints from clients" in un["expected"]["excluded"][str(u)] for u in un["input"]["garbled"])
+    assert not by_name["secagg-complete-semi-honest-unusable-dealers"]["input"]["active"]
+    assert set(by_name["secagg-complete-semi-honest-unusable-dealers"]["input"]["dropouts"]) & {"1", "3"} == {"3"}
     ties = by_name["encoding-ties-and-clip"]
     scale = ties["expected"]["scale"]
     xs = [x for v in ties["input"]["vectors"].values() for x in v]

@@ -4,7 +4,7 @@
 one message from the server and returns the messages to send back (bytes).
 Stages, in order (``stage`` tells which message is awaited)::
 
-    config -> commitments -> reveals -> shares -> [consistency] -> unmask -> done
+    config -> commitments -> reveals -> shares -> [consistency] -> unmask -> [exclusion] -> done
 
 (``reveals`` also accepts the server's next seed attempt, up to
 ``GRAPH_DRAWS`` in all.) The client enforces its own
@@ -24,6 +24,18 @@ structural: the client answers exactly one unmask request, and for each peer
 it reveals the share of the self-mask seed (peer survived) *or* of the
 masking key (peer dropped), never both; in active mode the survivor list it
 acts on is the one it signed, endorsed by at least ``t`` neighbours.
+
+More generally, for each peer ``D`` the client reveals at most one of {a
+share of ``D``'s self-mask seed, a share of ``D``'s masking key, its pairwise
+seed with ``D``} (``revealed`` records which), except the pairwise seed with
+a peer proven, by a proof it checks itself, to have dealt inconsistent
+shares. Its MaskedInput carries its *complaints* (the dealers whose shares it
+could not use); a dealer the server finds unusable (fewer than ``t`` usable
+holders) is *withheld* in the unmask request (no share of it is revealed) and
+at ``exclusion`` the client reveals its pairwise seed with it, without proof,
+only under that rule (``PolicyViolation`` otherwise). Semi-honest clients
+wait in ``exclusion`` only when the unmask request withheld someone; active
+ones always (an accusation may follow).
 
 Masked input of client ``u`` (mod 2^bits), with ``U2_u`` the neighbours whose
 shares reached it::
@@ -382,7 +394,8 @@ class SecAggClient:
         self._held, self._u2, self.undecryptable = held, msg.ids, undecryptable
         del self._encoded
         self.stage = "consistency" if cfg.active else "unmask"
-        return [self._seal(m.MaskedInput(pack(y, cfg.bits)))]
+        # The complaint: the dealers whose shares this client cannot use, so the server never counts on them.
+        return [self._seal(m.MaskedInput(pack(y, cfg.bits), np.array(undecryptable, dtype=np.int64)))]
 
     def _on_consistency(self, data: bytes) -> list[bytes]:
         msg = m.ConsistencyRequest.parse(self._open(data, m.ConsistencyRequest))
@@ -430,9 +443,13 @@ class SecAggClient:
             raise TooFewSurvivors(
                 f"client {self.id}: {survivors.size} surviving neighbours < t={cfg.t}; refusing to unmask", sender=self.id
             )
-        surv = set(survivors.tolist())
-        b_ids = [v for v in survivors.tolist() if v in self._held]
-        s_ids = [v for v in self._u2.tolist() if v not in surv and v in self._held]
+        if not set(msg.withheld.tolist()) <= set(self._u2.tolist()):
+            raise self._reject("the withheld list names peers that never sent this client shares")
+        surv, withheld = set(survivors.tolist()), set(msg.withheld.tolist())
+        b_ids = [v for v in survivors.tolist() if v in self._held and v not in withheld]
+        s_ids = [v for v in self._u2.tolist() if v not in surv and v in self._held and v not in withheld]
+        for v in b_ids + s_ids:  # the invariant, whatever the stage order: one disclosure per peer
+            self._may_disclose(v, "share")
         b_pr = s_pr = b""
         if cfg.active:  # beside each share: the digest of the other share of its pair and the dealer's signature
             b_pr = b"".join(keys.share_digest(1, self._held[v][0]) + self._held[v][2] for v in b_ids)
@@ -441,11 +458,36 @@ class SecAggClient:
             self.revealed[v] = "self_mask"
         for v in s_ids:
             self.revealed[v] = "mask_key"
-        self.stage = "exclusion" if cfg.active else "done"
+        # A withheld peer is one this client promises never to reveal a share of: the server will ask for the
+        # pairwise seed with it instead (active rounds also wait here for a possible accusation).
+        self._withheld = withheld
+        self.stage = "exclusion" if cfg.active or withheld else "done"
         return [self._seal(m.UnmaskResponse(
             np.array(b_ids, dtype=np.int64), b"".join(self._held[v][1] for v in b_ids),
             np.array(s_ids, dtype=np.int64), b"".join(self._held[v][0] for v in s_ids), b_pr, s_pr,
         ))]
+
+    def _may_disclose(self, peer: int, what: str, proven: bool = False) -> None:
+        """The client's invariant: for each peer it reveals at most one of {a share of its self-mask seed, a share
+        of its masking key, its pairwise-mask seed with it}; the only exception is the pairwise seed with a peer
+        proven (by a proof this client checked) to have dealt inconsistent shares. PolicyViolation otherwise."""
+        done = self.revealed.get(peer)
+        if done is None or (proven and what == "pairwise_seed" and "pairwise_seed" not in done):
+            return
+        if what == "pairwise_seed":
+            raise self._violation(f"it already revealed a {done.replace('_', '-')} share of client {peer}; it "
+                                  f"reveals its pairwise-mask seed with client {peer} only against a proof that "
+                                  f"{peer} dealt inconsistent shares")
+        raise self._violation(f"it already revealed its {done.replace('_', '-')} with client {peer}; it never "
+                              f"reveals a share of client {peer} after that")
+
+    def _check_unusable(self, acc: m.Accusation) -> None:
+        """An exclusion without proof (the dealer's shares are unusable): allowed only for a peer this client
+        masked with and of which it revealed no share (and never will: the stage is past unmasking)."""
+        D = acc.dealer
+        if D == self.id or D not in self._peers or not _sorted_contains(self._u2, np.array([D])):
+            raise self._violation(f"an exclusion of client {D}, which did not deal shares to this client")
+        self._may_disclose(D, "pairwise_seed")
 
     def _check_proof(self, acc: m.Accusation) -> None:
         """Raise PolicyViolation unless ``acc`` proves, from this client's own records alone, that its dealer
@@ -486,8 +528,12 @@ class SecAggClient:
         msg = m.ExclusionRequest.parse(self._open(data, m.ExclusionRequest))
         if not msg.accusations:
             raise self._reject("an exclusion request accuses nobody")
-        for acc in msg.accusations:  # every proof, before any seed leaves this client
-            self._check_proof(acc)
+        for acc in msg.accusations:  # every proof (or the no-share rule), before any seed leaves this client
+            if acc.kind == m.UNUSABLE:
+                self._check_unusable(acc)
+            else:
+                self._check_proof(acc)
+                self._may_disclose(acc.dealer, "pairwise_seed", proven=True)
         dealers = [acc.dealer for acc in msg.accusations]
         seeds = b"".join(
             keys.pair_key(self._mask_sk.exchange(self._peers[D][1]), self._round_id, self.id, D, keys.MASK)

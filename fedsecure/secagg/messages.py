@@ -27,7 +27,7 @@ documented on its class and in ``protocols/secagg.md``.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -61,6 +61,8 @@ PROOF_ENTRY_BYTES = 4 + SHARE_BYTES + PROOF_BYTES
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + 16  # AES-GCM tag
 KEY_RECORD_BYTES = 4 * KEY_BYTES + SIG_BYTES  # one AdvertiseKeys body
 SEED_BYTES = 32
+#: the ``kind`` of an exclusion request entry that carries no proof: the dealer's shares are unusable
+UNUSABLE = 2
 
 
 class ParseError(ValueError):
@@ -386,23 +388,30 @@ class ForwardedShares(_IdsAndCiphertexts):
 
 @dataclass(frozen=True)
 class MaskedInput:
-    """Client -> server. The masked vector, ``vector_length`` elements packed to ``bits`` bits each."""
+    """Client -> server. ``complaints:u32 ids:u32[complaints] packed``: the dealers among the client's forwarded
+    senders whose share ciphertext it could not use (did not decrypt or parse, or, in active rounds, carried no
+    valid dealer signature), strictly increasing; then the masked vector, ``vector_length`` elements packed to
+    ``bits`` bits each."""
 
     TYPE: ClassVar[int] = 6
     packed: bytes
+    complaints: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def body(self) -> bytes:
-        return self.packed
+        return _ids_bytes(self.complaints) + self.packed
 
     @classmethod
     def parse(cls, body: bytes, vector_length: int, bits: int) -> MaskedInput:
+        r = _Reader(body)
+        complaints = r.ids(r.count(4))
+        body = r.data[r.pos :]
         size = packed_size(vector_length, bits)
         if len(body) != size:
             raise ParseError(f"masked input has {len(body)} bytes, expected {size}")
         pad = size * 8 - vector_length * bits  # the high bits of the last byte carry no element
         if pad and body[-1] >> (8 - pad):
             raise ParseError("masked input has non-zero padding bits")
-        return cls(body)
+        return cls(body, complaints)
 
 
 @dataclass(frozen=True)
@@ -443,29 +452,33 @@ class ConsistencySignature:
 
 @dataclass(frozen=True)
 class UnmaskRequest:
-    """Server -> client. ``count:u32 survivors:u32[count]`` (its neighbours whose input arrived), then
-    ``nsig:u32`` records ``id:u32 signature:64`` (active mode: neighbours' signatures on the survivor list)."""
+    """Server -> client. ``count:u32 survivors:u32[count]`` (its neighbours whose input arrived), ``count:u32
+    withheld:u32[count]`` (its forwarded senders whose shares the server classified unusable: the client reveals
+    no share of them, and will be asked for its pairwise-mask seed with them at ``exclusion``), then ``nsig:u32``
+    records ``id:u32 signature:64`` (active mode: neighbours' signatures on the survivor list)."""
 
     TYPE: ClassVar[int] = 9
     survivors: np.ndarray
     signatures: tuple[tuple[int, bytes], ...] = ()
+    withheld: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def body(self) -> bytes:
         sigs = sorted(self.signatures)
-        return (_ids_bytes(self.survivors) + struct.pack("<I", len(sigs))
+        return (_ids_bytes(self.survivors) + _ids_bytes(self.withheld) + struct.pack("<I", len(sigs))
                 + b"".join(struct.pack("<I", i) + s for i, s in sigs))
 
     @classmethod
     def parse(cls, body: bytes) -> UnmaskRequest:
         r = _Reader(body)
         surv = r.ids(r.count(4))
+        withheld = r.ids(r.count(4))
         c = r.count(4 + SIG_BYTES)
         sigs = tuple((r.u32(), r.take(SIG_BYTES)) for _ in range(c))
         r.end()
         ids = [i for i, _ in sigs]
         if any(b <= a for a, b in zip(ids, ids[1:])):
             raise ParseError("signature records must have strictly increasing ids")
-        return cls(surv, sigs)
+        return cls(surv, sigs, withheld)
 
 
 @dataclass(frozen=True)
@@ -504,7 +517,11 @@ class UnmaskResponse:
 class Accusation:
     """A proof that ``dealer`` dealt inconsistent shares: ``t`` entries ``(revealer, share, other_digest,
     signature)``, each a share of ``kind`` (0 = self-mask seed, 1 = masking key) the dealer signed for that
-    revealer, which together interpolate to a value that does not match the dealer's public value."""
+    revealer, which together interpolate to a value that does not match the dealer's public value.
+
+    ``kind`` 2 (``UNUSABLE``, no entries) carries no proof: the server classified the dealer's shares unusable
+    (fewer than ``t`` of its neighbours in the sum hold a usable share) and asks for the pairwise-mask seed
+    under the client's own rule: it reveals it only if it has revealed no share of that dealer."""
 
     dealer: int
     kind: int
@@ -517,9 +534,11 @@ class Accusation:
     @classmethod
     def read(cls, r: _Reader) -> Accusation:
         dealer, kind = r.u32(), r.u8()
-        if dealer > MAX_CLIENT_ID or kind > 1:
+        if dealer > MAX_CLIENT_ID or kind > UNUSABLE:
             raise ParseError("accusation names no client or an unknown share kind")
         c = r.count(PROOF_ENTRY_BYTES)
+        if kind == UNUSABLE and c:
+            raise ParseError("an exclusion of an unusable dealer carries no proof entries")
         entries = tuple((r.u32(), r.take(SHARE_BYTES), r.take(DIGEST_BYTES), r.take(SIG_BYTES)) for _ in range(c))
         ws = [w for w, *_ in entries]
         if any(w > MAX_CLIENT_ID for w in ws) or any(b <= a for a, b in zip(ws, ws[1:])):
@@ -529,10 +548,11 @@ class Accusation:
 
 @dataclass(frozen=True)
 class ExclusionRequest:
-    """Server -> client (active mode, only after an accusation). ``count:u32`` accusations, each
-    ``dealer:u32 kind:u8 m:u32`` then ``m`` entries ``revealer:u32 share:36 other_digest:32 signature:64``
-    (dealers and revealers strictly increasing): the client verifies each proof itself and only then reveals
-    the pairwise-mask seed it shares with each accused dealer."""
+    """Server -> client (after an accusation, active mode, or when a dealer's shares are unusable, both modes).
+    ``count:u32`` entries, each ``dealer:u32 kind:u8 m:u32`` then ``m`` entries ``revealer:u32 share:36
+    other_digest:32 signature:64`` (dealers and revealers strictly increasing): the client verifies each proof
+    itself (``kind`` 0/1) or checks that it revealed no share of the dealer (``kind`` 2, ``m = 0``) and only
+    then reveals the pairwise-mask seed it shares with each dealer."""
 
     TYPE: ClassVar[int] = 13
     accusations: tuple[Accusation, ...]
@@ -554,8 +574,8 @@ class ExclusionRequest:
 
 @dataclass(frozen=True)
 class ExclusionResponse:
-    """Client -> server (active mode). ``count:u32 dealers:u32[count] seeds:32[count]``: the pairwise-mask seed
-    this client shares with each accused dealer, in the request's order."""
+    """Client -> server. ``count:u32 dealers:u32[count] seeds:32[count]``: the pairwise-mask seed this client
+    shares with each dealer of the request, in the request's order."""
 
     TYPE: ClassVar[int] = 14
     dealers: np.ndarray

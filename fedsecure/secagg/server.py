@@ -10,7 +10,8 @@ recipient). Stages, in order::
     advertise_keys -> seed_reveal (1 to GRAPH_DRAWS times) -> share_keys -> masked_input
         -> [consistency_check] -> unmasking -> [exclusion] -> done
 
-(``exclusion``: active rounds only, and only when some dealer is proven to have dealt inconsistent shares.)
+(``exclusion``: only when some dealer is excluded: proven to have dealt inconsistent shares, active rounds,
+or, in both modes, *unusable*: fewer than ``t`` of its neighbours in the sum could use its shares.)
 
 The graph seed is drawn by commit and reveal: clients commit to a hash chain
 in their advertised keys, the server broadcasts the view (the advertisers and
@@ -44,10 +45,23 @@ server sends that proof to the dealer's neighbours in the sum, which check it
 themselves and reveal the pairwise-mask seed they share with it, so the
 server takes the dealer's input and every term masking with it out of the
 sum, lists it in ``excluded``, and returns the exact sum of the others.
-To take a proven cheater's input back out, an active server writes each masked
+
+Each MaskedInput carries its sender's *complaints*: the dealers whose shares
+it could not use (undecryptable, or unsigned in active rounds). At the close
+of ``masked_input`` a dealer the unmasking needs (in ``U3``, or dropped with
+a neighbour in ``U3``) that fewer than ``t`` of its neighbours in ``U3`` can
+use is *unusable* (``unusable``): the unmask requests *withhold* it (nobody is
+asked for a share of it) and at ``exclusion`` every neighbour in the sum that
+masked with it is asked, without proof, for its pairwise seed with it; an
+honest client reveals that seed only if it revealed no share of the dealer
+(``protocols/secagg.md`` section 9 argues why this keeps every honest input
+hidden). The server takes the dealer's masked input (if it sent one) and every
+mask term with it out of the sum and lists it in ``excluded``, naming the
+complaints: a dealer whose shares nobody can use never aborts the round.
+To take an excluded dealer's input back out, the server writes each masked
 input to a temporary file as it arrives (disk ``n * d * bits / 8``, deleted
-when the round ends) and reads back only a cheater's: its memory stays one
-running sum, as a semi-honest server's does.
+when the round ends) and reads back only an excluded dealer's: its memory
+stays one running sum.
 """
 
 from __future__ import annotations
@@ -78,6 +92,17 @@ def _canonical_x25519(raw: bytes) -> bytes:
     key advertised with the high bit set (or as u + p) is the same key as its canonical form."""
     u = (int.from_bytes(bytes(raw), "little") & ((1 << 255) - 1)) % (2**255 - 19)
     return u.to_bytes(32, "little")
+
+
+def _sorted_contains(sorted_ids: np.ndarray, ids: np.ndarray) -> bool:
+    """Whether every id is in the strictly increasing ``sorted_ids``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return True
+    if sorted_ids.size == 0:
+        return False
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return bool(np.all(sorted_ids[pos] == ids))
 
 
 def _in_sorted(sorted_ids: np.ndarray, u: int) -> bool:
@@ -158,7 +183,7 @@ class SecAggServer:
         self._roster_set = set(ids.tolist())
         self.graph: dict[int, np.ndarray] = {}  # drawn at the close of seed_reveal
         self.stages = ("advertise_keys", "seed_reveal", "share_keys", "masked_input") + (
-            ("consistency_check",) if active else ()) + ("unmasking",) + (("exclusion",) if active else ())
+            ("consistency_check",) if active else ()) + ("unmasking", "exclusion")
         self.stage = self.stages[0]
         self.graph_attempt = 0
         self._view = np.zeros(0, dtype=np.int64)
@@ -175,14 +200,21 @@ class SecAggServer:
         self._total = np.zeros(int(vector_length), dtype=encoding.dtype)
         self._sigs: dict[int, bytes] = {}
         self._responses: dict[int, m.UnmaskResponse] = {}
-        # active mode: each masked input spilled to a temporary file as it arrives (RAM stays one vector), read
-        # back only to take a proven cheater's out of the sum; sender -> (offset, length)
-        self._spill = tempfile.TemporaryFile(prefix="fedsecure-secagg-") if self.active else None
+        # each masked input spilled to a temporary file as it arrives (RAM stays one vector), read back only to
+        # take an excluded dealer's out of the sum (a proven cheater, or one whose shares are unusable);
+        # sender -> (offset, length)
+        self._spill = tempfile.TemporaryFile(prefix="fedsecure-secagg-")
         self._spilled: dict[int, tuple[int, int]] = {}
         self.blamed: dict[int, str] = {}
         self.accused: dict[int, str] = {}
+        #: sender -> the dealers whose shares it could not use (its MaskedInput's complaints)
+        self.complaints: dict[int, frozenset[int]] = {}
+        #: dealers whose shares fewer than t of their neighbours in the sum can use (id -> why), set at the close
+        #: of masked_input; no share of theirs is ever requested, they are excluded through pairwise seeds
+        self.unusable: dict[int, str] = {}
         self._excl_asked: dict[int, list[int]] = {}
         self._excl_seeds: dict[int, bytes] = {}
+        self._withheld_of: dict[int, np.ndarray] = {}
         self.bytes_received = 0
         self.bytes_received_by_stage: dict[str, int] = {}
         self.bytes_sent = 0
@@ -293,15 +325,18 @@ class SecAggServer:
         if sender in self._u3:
             raise m.ParseError("duplicate masked_input message")
         msg = m.MaskedInput.parse(self._open(sender, data), self.config.vector_length, self.config.bits)
+        if not _sorted_contains(self._u2_of[sender], msg.complaints):
+            raise m.ParseError("complains about clients whose shares were not forwarded to it")
         bits = self.config.bits
         # Whole-word widths need no unpacking: add the message bytes in place (no copy of the vector).
         y = (np.frombuffer(msg.packed, dtype=f"<u{bits // 8}") if bits in (32, 64)
              else unpack(msg.packed, bits, self.config.vector_length))
         # Accumulate on arrival: the server never holds n vectors at once.
         np.add(self._total, y, out=self._total)
-        if self._spill is not None:  # taken back out if the sender is proven to have cheated
-            self._spilled[sender] = (self._spill.tell(), len(msg.packed))
-            self._spill.write(msg.packed)
+        # taken back out if the sender is excluded (proven cheater, or shares unusable)
+        self._spilled[sender] = (self._spill.tell(), len(msg.packed))
+        self._spill.write(msg.packed)
+        self.complaints[sender] = frozenset(msg.complaints.tolist())
         self._u3.add(sender)
 
     def _on_consistency_check(self, sender: int, data: bytes) -> None:
@@ -324,10 +359,11 @@ class SecAggServer:
         msg = m.UnmaskResponse.parse(self._open(sender, data), self.active)
         surv = set(self._surv_of[sender].tolist())
         dropped = set(self._u2_of[sender].tolist()) - surv
-        if not set(msg.self_mask_ids.tolist()) <= surv:
-            raise m.ParseError("revealed self-mask shares of peers that are not surviving neighbours")
-        if not set(msg.mask_key_ids.tolist()) <= dropped:
-            raise m.ParseError("revealed masking-key shares of peers that did not drop")
+        withheld = set(self._withheld_of.get(sender, ()))
+        if not set(msg.self_mask_ids.tolist()) <= surv - withheld:
+            raise m.ParseError("revealed self-mask shares of peers that are not surviving neighbours (or were withheld)")
+        if not set(msg.mask_key_ids.tolist()) <= dropped - withheld:
+            raise m.ParseError("revealed masking-key shares of peers that did not drop (or were withheld)")
         for raw in (msg.self_mask_shares, msg.mask_key_shares):
             arr = np.frombuffer(raw, dtype="<u4")
             if arr.size and arr.max() >= shamir.PRIME:
@@ -341,7 +377,7 @@ class SecAggServer:
             raise m.ParseError("duplicate exclusion response")
         msg = m.ExclusionResponse.parse(self._open(sender, data))
         if msg.dealers.tolist() != self._excl_asked[sender]:
-            raise m.ParseError("pairwise seeds are not for exactly the accused dealers it was asked about")
+            raise m.ParseError("pairwise seeds are not for exactly the excluded dealers it was asked about")
         self._excl_seeds[sender] = bytes(msg.seeds)
 
     # -- advancing ---------------------------------------------------------
@@ -431,10 +467,30 @@ class SecAggServer:
         self._u3_array = np.array(sorted(self._u3), dtype=np.int64)
         u3 = self._u3  # set membership: O(k) per client, not O(n)
         self._surv_of = {u: np.array([v for v in self._u2_of[u].tolist() if v in u3], dtype=np.int64) for u in u3}
+        self._classify_unusable()
         if self.active:
             req = m.ConsistencyRequest(self._u3_array)
             return {u: self._out(u, req) for u in self._u3_array.tolist()}
         return self._unmask_requests(self._u3_array.tolist(), {})
+
+    def _classify_unusable(self) -> None:
+        """A dealer whose secret the unmasking needs (it is in ``U3``, or it dropped with a neighbour in ``U3``)
+        is *unusable* when fewer than t of its neighbours in ``U3`` hold a usable share of it (they did not
+        complain about it). No share of it will be requested from anyone; it is excluded through its
+        neighbours' pairwise seeds instead, so it cannot abort the round."""
+        t, u3 = self.params.t, self._u3
+        for D in sorted(self._shares):
+            nbrs = [j for j in self._u2_of[D].tolist() if j in u3]  # its neighbours in U3 (F is symmetric)
+            if D not in u3 and not nbrs:
+                continue
+            complainers = [j for j in nbrs if D in self.complaints[j]]
+            holders = len(nbrs) - len(complainers)
+            if holders < t:
+                self.unusable[D] = (f"its shares are usable by only {holders} of its {len(nbrs)} neighbours in the "
+                                    f"sum, fewer than t={t} (complaints from clients {complainers})")
+        unusable = self.unusable
+        self._withheld_of = {u: np.array([v for v in self._u2_of[u].tolist() if v in unusable], dtype=np.int64)
+                             for u in u3} if unusable else {}
 
     def _close_consistency_check(self) -> dict[int, bytes]:
         self._need(len(self._sigs), "signed the survivor list")
@@ -445,7 +501,8 @@ class SecAggServer:
         out = {}
         for u in ask:
             s = tuple((v, sigs[v]) for v in self._u2_of[u].tolist() if v in sigs)
-            out[u] = self._out(u, m.UnmaskRequest(self._surv_of[u], s))
+            withheld = self._withheld_of.get(u, np.zeros(0, dtype=np.int64))
+            out[u] = self._out(u, m.UnmaskRequest(self._surv_of[u], s, withheld))
         return out
 
     def _close_unmasking(self) -> dict[int, bytes]:
@@ -469,7 +526,10 @@ class SecAggServer:
         self._self_seeds: dict[int, bytes] = {}
         self._mask_keys: dict[int, bytes] = {}
         self._accused: dict[int, _Accused] = {}
+        unusable = self.unusable
         for u in self._u3_array.tolist():
+            if u in unusable:  # never asked for: its whole masked input comes back out
+                continue
             got = self._rebuild(u, b_sh.get(u, []), lambda s, u=u: keys.commitment(self.round_id, u, s) == self._adv[u].commitment,
                                 "self-mask seed", 0)
             if isinstance(got, _Accused):
@@ -477,7 +537,7 @@ class SecAggServer:
             else:
                 self._self_seeds[u] = got
         for v in sorted(self._shares):
-            if v in self._u3 or not any(u in self._u3 for u in self._u2_of[v].tolist()):
+            if v in self._u3 or v in unusable or not any(u in self._u3 for u in self._u2_of[v].tolist()):
                 continue
             # Compare canonical encodings: a client may advertise its key with the ignored high bit set.
             mask_pk = _canonical_x25519(self._adv[v].mask_pk)
@@ -490,22 +550,22 @@ class SecAggServer:
                 self._accused[v] = got
             else:
                 self._mask_keys[v] = got
-        if not self._accused:
-            self._finish()
-            return {}
-        # Exclusion: every neighbour in the sum that masked with an accused dealer gets the proofs.
-        accused = sorted(self._accused)
-        for D in accused:
+        for D in sorted(self._accused):
             self.accused[D] = self._accused[D].what
+        # Exclusion: every neighbour in the sum that masked with an excluded dealer (accused: with the proof;
+        # unusable: without one) is asked for its pairwise seed with it.
+        entries = {D: a.proof for D, a in self._accused.items()}
+        entries.update({D: m.Accusation(D, m.UNUSABLE, ()) for D in unusable})
         out = {}
         for j in self._u3_array.tolist():
-            if j in self._accused:
+            if j in entries:  # its own masked input comes back out whole
                 continue
-            u2 = set(self._u2_of[j].tolist())
-            ds = [D for D in accused if D in u2]
+            ds = [D for D in self._u2_of[j].tolist() if D in entries]
             if ds:
                 self._excl_asked[j] = ds
-                out[j] = self._out(j, m.ExclusionRequest(tuple(self._accused[D].proof for D in ds)))
+                out[j] = self._out(j, m.ExclusionRequest(tuple(entries[D] for D in ds)))
+        if not out:
+            self._finish()
         return out
 
     def _close_exclusion(self) -> dict[int, bytes]:
@@ -514,7 +574,8 @@ class SecAggServer:
             why = "; ".join(f"{j}: {self.rejections[j]}" for j in missing if j in self.rejections)
             raise TooFewSurvivors(
                 f"clients {missing} did not reveal the pairwise-mask seeds they share with the excluded client(s) "
-                f"{sorted(self._accused)}, so their masks cannot be taken out of the sum" + (f" ({why})" if why else ""),
+                f"{sorted(set(self._accused) | set(self.unusable))}, so their masks cannot be taken out of the sum"
+                + (f" ({why})" if why else ""),
                 sender="server")
         self._finish()
         return {}
@@ -531,9 +592,9 @@ class SecAggServer:
         cfg = self.config
         ex = MaskExpander(cfg.vector_length, cfg.bits)
         total = self._total
-        accused = self._accused
+        accused = set(self._accused) | (set(self.unusable) & self._u3)  # out of the sum
         for u in self._u3_array.tolist():
-            if u in accused:  # a proven cheater's whole masked input comes back out
+            if u in accused:  # an excluded dealer's whole masked input comes back out
                 np.subtract(total, self._read_spilled(u), out=total)
             else:
                 ex.sub_into(total, self._self_seeds[u])
@@ -553,10 +614,15 @@ class SecAggServer:
         if cfg.bits not in (32, 64):
             total &= total.dtype.type((1 << cfg.bits) - 1)
         excluded = dict(self.excluded)
-        for D, a in accused.items():
+        for D, a in self._accused.items():
             excluded[D] = (f"excluded: dealt {a.what} shares inconsistent with its public value (verified proof: "
                            f"{len(a.proof.entries)} shares it signed for clients {[w for w, *_ in a.proof.entries]} "
                            "rebuild another value)")
+        for D, why in self.unusable.items():
+            how = ("so no share of its secrets was requested; its neighbours in the sum revealed their pairwise-mask "
+                   "seeds with it instead")
+            excluded[D] = (f"excluded: {why}, {how}" if D in self._u3
+                           else f"{excluded.get(D, 'dropped')}; {why}, {how}")
         self.excluded = excluded
         if self._spill is not None:
             self._spill.close()

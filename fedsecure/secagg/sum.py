@@ -92,6 +92,8 @@ class SecAggSum(SumProtocol):
         self.stochastic_rounding = bool(stochastic_rounding)
         self.failure_target, self.privacy_target = failure_target, privacy_target
         self.workers = int(workers)
+        # The dropout stages a caller may schedule. A semi-honest round may also open ``exclusion`` (a dealer whose
+        # shares are unusable); it is not offered here, so the engine's dropout draws stay what they were.
         self.stages = ("advertise_keys", "seed_reveal", "share_keys", "masked_input") + (
             ("consistency_check",) if self.active else ()) + ("unmasking",) + (("exclusion",) if self.active else ())
         self._params_cache: dict[int, SecAggParams] = {}

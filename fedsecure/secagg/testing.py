@@ -47,17 +47,21 @@ def transcript(
     active: bool = False,
     dropouts: Mapping[int, str] | None = None,
     cheaters: Mapping[int, str] | None = None,
+    garbled: list[int] | None = None,
 ) -> dict[str, Any]:
     """Run one round with deterministic randomness; return every message (hex) and the sum.
 
     ``cheaters[u]`` (active rounds) makes client ``u`` deal shares inconsistent with what it advertised: right
     after its AdvertiseKeys it draws 32 more bytes from its stream and uses them as its self-mask seed
-    (``"self_mask"``) or as its masking private key (``"mask_key"``) from then on."""
+    (``"self_mask"``) or as its masking private key (``"mask_key"``) from then on. Each client in ``garbled`` sends
+    share ciphertexts nobody can decrypt: the last byte of every ciphertext in its ShareKeys is XORed with 1 and
+    the message is sealed again with the same nonce (its stream is consumed as an honest client's)."""
     vectors = {int(u): v for u, v in vectors.items()}
     ids = sorted(vectors)
     n, d = len(ids), len(next(iter(vectors.values())))
     dropouts = {int(u): s for u, s in (dropouts or {}).items()}
     cheaters = {int(u): s for u, s in (cheaters or {}).items()}
+    garbled = {int(u) for u in (garbled or [])}
     params = evaluate(n, k, t, graph=graph, dropout_rate=0.0, threat_model="active" if active else "semi-honest")
     enc = FixedPointEncoding.for_sum(n, clip, bits=bits)
     identity = pub = None
@@ -97,6 +101,8 @@ def transcript(
                     c._self_seed = c._rand(32)
                 else:
                     c._mask_sk = X25519PrivateKey.from_private_bytes(c._rand(32))
+            if stage == "share_keys" and u in garbled:
+                outs = [_garble(out, clients[u]._key) for out in outs]
             for out in outs:
                 to_server[str(u)] = out.hex()
                 server.receive(u, out)
@@ -113,6 +119,18 @@ def transcript(
         "scale": enc.scale,
         "derived": _derived(server, clients, enc, vectors, cheaters),
     }
+
+
+def _garble(data: bytes, key: bytes) -> bytes:
+    """A ShareKeys message whose every share ciphertext has its last byte XORed with 1, resealed with the same
+    nonce (a dealer whose shares nobody can decrypt)."""
+    header, body = m.open_sealed(data, key)
+    msg = m.ShareKeys.parse(bytes(body))
+    cts = bytearray(msg.ciphertexts)
+    for j in range(msg.ids.size):
+        cts[(j + 1) * m.SHARE_CIPHERTEXT_BYTES - 1] ^= 1
+    nonce = data[-m.TAG_BYTES : -m.MAC_BYTES]
+    return m.seal(header, m.ShareKeys(msg.ids, bytes(cts)).body(), key, nonce)
 
 
 def _derived(server: SecAggServer, clients: Mapping[int, SecAggClient], enc: FixedPointEncoding,
@@ -187,6 +205,18 @@ VECTOR_CASES = [
      "vectors": {str(u): [(u + 1) / 8, -u / 16, 0.25] for u in range(6)},
      "graph": "complete", "k": 5, "t": 4, "bits": 32, "clip": 1.0, "active": True,
      "dropouts": {"4": "masked_input"}, "cheaters": {"2": "self_mask", "4": "mask_key"}},
+    # Dealers whose shares nobody can use (every ciphertext garbled), excluded without proof through their
+    # neighbours' pairwise seeds, in a semi-honest round: 1 survives (its masked input comes back out), 3 drops
+    # at masked_input (its masking key is never requested); complaints, withheld lists, the exclusion stage.
+    {"name": "secagg-complete-semi-honest-unusable-dealers", "seed": "fedsecure-secagg-v4-vector-8",
+     "vectors": {str(u): [(u - 2) / 8, u / 16, -0.5] for u in range(6)},
+     "graph": "complete", "k": 5, "t": 3, "bits": 32, "clip": 1.0, "active": False,
+     "dropouts": {"3": "masked_input"}, "garbled": [1, 3]},
+    # The same in an active SecAgg+ round: 5 garbles its ciphertexts and survives; it is excluded beside nothing
+    # else, the others' sum is exact.
+    {"name": "secaggplus-sparse-active-unusable-dealer", "seed": "fedsecure-secagg-v4-vector-9",
+     "vectors": {str(u): [u / 10, -u / 20, 0.5] for u in range(8)},
+     "graph": "sparse", "k": 4, "t": 3, "bits": 32, "clip": 1.0, "active": True, "dropouts": {}, "garbled": [5]},
 ]
 
 
