@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedsecure.recsys.baselines import Popularity
 from fedsecure.recsys.data import Interactions
@@ -45,3 +47,51 @@ def test_bad_input_is_rejected():
         pop.predict(np.array([0, 1]), np.array([0]))
     with pytest.raises(ValueError, match="empty"):
         Popularity(train_table().select(np.array([], dtype=np.int64)))
+
+
+# -- the private popularity baseline -------------------------------------------------------------
+
+
+def _weighted_counts(train):
+    """PrivatePopularity's pre-noise counts, recomputed with its noise switched off."""
+    from fedsecure.recsys.baselines import PrivatePopularity
+
+    class _Zero:
+        def gaussian_np(self, shape, std):
+            return np.zeros(shape)
+
+    return PrivatePopularity(train, 1.0, 1e-5, _Zero()).counts.numpy().astype(np.float64)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7)), min_size=2, max_size=40), st.integers(0, 5))
+@settings(max_examples=60, deadline=None)
+def test_private_popularity_has_user_level_l2_sensitivity_one(pairs, removed):
+    """Removing one user (all its interactions, repeats included) moves the counts by at most 1 in L2."""
+    from fedsecure.recsys.data import Interactions
+
+    users = np.array([u for u, _ in pairs])
+    items = np.array([i for _, i in pairs])
+    full = Interactions(users, items, np.ones(len(pairs), dtype=np.float32), np.zeros(len(pairs), dtype=np.int64), 6, 8,
+                        np.arange(6), np.arange(8), "test")
+    keep = users != removed
+    if not keep.any():
+        return
+    rest = Interactions(users[keep], items[keep], np.ones(int(keep.sum()), dtype=np.float32),
+                        np.zeros(int(keep.sum()), dtype=np.int64), 6, 8, np.arange(6), np.arange(8), "test")
+    assert np.linalg.norm(_weighted_counts(full) - _weighted_counts(rest)) <= 1 + 1e-6
+
+
+def test_private_popularity_noise_meets_its_epsilon_and_ranks_like_popularity_when_loose():
+    from fedsecure.dp.accounting import epsilon
+    from fedsecure.dp.noise import NoiseSource
+    from fedsecure.recsys.baselines import PrivatePopularity
+    from fedsecure.recsys.synthetic import generate
+
+    train = generate(n_users=300, n_items=200, seed=1)
+    tight = PrivatePopularity(train, 0.5, 1e-5, NoiseSource.insecure_seeded(0))
+    assert epsilon(tight.sigma, 1.0, 1, 1e-5) <= 0.5
+    loose = PrivatePopularity(train, 1e6, 1e-5, NoiseSource.insecure_seeded(0))
+    exact = _weighted_counts(train)
+    top = lambda c: set(np.argsort(-c)[:20].tolist())  # noqa: E731
+    assert len(top(loose.counts.numpy()) & top(exact)) >= 19
+    assert len(top(tight.counts.numpy()) & top(exact)) < len(top(loose.counts.numpy()) & top(exact))

@@ -9,16 +9,28 @@ counts ``c_i``. Rating prediction: the global mean plus a *shrunk* item bias
 The damping ``lambda`` pulls the bias of rarely rated items toward 0 (an
 item with one rating of 5 is not predicted 5): it acts as ``lambda`` virtual
 ratings at the global mean. Items with no training ratings get ``mu``.
+
+:class:`PrivatePopularity` is the differentially private comparator a
+deployment could release instead of a DP model: item counts under
+user-level ``(epsilon, delta)``-DP. Each user contributes ``1 / sqrt(n_u)``
+to each of its ``n_u`` distinct items (its vector has L2 norm 1, so adding
+or removing a user moves the counts by at most 1 in L2), and the Gaussian
+mechanism adds ``N(0, sigma^2)`` to every item, with ``sigma`` the smallest
+noise multiplier whose one-release epsilon is at most ``epsilon``
+(:func:`fedsecure.dp.accounting.noise_multiplier_for`, sampling rate 1,
+one step).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 
 from fedsecure.recsys.data import Interactions
 
-__all__ = ["Popularity"]
+__all__ = ["Popularity", "PrivatePopularity"]
 
 
 class Popularity:
@@ -56,3 +68,31 @@ class Popularity:
         if items.size and (items.min() < 0 or items.max() >= self.n_items):
             raise IndexError(f"item ids must lie in [0, {self.n_items})")
         return (self.global_mean + self.item_bias[items]).astype(np.float32)
+
+
+class PrivatePopularity:
+    """Item counts under user-level ``(epsilon, delta)``-DP (Gaussian mechanism, L2 sensitivity 1)."""
+
+    def __init__(self, train: Interactions, epsilon: float, delta: float, noise: Any) -> None:
+        from fedsecure.dp.accounting import noise_multiplier_for
+
+        if len(train) == 0:
+            raise ValueError("cannot fit the private popularity baseline on an empty training set")
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self.epsilon, self.delta = float(epsilon), float(delta)
+        self.sigma = noise_multiplier_for(self.epsilon, self.delta, 1.0, 1)
+        pairs = np.unique(train.users.astype(np.int64) * train.n_items + train.items)
+        users, items = pairs // train.n_items, pairs % train.n_items
+        per_user = np.bincount(users, minlength=train.n_users)
+        weights = 1.0 / np.sqrt(per_user[users])
+        counts = np.bincount(items, weights=weights, minlength=train.n_items)
+        counts = counts + noise.gaussian_np(counts.shape, self.sigma)
+        self.counts = torch.from_numpy(counts.astype(np.float32))
+
+    def scores(self, users: np.ndarray) -> torch.Tensor:
+        """``[len(users), n_items]``: each row is the noisy weighted item counts."""
+        return self.counts.expand(len(np.asarray(users)), -1).clone()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "private-popularity", "epsilon": self.epsilon, "delta": self.delta,
+                "noise_multiplier": self.sigma, "sensitivity": "L2 1 per user (1/sqrt(n_u) per item)"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsecure.recsys.baselines import Popularity
+from fedsecure.recsys.baselines import Popularity, PrivatePopularity
 from fedsecure.recsys.metrics import evaluate_ranking, evaluate_rating
 from fedsecure.recsys.models import Recommender
 from fedsecure.recsys.split import Split
@@ -41,3 +41,10 @@ class Evaluator:
     def popularity(self) -> dict[str, Any]:
         pop = Popularity(self.split.train)
         return self._score(pop.predict if self.task == "rating" else pop.scores)
+
+    def private_popularity(self, epsilon: float, delta: float, noise: Any) -> dict[str, Any]:
+        """The popularity ranking released under user-level ``(epsilon, delta)``-DP (ranking tasks)."""
+        if self.task != "ranking":
+            raise ValueError("the private popularity baseline ranks items: it applies to ranking models")
+        pop = PrivatePopularity(self.split.train, epsilon, delta, noise)
+        return {**self._score(pop.scores), "baseline": pop.describe()}
