@@ -73,7 +73,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -82,6 +81,7 @@ from bench_dp_utility import CROSS_DEVICE, DEFAULT_DATA, one_run, run_config  # 
 from fedsecure.dp.user_level import clip_l2  # noqa: E402
 from fedsecure.experiment import Experiment, RunConfig, library_versions, load_data  # noqa: E402
 from fedsecure.fl.engine import FederatedTrainer  # noqa: E402
+from fedsecure.stats import over_seeds, paired_seeds  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -89,33 +89,19 @@ METRICS = ("hr@10", "ndcg@10")
 
 
 def describe(values: list[float]) -> dict[str, Any]:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else None, "n": int(a.size), "values": a.tolist()}
+    """Mean, sd, Student-t interval and values over seeds (:func:`fedsecure.stats.over_seeds`)."""
+    return over_seeds(values).as_dict()
 
 
-def compare(central: list[float], distributed: list[float]) -> dict[str, Any]:
-    """Paired (by seed) and unpaired (Welch) comparison of ``distributed - central``."""
-    c, d = np.asarray(central, dtype=np.float64), np.asarray(distributed, dtype=np.float64)
-    diff = d - c
-    n = diff.size
-    out: dict[str, Any] = {"mean_difference": float(diff.mean()), "n_pairs": int(n)}
-    if n < 2:
-        return out
-    se = float(diff.std(ddof=1) / math.sqrt(n))
-    half = float(sps.t.ppf(0.975, n - 1) * se)
-    out.update(
-        paired_se=se,
-        paired_t=float(diff.mean() / se) if se > 0 else (0.0 if diff.mean() == 0 else math.copysign(math.inf, diff.mean())),
-        paired_ci95=[float(diff.mean() - half), float(diff.mean() + half)],
-        paired_p=float(sps.ttest_rel(d, c).pvalue) if se > 0 else 1.0,
-    )
-    welch = sps.ttest_ind(d, c, equal_var=False)
-    out.update(
-        welch_se=float(math.sqrt(c.var(ddof=1) / c.size + d.var(ddof=1) / d.size)),
-        welch_t=float(welch.statistic),
-        welch_p=float(welch.pvalue),
-        matches_within_noise=bool(out["paired_ci95"][0] <= 0 <= out["paired_ci95"][1]),
-    )
+def compare(central: list[float], distributed: list[float], metric: str = "") -> dict[str, Any]:
+    """``distributed - central`` paired by (epsilon, seed) (:func:`fedsecure.stats.paired_seeds`): the
+    difference, its 95% interval, and whether the interval resolves it."""
+    c = dict(enumerate(central))
+    d = dict(enumerate(distributed))
+    if len(c) < 2:
+        return {"difference": float(distributed[0] - central[0]) if central else None, "n": len(c), "resolved": False}
+    out = paired_seeds(metric, d, c).as_dict()
+    out["matches_within_noise"] = not out["resolved"]
     return out
 
 
@@ -181,17 +167,18 @@ def summarise(rows: list[dict[str, Any]], eps: float | str) -> dict[str, Any]:
     block["pairs"] = [list(p) for p in pairs]
     for m in METRICS:
         c, d = [central[p][m] for p in pairs], [distributed[p][m] for p in pairs]
-        block[m] = {"central": describe(c), "distributed": describe(d), "comparison": compare(c, d)}
+        block[m] = {"central": describe(c), "distributed": describe(d), "comparison": compare(c, d, m)}
     return block
 
 
 def fmt(s: dict[str, Any], digits: int = 4) -> str:
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s.get("std") is not None else f"{s['mean']:.{digits}f}"
+    lo, hi = s["ci95"]
+    return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) else f"{s['mean']:.{digits}f}"
 
 
 def markdown(summary: list[dict[str, Any]], popularity: dict[str, float]) -> str:
     lines = [
-        "| epsilon | central HR@10 | distributed HR@10 | diff (dist - central) ± SE | central NDCG@10 | distributed NDCG@10 | diff ± SE |",
+        "| epsilon | central HR@10 | distributed HR@10 | diff (dist - central) [95% paired] | central NDCG@10 | distributed NDCG@10 | diff [95% paired] |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in summary:
@@ -200,8 +187,9 @@ def markdown(summary: list[dict[str, Any]], popularity: dict[str, float]) -> str
         for m, block in (("hr@10", hr), ("ndcg@10", nd)):
             cells += [fmt(block["central"]), fmt(block["distributed"])]
             cmp_ = block["comparison"]
-            se = cmp_.get("paired_se")
-            cells.append(f"{cmp_['mean_difference']:+.4f} ± {se:.4f}" if se is not None else f"{cmp_['mean_difference']:+.4f}")
+            ci = cmp_.get("ci95")
+            cells.append(f"{cmp_['difference']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]" + ("" if cmp_["resolved"] else " (not resolved)")
+                         if ci else f"{cmp_['difference']:+.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         f"| popularity | {popularity['hr@10']:.4f} | {popularity['hr@10']:.4f} | | {popularity['ndcg@10']:.4f} | {popularity['ndcg@10']:.4f} | |"
