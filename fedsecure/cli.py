@@ -12,7 +12,6 @@ line on stderr with exit code 2; an interrupted run exits with 130.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsecure import __version__
-from fedsecure.results import dumps_strict, strict  # noqa: F401 - strict is part of the CLI's surface
+from fedsecure.results import dumps_strict, strict  # noqa: F401 - strict: re-exported for callers
 from fedsecure.stats import CI_SUFFIX
 
 PERCENT_KEYS = ("hr@", "ndcg@")
@@ -462,6 +461,29 @@ def _find(tree: Any, key: str) -> Any:
     return None
 
 
+def robustness_line(result: dict[str, Any]) -> str | None:
+    """Rule, its tolerance and the attack, when the run has either; None for plain FedAvg without an attack."""
+    cfg, agg, pois = result["config"], result.get("aggregator") or {}, result.get("poisoning")
+    if cfg.get("aggregator", "fedavg") == "fedavg" and not pois:
+        return None
+    parts = []
+    if cfg.get("aggregator", "fedavg") != "fedavg":
+        rule = agg.get("rule") or {}
+        text = f"{cfg['aggregator']}, {agg.get('mode', 'plaintext')}"
+        last = next((r["stats"] for r in reversed(result.get("rounds", [])) if not r.get("error")), {})
+        f = (last.get("rule") or {}).get("f", rule.get("f"))
+        if f is not None:
+            text += f", tolerates f={f} bad {'group means' if cfg.get('groups') else 'updates'} per round"
+        parts.append(text)
+    if pois:
+        name = (pois.get("attack") or {}).get("name", cfg.get("attack"))
+        count = pois.get("malicious")
+        count = len(count) if isinstance(count, list) else count
+        parts.append(f"attack {name} ({pois.get('kind', 'model')} poisoning) by {count} malicious clients "
+                     f"({pois.get('fraction', 0):.0%})")
+    return "; ".join(parts)
+
+
 def privacy_line(privacy: dict[str, Any]) -> str:
     mech = privacy.get("mechanism", "none")
     if mech == "none":
@@ -474,9 +496,10 @@ def privacy_line(privacy: dict[str, Any]) -> str:
         parts.append(f"accountant {privacy['accountant']}")
     if privacy.get("noise_multiplier") is not None:
         parts.append(f"noise multiplier {_sig(privacy['noise_multiplier'])}")
-    for key in ("audited_epsilon", "empirical_epsilon", "audit_lower_bound"):
-        if privacy.get(key) is not None:
-            parts.append(f"audited bound {_sig(privacy[key])}")
+    for key in ("epsilon_lower_bound", "audited_epsilon", "empirical_epsilon"):
+        if privacy.get(key) is not None:  # an audit's empirical lower bound on epsilon, when the run has one
+            parts.append(f"audited lower bound {_sig(privacy[key])}")
+            break
     if privacy.get("privacy_claim_void"):
         parts.append("PRIVACY CLAIM VOID (--insecure-seeded-noise)")
     if privacy.get("error"):
@@ -513,8 +536,10 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
     else:
         lines = [("evaluation", "none completed")]
     t = result["timings"]
+    robust = robustness_line(result)
     lines += [
         ("protection", protection_line(result)),
+        *([("robustness", robust)] if robust else []),
         ("privacy", privacy_line(result["privacy"])),
         ("time", f"setup {t['setup_seconds']:.1f}s, training {t['train_seconds']:.1f}s "
                  f"({result.get('rounds_completed', '?')}/{result['config']['rounds']} rounds)"),

@@ -283,7 +283,7 @@ def test_more_groups_than_clients_per_round_is_refused(tmp_path, capsys):
 
 def _summary(stdout: str) -> dict[str, str]:
     return {line.split(":", 1)[0]: line.split(":", 1)[1] for line in stdout.splitlines()
-            if re.match(r"^(evaluation|protection|privacy|time): ", line)}
+            if re.match(r"^(evaluation|protection|robustness|privacy|time): ", line)}
 
 
 def test_secagg_plus_summary_shows_the_real_k_t_and_excluded(tmp_path, capsys):
@@ -454,3 +454,20 @@ def test_audit_ctrl_c_keeps_the_cells_done_as_strict_json(tmp_path, capsys, monk
     assert rc == 130 and "Traceback" not in stderr
     record = strict_load(out / "poisoning_audit.json")
     assert record["status"] == "interrupted" and len(record["rows"]) == 1 and record["schema_version"]
+
+
+def test_a_robust_run_says_which_rule_and_attack_in_one_line(tmp_path, capsys):
+    rc, stdout, _ = cli(["run", "--data", write_layout(tmp_path, "ml-100k"), *QUICK, "--aggregator", "median",
+                         "--attack", "scaling", "--malicious", "0.1"], capsys)
+    assert rc == 0
+    line = _summary(stdout)["robustness"]
+    assert line.startswith(" median, plaintext") and "tolerates f=" in line and "attack scaling" in line
+    assert "by 4 malicious clients (10%)" in line and "{" not in stdout
+
+
+def test_the_privacy_line_rounds_to_three_digits_and_shows_an_audited_bound():
+    from fedsecure.cli import privacy_line
+
+    line = privacy_line({"mechanism": "m", "epsilon": 1.994517040789202, "delta": 1e-05, "accountant": "rdp",
+                         "epsilon_lower_bound": 0.41234567})
+    assert line == "m, epsilon 1.99, delta 1e-05, accountant rdp, audited lower bound 0.412"
