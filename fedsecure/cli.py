@@ -574,6 +574,20 @@ def _status(record: Any) -> str:
     return ""
 
 
+def _check_setup(config: Any, experiment: Any) -> None:
+    """What only the data decides: refused now, or noted, rather than every round failing or changing quietly."""
+    n = len(experiment.clients)
+    if config.clients_per_round <= 1 and round(config.clients_per_round * n) < 1:
+        experiment.adjustments.append({
+            "option": "--clients-per-round", "requested": config.clients_per_round, "used": 1,
+            "reason": f"a fraction {config.clients_per_round:g} of {n} clients rounds to 0: one client per round"})
+    fixed_size = not config.dp.startswith("user")  # user-level DP samples a Poisson number of clients
+    if config.secure in ("secagg", "secagg+") and not config.groups and fixed_size and experiment.clients_per_round < 3:
+        raise UsageError(f"--secure {config.secure} needs at least 3 clients per round, and this run has "
+                         f"{experiment.clients_per_round} ({n} clients): raise --clients-per-round"
+                         + (" or --silos" if config.setting == "cross-silo" else ""))
+
+
 def cmd_run(args: argparse.Namespace, command: str) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -589,6 +603,7 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
     except KeyboardInterrupt:
         print("fedsecure: interrupted during setup; nothing was trained, nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    _check_setup(config, experiment)
     for adj in experiment.adjustments:
         print(adjustment_line(adj), file=sys.stderr, flush=True)
     tty = sys.stderr.isatty()

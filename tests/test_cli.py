@@ -471,3 +471,25 @@ def test_the_privacy_line_rounds_to_three_digits_and_shows_an_audited_bound():
     line = privacy_line({"mechanism": "m", "epsilon": 1.994517040789202, "delta": 1e-05, "accountant": "rdp",
                          "epsilon_lower_bound": 0.41234567})
     assert line == "m, epsilon 1.99, delta 1e-05, accountant rdp, audited lower bound 0.412"
+
+
+def test_a_device_is_never_read_as_data(capsys):
+    if not Path("/dev/null").exists():
+        pytest.skip("no /dev/null")
+    rc, _, stderr = cli(["run", "--data", "/dev/null", *QUICK], capsys)
+    assert rc == 2 and "not a regular file" in stderr
+
+
+def test_secure_aggregation_with_too_few_clients_is_refused_before_training(tmp_path, capsys):
+    rc, _, stderr = cli(["run", "--data", write_layout(tmp_path, "ml-100k"), *QUICK, "--secure", "secagg",
+                         "--clients-per-round", "2"], capsys)
+    assert rc == 2 and "--secure secagg needs at least 3 clients per round" in stderr and "--clients-per-round" in stderr
+
+
+def test_a_fraction_that_rounds_to_no_client_is_noted(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc, _, stderr = cli(["run", "--data", write_layout(tmp_path, "ml-100k"), *QUICK, "--clients-per-round", "0.001",
+                         "--json", out], capsys)
+    assert rc == 0 and "--clients-per-round 0.001 -> 1" in stderr
+    (adj,) = [a for a in strict_load(out)["adjustments"] if a["option"] == "--clients-per-round"]
+    assert adj["requested"] == 0.001 and adj["used"] == 1

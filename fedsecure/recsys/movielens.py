@@ -85,6 +85,8 @@ def load_movielens(path: str | os.PathLike) -> Interactions:
             f"no MovieLens ratings file in {path}; tried: " + ", ".join(str(t) for t in tried)
         )
     if not path.is_file():
+        if path.exists():  # a device, a pipe: never read it (it may not end)
+            raise DataFormatError(path, 1, "not a regular file: give a MovieLens folder or its ratings file")
         raise FileNotFoundError(f"MovieLens ratings path does not exist: {path}")
     return _read(path, _format_of(path))
 
