@@ -60,7 +60,7 @@ def _weighted_counts(train):
         def gaussian_np(self, shape, std):
             return np.zeros(shape)
 
-    return PrivatePopularity(train, 1.0, 1e-5, _Zero()).counts.numpy().astype(np.float64)
+    return PrivatePopularity(train, 1.0, _Zero()).counts.numpy().astype(np.float64)
 
 
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7)), min_size=2, max_size=40), st.integers(0, 5))
@@ -88,9 +88,12 @@ def test_private_popularity_noise_meets_its_epsilon_and_ranks_like_popularity_wh
     from fedsecure.recsys.synthetic import generate
 
     train = generate(n_users=300, n_items=200, seed=1)
-    tight = PrivatePopularity(train, 0.5, 1e-5, NoiseSource.insecure_seeded(0))
-    assert epsilon(tight.sigma, 1.0, 1, 1e-5) <= 0.5
-    loose = PrivatePopularity(train, 1e6, 1e-5, NoiseSource.insecure_seeded(0))
+    from fedsecure.dp.accounting import noise_multiplier_for
+
+    sigma = noise_multiplier_for(0.5, 1e-5, 1.0, 1)
+    assert epsilon(sigma, 1.0, 1, 1e-5) <= 0.5
+    tight = PrivatePopularity(train, sigma, NoiseSource.insecure_seeded(0))
+    loose = PrivatePopularity(train, 1e-3, NoiseSource.insecure_seeded(0))
     exact = _weighted_counts(train)
     top = lambda c: set(np.argsort(-c)[:20].tolist())  # noqa: E731
     assert len(top(loose.counts.numpy()) & top(exact)) >= 19

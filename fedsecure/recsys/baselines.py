@@ -15,10 +15,10 @@ deployment could release instead of a DP model: item counts under
 user-level ``(epsilon, delta)``-DP. Each user contributes ``1 / sqrt(n_u)``
 to each of its ``n_u`` distinct items (its vector has L2 norm 1, so adding
 or removing a user moves the counts by at most 1 in L2), and the Gaussian
-mechanism adds ``N(0, sigma^2)`` to every item, with ``sigma`` the smallest
-noise multiplier whose one-release epsilon is at most ``epsilon``
-(:func:`fedsecure.dp.accounting.noise_multiplier_for`, sampling rate 1,
-one step).
+mechanism adds ``N(0, sigma^2)`` to every item. The caller calibrates
+``sigma`` (for a target epsilon: the smallest noise multiplier whose
+one-release epsilon meets it, :func:`fedsecure.dp.accounting.noise_multiplier_for`
+with sampling rate 1 and one step; recsys itself knows no accountant).
 """
 
 from __future__ import annotations
@@ -71,16 +71,15 @@ class Popularity:
 
 
 class PrivatePopularity:
-    """Item counts under user-level ``(epsilon, delta)``-DP (Gaussian mechanism, L2 sensitivity 1)."""
+    """Item counts under user-level DP: L2 sensitivity 1, Gaussian noise of std ``sigma`` from ``noise``."""
 
-    def __init__(self, train: Interactions, epsilon: float, delta: float, noise: Any) -> None:
-        from fedsecure.dp.accounting import noise_multiplier_for
-
+    def __init__(self, train: Interactions, sigma: float, noise: Any) -> None:
         if len(train) == 0:
             raise ValueError("cannot fit the private popularity baseline on an empty training set")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
         self.n_users, self.n_items = train.n_users, train.n_items
-        self.epsilon, self.delta = float(epsilon), float(delta)
-        self.sigma = noise_multiplier_for(self.epsilon, self.delta, 1.0, 1)
+        self.sigma = float(sigma)
         pairs = np.unique(train.users.astype(np.int64) * train.n_items + train.items)
         users, items = pairs // train.n_items, pairs % train.n_items
         per_user = np.bincount(users, minlength=train.n_users)
@@ -94,5 +93,5 @@ class PrivatePopularity:
         return self.counts.expand(len(np.asarray(users)), -1).clone()
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "private-popularity", "epsilon": self.epsilon, "delta": self.delta,
-                "noise_multiplier": self.sigma, "sensitivity": "L2 1 per user (1/sqrt(n_u) per item)"}
+        return {"name": "private-popularity", "noise_multiplier": self.sigma,
+                "sensitivity": "L2 1 per user (1/sqrt(n_u) per item)"}

@@ -42,9 +42,10 @@ class Evaluator:
         pop = Popularity(self.split.train)
         return self._score(pop.predict if self.task == "rating" else pop.scores)
 
-    def private_popularity(self, epsilon: float, delta: float, noise: Any) -> dict[str, Any]:
-        """The popularity ranking released under user-level ``(epsilon, delta)``-DP (ranking tasks)."""
+    def private_popularity(self, sigma: float, noise: Any) -> dict[str, Any]:
+        """The popularity ranking released with user-level Gaussian noise ``sigma`` (ranking tasks; see
+        :class:`~fedsecure.recsys.baselines.PrivatePopularity`)."""
         if self.task != "ranking":
             raise ValueError("the private popularity baseline ranks items: it applies to ranking models")
-        pop = PrivatePopularity(self.split.train, epsilon, delta, noise)
+        pop = PrivatePopularity(self.split.train, sigma, noise)
         return {**self._score(pop.scores), "baseline": pop.describe()}
