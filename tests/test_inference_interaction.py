@@ -69,7 +69,10 @@ def test_plaintext_and_central_dp_updates_give_the_items_away(audit):
 
 @pytest.mark.parametrize("mode", ["secagg", "secagg+", "distributed-dp", "ckks", "local-dp"])
 def test_protected_views_give_chance_level(audit, mode):
-    """Masked inputs, CKKS contributions and locally noised updates: AUC 0.5 within its interval."""
+    """Masked inputs, CKKS contributions and locally noised updates: AUC 0.5 within its interval (checked at
+    the 99.9% level, 1.68 times the 95% half-width, so that five modes per run do not fail by chance)."""
+    auc = audit["modes"][mode]["auc"]
     lo, hi = audit["modes"][mode]["auc_ci95"]
-    assert lo <= 0.5 <= hi, (mode, audit["modes"][mode]["auc"], lo, hi)
+    assert abs(auc - 0.5) <= 1.68 * (hi - lo) / 2, (mode, auc, lo, hi)
+    assert hi - lo < 0.2  # and the interval is narrow enough to mean something
     assert audit["modes"][mode]["clients"] == 12

@@ -153,8 +153,8 @@ def _secagg_views(vectors: dict[int, np.ndarray], *, graph: str, clip_range: flo
         header = m.parse_header(data)
         if header.type != m.MaskedInput.TYPE:
             continue
-        packed = data[m.HEADER.size : m.HEADER.size + m.packed_size(d, enc.bits)]
-        views[cid] = enc.decode(unpack(packed, enc.bits, d))
+        body = data[m.HEADER.size : len(data) - m.TAG_BYTES]  # the server reads the body; the tag only authenticates
+        views[cid] = enc.decode(unpack(m.MaskedInput.parse(body, d, enc.bits).packed, enc.bits, d))
     return views
 
 
