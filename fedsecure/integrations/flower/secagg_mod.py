@@ -1,0 +1,152 @@
+"""Client side: a Flower mod that runs fedsecure's :class:`~fedsecure.secagg.SecAggClient` over Flower messages.
+
+Same shape and place as Flower's ``flwr.client.mod.secaggplus_mod``::
+
+    from flwr.clientapp import ClientApp
+    from fedsecure.integrations.flower import fedsecure_secagg_mod
+
+    app = ClientApp(client_fn=client_fn, mods=[fedsecure_secagg_mod])
+
+It wraps any (legacy, ``NumPyClient``-style) ``ClientApp``: on the first
+message of a round (stage ``advertise_keys``, which carries the fit
+instructions) it lets the app train, turns the ``FitRes`` into the vector
+``[w * clip(params), w]`` with ``w = min(num_examples, max_weight) /
+max_weight``, and hands it to a fresh ``SecAggClient`` together with the
+server's signed round configuration. Every later message of the round goes
+to the same client state machine; the parameters never leave the node
+unmasked (the reply's arrays are cleared, only ``num_examples`` and the
+metrics travel in the clear, as with Flower's SecAgg+).
+
+The client enforces its own :class:`~fedsecure.secagg.ClientPolicy`: by
+default semi-honest, 10% dropout assumed, privacy failure <= 2^-40. Pin the
+server's long-term key with :func:`make_secagg_mod` (``server_key=``) or, on a
+deployed SuperNode, with ``--node-config "fedsecure-server-key='<hex>'"``
+(the raw Ed25519 public key in hex); a pinned client refuses any round not
+signed by that key.
+
+A message the client refuses (malformed, forged, out of stage, weaker than
+its policy) is answered with an ``error`` field naming the reason and leaves
+the client's state as it was. State between messages lives, pickled, in the
+node's own ``Context`` (see :mod:`fedsecure.integrations.flower._state`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.common import parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+
+from fedsecure.secagg import ClientPolicy, SecAggClient, SecAggError
+
+from . import _records as R
+from . import _state
+
+
+def flatten(arrays) -> np.ndarray:
+    """The model's arrays as one float64 vector (in order)."""
+    if not arrays:
+        return np.zeros(0)
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
+
+def weighted_vector(arrays, num_examples: int, clipping_range: float, max_weight: float) -> np.ndarray:
+    """``[w * clip(x, -c, c), w]`` with ``w = min(num_examples, max_weight) / max_weight`` in ``[0, 1]``."""
+    w = min(max(float(num_examples), 0.0), max_weight) / max_weight
+    x = np.clip(flatten(arrays), -clipping_range, clipping_range)
+    return np.concatenate([w * x, [w]])
+
+
+def _pinned(policy: ClientPolicy, ctxt: Context) -> ClientPolicy:
+    hexkey = ctxt.node_config.get(R.SERVER_KEY_NODE_CONFIG) if ctxt.node_config else None
+    if not hexkey or policy.server_key is not None:
+        return policy
+    import dataclasses
+
+    try:
+        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(str(hexkey)))
+    except ValueError as e:
+        raise SecAggError(f"node config {R.SERVER_KEY_NODE_CONFIG!r} is not a hex Ed25519 public key ({e})") from None
+    return dataclasses.replace(policy, server_key=key)
+
+
+def _reply(msg: Message, content: RecordDict, session: bytes, stage: str, *, payload: bytes | None = None,
+           error: str | None = None) -> Message:
+    rec = ConfigRecord({R.SESSION: session, R.STAGE: stage})
+    if payload is not None:
+        rec[R.PAYLOAD] = payload
+    if error is not None:
+        rec[R.ERROR] = error
+    content.config_records[R.RECORD_KEY] = rec
+    return Message(content, reply_to=msg)
+
+
+def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519PublicKey | None = None) -> Callable:
+    """A fedsecure SecAgg client mod enforcing ``policy`` (and pinning ``server_key`` if given)."""
+    base = policy if policy is not None else ClientPolicy()
+    if server_key is not None:
+        import dataclasses
+
+        base = dataclasses.replace(base, server_key=server_key)
+
+    def fedsecure_secagg_mod(msg: Message, ctxt: Context, call_next: Callable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN or R.RECORD_KEY not in msg.content.config_records:
+            return call_next(msg, ctxt)
+        rec = msg.content.config_records[R.RECORD_KEY]
+        who = f"node {msg.metadata.dst_node_id}"
+        if R.STATE_KEY not in ctxt.state.config_records:
+            ctxt.state.config_records[R.STATE_KEY] = ConfigRecord({})
+        store = ctxt.state.config_records[R.STATE_KEY]
+        try:
+            stage = R.field(rec, R.STAGE, str, who=who)
+            session = R.field(rec, R.SESSION, bytes, who=who)
+            payload = R.field(rec, R.PAYLOAD, bytes, who=who)
+        except R.RecordError as e:
+            return _reply(msg, RecordDict(), b"", "", error=str(e))
+        try:
+            if stage == R.FIRST_STAGE:
+                return _first(msg, ctxt, call_next, rec, store, session, payload, who)
+            held = _state.load(store)
+            if held is None or held[0] != session:
+                raise SecAggError(f"{who}: a {stage!r} message for a protocol run this node is not in")
+            client = held[1]
+            replies = client.receive(payload)
+        except (SecAggError, R.RecordError) as e:
+            return _reply(msg, RecordDict(), session, stage, error=str(e))
+        _state.save(store, (session, client))
+        return _reply(msg, RecordDict(), session, stage, payload=replies[0] if replies else None)
+
+    def _first(msg, ctxt, call_next, rec, store, session, payload, who) -> Message:
+        client_id = R.field(rec, R.CLIENT_ID, int, who=who)
+        clip = R.field(rec, R.CLIP, float, who=who)
+        max_weight = R.field(rec, R.MAX_WEIGHT, float, who=who)
+        if not (np.isfinite(clip) and clip > 0 and np.isfinite(max_weight) and max_weight > 0):
+            raise R.RecordError(f"{who}: clipping range and max weight must be finite and > 0")
+        _state.clear(store)  # a new run: whatever was held is over
+        out = call_next(msg, ctxt)  # the wrapped ClientApp trains
+        if out.has_error():
+            return out
+        content = out.content
+        try:
+            fitres = compat.recorddict_to_fitres(content, keep_input=True)
+        except Exception as e:  # noqa: BLE001 -- the app answered something that is not a FitRes
+            raise R.RecordError(f"{who}: the ClientApp's reply is not a fit result ({type(e).__name__}: {e})") from None
+        vector = weighted_vector(parameters_to_ndarrays(fitres.parameters), fitres.num_examples, clip, max_weight)
+        client = SecAggClient(client_id, vector, policy=_pinned(base, ctxt))
+        replies = client.receive(payload)  # checks the signed configuration against the policy
+        for arrays in content.array_records.values():
+            arrays.clear()  # the update leaves only masked
+        _state.save(store, (session, client))
+        return _reply(msg, content, session, R.FIRST_STAGE, payload=replies[0] if replies else None)
+
+    fedsecure_secagg_mod.__doc__ = (
+        "Run fedsecure's SecAgg client over Flower messages, wrapping the ClientApp's training result.")
+    return fedsecure_secagg_mod
+
+
+#: the mod with the default :class:`ClientPolicy` (semi-honest, 10% dropout, nothing pinned unless the node config does)
+fedsecure_secagg_mod = make_secagg_mod()
