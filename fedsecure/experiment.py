@@ -96,6 +96,9 @@ class RunConfig:
     malicious: float = 0.0  # fraction of all clients that are malicious
     colluding: bool = True
     root_fraction: float = 0.01  # fltrust: share of clients whose data the server holds as clean root data
+    # one-run DP audit (fedsecure.attacks.inference.canaries): canary users (user-level DP) or interactions
+    # (DP-SGD), each included with probability 1/2; None: a small default in DP runs, 0 otherwise
+    audit_canaries: int | None = None
 
     def __post_init__(self) -> None:
         for value, valid, what in (
@@ -132,6 +135,10 @@ class RunConfig:
             raise ValueError(f"--malicious is a fraction of the clients in [0, 1), got {self.malicious}")
         if self.groups < 0:
             raise ValueError(f"--groups must be >= 0, got {self.groups}")
+        if self.audit_canaries is not None and self.audit_canaries < 0:
+            raise ValueError(f"--audit-canaries must be >= 0, got {self.audit_canaries}")
+        if self.audit_canaries and self.dp == "none":
+            raise ValueError("--audit-canaries audits a DP run's epsilon: use it with --dp")
         robust = self.aggregator != "fedavg"
         if robust and self.secure != "none" and not self.groups:
             raise ValueError(f"--aggregator {self.aggregator} must see each update, which --secure {self.secure} "
@@ -230,6 +237,8 @@ class Experiment:
         self.malicious_users: list[int] = []  # data poisoning: users the attacker controls
         self.target_items: list[int] = []  # promotion attacks: the items promoted (ER@K is reported for them)
         self._poison_data()
+        self.canaries = self._insert_canaries()
+        self._canary_audit: dict[str, Any] | None = None
         train = self.split.train
         if cfg.setting == "cross-device":
             self.clients = cross_device(train)
@@ -344,6 +353,30 @@ class Experiment:
         self.split = poisoned.honest_split()  # poisoned training data; utility measured on honest users only
         self.malicious_users = list(poisoned.malicious_users)
         self.target_items = list(poisoned.target_items)
+
+    def _insert_canaries(self) -> Any:
+        """DP runs: add the one-run audit's canaries to the training data (nothing otherwise)."""
+        cfg = self.config
+        if cfg.dp == "none" or cfg.audit_canaries == 0:
+            return None
+        from fedsecure.attacks.inference.canaries import default_canaries, insert_canaries
+
+        kind = "users" if cfg.dp.startswith("user") else "interactions"
+        train = self.split.train
+        m = cfg.audit_canaries if cfg.audit_canaries is not None else default_canaries(
+            kind, int(np.count_nonzero(np.bincount(train.users, minlength=train.n_users))), len(train))
+        self.split, canaries = insert_canaries(self.split, m, kind, cfg.seed)
+        return canaries
+
+    def canary_audit(self) -> dict[str, Any] | None:
+        """The one-run audit (Steinke, Nasr & Jagielski 2023) of the model as it stands; None without canaries."""
+        if self.canaries is None:
+            return None
+        from fedsecure.attacks.inference.canaries import canary_audit
+
+        report = self.trainer.privacy_report() or self.aggregator.privacy_report() or {}
+        return canary_audit(self.model, self.canaries, self.split.train, delta=float(report.get("delta") or 0.0),
+                            seed=self.config.seed)
 
     def _poisoning(self) -> Any:
         cfg = self.config
@@ -500,6 +533,11 @@ class Experiment:
     def _result(self, history: Any, seconds: float, status: str = "complete") -> dict[str, Any]:
         """The run's record; ``status`` is "complete", or "interrupted" with the rounds done so far."""
         evaluations = history.evaluations
+        if self.canaries is not None and self._canary_audit is None and status == "complete":
+            try:
+                self._canary_audit = self.canary_audit()
+            except Exception as exc:  # noqa: BLE001 - the run's record is kept whatever the audit does
+                self._canary_audit = {"error": f"canary audit failed: {exc}"}
         try:
             privacy = self.privacy()
         except Exception as exc:  # noqa: BLE001 - a partial record is worth more than the exception
@@ -555,6 +593,11 @@ class Experiment:
             return {"mechanism": "none", "epsilon": float("inf")}
         if self.config.dp.startswith("user"):
             report["client_sampling"] = self.sampler.describe()
+        if self.canaries is not None:
+            # the audited lower bound beside the accountant's epsilon (absent until the run completes)
+            audit = self._canary_audit or {"note": "computed when the run completes"}
+            report["audit"] = {**audit, "canaries": self.canaries.m, "kind": self.canaries.kind}
+            report["epsilon_lower_bound"] = audit.get("epsilon_lb")
         return report
 
     def run_central(self, epochs: int | None = None) -> dict[str, Any]:

@@ -69,7 +69,9 @@ def test_user_level_dp_samples_clients_by_poisson_from_the_secret_source(data):
                      clients_per_round=0.5, delta=1e-3, rounds=1, seed=3)
     ids = np.arange(40)
     a, b = Experiment(base, data=data), Experiment(base, data=data)
-    assert a.sampler.describe()["sampling"] == "Poisson" and a.sampler.rate == pytest.approx(0.5)
+    # q = W / N over the clients, the one-run audit's included canary users among them
+    assert a.sampler.describe()["sampling"] == "Poisson"
+    assert a.sampler.rate == pytest.approx(a.clients_per_round / len(a.clients)) == pytest.approx(0.5, abs=0.05)
     # same --seed, different samples: the sample is not derivable from the seed
     assert not np.array_equal(a.sampler.sample(ids, 1), b.sampler.sample(ids, 1))
     plain = RunConfig(model="mf-implicit", setting="cross-device", clients_per_round=0.5, seed=3)
