@@ -1,0 +1,1 @@
+"""A Flower app: federated implicit matrix factorisation with fedsecure secure aggregation."""
