@@ -1642,13 +1642,16 @@ def test_active_a_dealer_signing_its_shares_with_a_wrong_key_is_excluded_and_the
     assert all(bad in rnd.clients[u].undecryptable for u in rnd.ids if u != bad)
 
 
+@pytest.mark.parametrize("bad", [0, 4], ids=["arrives-first", "arrives-after-its-holders"])
 @pytest.mark.parametrize("active", [False, True], ids=["semi-honest", "active"])
-def test_a_dealer_usable_by_fewer_than_t_survivors_is_excluded_and_its_one_holder_reveals_no_share(active):
+def test_a_dealer_usable_by_fewer_than_t_survivors_is_excluded_and_its_one_holder_reveals_no_share(active, bad):
     """A dealer whose shares only t - 1 of its neighbours in the sum can use is excluded like one nobody can
     use: the holders are withheld (they reveal no share of it, so the server never holds t - 1 shares of its
-    seed together with their seeds), every neighbour reveals its seed with it, the sum of the others is exact."""
+    seed together with their seeds), every neighbour reveals its seed with it, the sum of the others is exact;
+    whether its masked input reaches the server before or after its holders' (the semi-honest server keeps
+    only the inputs that can still turn out unusable)."""
     rnd = Round(n=6, active=active)
-    t, bad = rnd.params.t, 4
+    t = rnd.params.t
     nbrs = [u for u in rnd.ids if u != bad]
     holders = nbrs[: t - 1]
     res = rnd.finish(to_server=_garble(rnd, bad, victims=set(nbrs[t - 1 :])))
@@ -1694,6 +1697,11 @@ def test_a_server_asking_for_a_seed_after_a_share_and_a_share_after_a_seed_is_re
         with pytest.raises(PolicyViolation, match=f"already revealed a {what} share of client {D}"):
             c2.receive(rnd2.server._out(victim, m.ExclusionRequest((m.Accusation(D, m.UNUSABLE, ()),))))
         assert c2.stage == "exclusion" and "pairwise_seed" not in c2.revealed[D]
+    if not active:  # no dealer signatures: a semi-honest client takes no proof at all
+        fake = m.Accusation(0, 0, tuple((w, bytes(S), bytes(32), bytes(64)) for w in (2, 3, 5)[: rnd2.params.t]))
+        with pytest.raises(PolicyViolation, match="in a semi-honest round"):
+            c2.receive(rnd2.server._out(victim, m.ExclusionRequest((fake,))))
+        assert c2.stage == "exclusion" and c2.revealed[0] == "self_mask"
     # (b) share after seed: no second unmask request is accepted, and the guard names the seed
     with pytest.raises(StageError):
         c.receive(rnd.server._out(victim, m.UnmaskRequest(np.array([0, 2, bad]))))

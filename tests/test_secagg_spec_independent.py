@@ -6,9 +6,11 @@ randomness stream (section 10.3), and recomputes, message by message, what every
 (sections 4 to 9): the signed configuration, AdvertiseKeys with its commitments and K_u tag, the
 seed-chain reveals and the graph seed, the Harary ring order and neighbours, the Shamir shares (the
 coefficient order of section 6.2) with their dealer signatures (active) inside their AES-GCM
-ciphertexts, the masked inputs (encoding with ties to even, PRG words, signs, bit packing), the
-consistency round, the unmask responses with their share proofs, and the exclusion stage (the
-server's proofs against cheating dealers and the neighbours' pairwise seeds). Each recomputed message
+ciphertexts, each recipient's complaints (from its own decryption of every ciphertext), the masked
+inputs (encoding with ties to even, PRG words, signs, bit packing), the consistency round, the
+unusable dealers and withheld lists, the unmask responses with their share proofs, and the exclusion
+stage (the server's proofs against cheating dealers, the proof-less entries for unusable ones, and the
+neighbours' pairwise seeds). Each recomputed message
 must equal the vector's bytes, so a gap or an error in the spec fails here.
 """
 

@@ -531,6 +531,9 @@ class SecAggClient:
         for acc in msg.accusations:  # every proof (or the no-share rule), before any seed leaves this client
             if acc.kind == m.UNUSABLE:
                 self._check_unusable(acc)
+            elif not self._config.active:
+                raise self._violation(f"an exclusion proof about client {acc.dealer} in a semi-honest round (no "
+                                      "dealer signatures to check it against)")
             else:
                 self._check_proof(acc)
                 self._may_disclose(acc.dealer, "pairwise_seed", proven=True)

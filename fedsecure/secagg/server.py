@@ -58,10 +58,13 @@ honest client reveals that seed only if it revealed no share of the dealer
 hidden). The server takes the dealer's masked input (if it sent one) and every
 mask term with it out of the sum and lists it in ``excluded``, naming the
 complaints: a dealer whose shares nobody can use never aborts the round.
-To take an excluded dealer's input back out, the server writes each masked
-input to a temporary file as it arrives (disk ``n * d * bits / 8``, deleted
+To take an excluded dealer's input back out, the server writes masked inputs
+to a temporary file as they arrive (disk at most ``n * d * bits / 8``, deleted
 when the round ends) and reads back only an excluded dealer's: its memory
-stays one running sum.
+stays one running sum. An active server keeps every input (any dealer may be
+proven to cheat); a semi-honest one only the inputs of senders that, when
+their input arrives, have fewer than ``t`` usable holders among the inputs
+already received (only those can turn out unusable).
 """
 
 from __future__ import annotations
@@ -205,6 +208,7 @@ class SecAggServer:
         # sender -> (offset, length)
         self._spill = tempfile.TemporaryFile(prefix="fedsecure-secagg-")
         self._spilled: dict[int, tuple[int, int]] = {}
+        self._holders_so_far: dict[int, int] = {}  # dealer -> senders in U3 so far that hold a usable share of it
         self.blamed: dict[int, str] = {}
         self.accused: dict[int, str] = {}
         #: sender -> the dealers whose shares it could not use (its MaskedInput's complaints)
@@ -333,10 +337,17 @@ class SecAggServer:
              else unpack(msg.packed, bits, self.config.vector_length))
         # Accumulate on arrival: the server never holds n vectors at once.
         np.add(self._total, y, out=self._total)
-        # taken back out if the sender is excluded (proven cheater, or shares unusable)
-        self._spilled[sender] = (self._spill.tell(), len(msg.packed))
-        self._spill.write(msg.packed)
-        self.complaints[sender] = frozenset(msg.complaints.tolist())
+        complaints = frozenset(msg.complaints.tolist())
+        # Kept to be taken back out if the sender is excluded: any sender in active rounds (it may be proven to
+        # cheat); in semi-honest rounds only a sender that does not yet have t usable holders among the masked
+        # inputs received so far (that count only grows, so a sender past t can never become unusable).
+        if self.active or self._holders_so_far.get(sender, 0) < self.params.t:
+            self._spilled[sender] = (self._spill.tell(), len(msg.packed))
+            self._spill.write(msg.packed)
+        for D in self._u2_of[sender].tolist():
+            if D not in complaints:
+                self._holders_so_far[D] = self._holders_so_far.get(D, 0) + 1
+        self.complaints[sender] = complaints
         self._u3.add(sender)
 
     def _on_consistency_check(self, sender: int, data: bytes) -> None:
