@@ -161,24 +161,34 @@ def main() -> int:
     # Models run here replace their entry; other models' results already in --out are kept.
     results: dict[str, Any] = json.loads(args.out.read_text())["results"] if args.out.exists() else {}
     t_start = time.perf_counter()
+
+    def write(complete: bool) -> str:
+        # Written after every seed: a long benchmark on a shared machine keeps what it measured.
+        md = table(results)
+        out = {
+            "command": "per model: results[model]['command']",
+            "what": "federated vs central training of the same model, same passes, same local optimizer/lr/batch; "
+                    "mean over seeds; relative gap = (central - federated) / central of full-catalogue HR@10",
+            "complete": complete,
+            "data": args.data,
+            "results": results,
+            "markdown": md,
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
+            "versions": library_versions(),
+            "total_seconds": time.perf_counter() - t_start,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2, default=str))
+        return md
+
     for model in args.models.split(","):
-        runs = [run_one(model, seed, args.data, SETTINGS.get(model, {})) for seed in seeds]
-        results[model] = {"command": command, "settings": SETTINGS.get(model, {}), "runs": runs,
-                          "summary": summarise(runs)}
-    md = table(results)
-    out = {
-        "command": "per model: results[model]['command']",
-        "what": "federated vs central training of the same model, same passes, same local optimizer/lr/batch; "
-                "mean over seeds; relative gap = (central - federated) / central of full-catalogue HR@10",
-        "data": args.data,
-        "results": results,
-        "markdown": md,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
-        "versions": library_versions(),
-        "total_seconds": time.perf_counter() - t_start,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str))
+        runs: list[dict[str, Any]] = []
+        for seed in seeds:
+            runs.append(run_one(model, seed, args.data, SETTINGS.get(model, {})))
+            results[model] = {"command": command, "settings": SETTINGS.get(model, {}), "runs": list(runs),
+                              "seeds_planned": seeds, "summary": summarise(runs)}
+            write(False)
+    md = write(True)
     print(md)
     print(f"wrote {args.out}")
     return 0
