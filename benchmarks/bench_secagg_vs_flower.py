@@ -315,7 +315,7 @@ def main() -> None:
                     "comparison": "Flower SecAgg+ is semi-honest; the headline ratio uses fedsecure's semi-honest "
                                   "mode (threat_model below); fedsecure_active (signatures, consistency check, "
                                   "2t > k + min_colluders) has its own target",
-                    "fedsecure_wire": "v4 (signed configuration, commit-and-reveal graph seed, client policy; active mode: dealer-signed shares, exclusion stage when a dealer is proven to cheat)",
+                    "fedsecure_wire": "v4 (signed configuration, commit-and-reveal graph seed, client policy, complaints in masked inputs and an exclusion stage for a dealer nobody can use; active mode: dealer-signed shares, exclusion of a dealer proven to cheat)",
                     "targets": {"semi_honest_over_flower": TARGET_SEMI_HONEST, "active_over_flower": TARGET_ACTIVE},
                     "fedsecure": params.as_dict(), "fedsecure_active": active.as_dict(),
                     "fedsecure_ring_k2": ring.as_dict(),
