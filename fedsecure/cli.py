@@ -142,7 +142,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group-counts", default="0", help="comma-separated G for grouped mode (0: plaintext rules)")
     s.add_argument("--out", type=Path, default=Path("poisoning_audit"),
                    help="folder for the JSON, CSV and PNG (created if absent; its parent must exist)")
+    _add_mia_parser(what)
     return parser
+
+
+#: every privacy attack `fedsecure audit mia` runs (model-level ones from fedsecure.attacks.inference.membership)
+MIA_ATTACKS = ("loss", "calibrated", "lira", "interaction")
+
+
+def _add_mia_parser(what: Any) -> None:
+    from fedsecure.attacks.inference.interaction import MODES
+
+    mia = what.add_parser(
+        "mia", formatter_class=_Help,
+        help="membership and interaction inference, and the empirical epsilon audit; JSON, CSV, ROC plots",
+        description="Privacy audit of a federated run. Attacks: loss (score threshold, Yeom et al. 2018), "
+                    "calibrated (difficulty calibration, Watson et al. 2022), lira (likelihood ratio with shadow "
+                    "models trained by the same federated pipeline, online and offline, Carlini et al. 2022), "
+                    "interaction (which items a client interacted with, from the server's view of its update "
+                    "under each protection mode). Epsilon audit: every model-level attack's scores give an "
+                    "empirical lower bound on epsilon (Clopper-Pearson on TPR/FPR); a DP run also reports the "
+                    "one-run canary audit (Steinke, Nasr and Jagielski 2023) beside the accountant's epsilon.",
+    )
+    _add_run_arguments(mia, robustness=False)
+    mia.set_defaults(rounds=5)
+    a = mia.add_argument_group("audit")
+    a.add_argument("--attacks", default=",".join(MIA_ATTACKS),
+                   help=f"comma-separated, from: {', '.join(MIA_ATTACKS)}")
+    a.add_argument("--level", choices=("interaction", "user", "both"), default="interaction",
+                   help="membership of (user, item) interactions, of users, or both")
+    a.add_argument("--shadows", type=_int_at_least(1), default=4,
+                   help="shadow models for calibrated and lira (each one federated training run)")
+    a.add_argument("--interaction-modes", default=",".join(MODES),
+                   help=f"protection modes the interaction attack plays against, from: {', '.join(MODES)}")
+    a.add_argument("--interaction-clients", type=_int_at_least(3), default=20,
+                   help="clients whose round-view the interaction attack scores")
+    a.add_argument("--local-noise", type=_float_in(0, math.inf, low_open=True, high_open=True), default=1.0,
+                   help="noise multiplier of the local-dp and distributed-dp views")
+    a.add_argument("--out", type=Path, default=Path("mia_audit"),
+                   help="folder for the JSON, CSV and PNG (created if absent; its parent must exist)")
 
 
 def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> None:
@@ -303,6 +341,89 @@ def cmd_audit_poisoning(args: argparse.Namespace, command: str) -> int:
     paths = write_outputs(rows, args.out, command=command, base=base)
     console.print(f"wrote {paths['json']}, {paths['csv']}, {paths['png']}", markup=False)
     return 0
+
+
+def cmd_audit_mia(args: argparse.Namespace, command: str) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fedsecure.attacks.inference.interaction import MODES, run_interaction_audit
+    from fedsecure.attacks.inference.membership import plot_roc, run_membership_audit, write_outputs
+
+    try:  # the ROC plot is written last: fail now, not after the audit
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("the MIA audit draws its ROC curves with matplotlib: pip install 'fedsecure[audit]'") from None
+    check_output_folder(args.out, "--out")
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+    attacks = split(args.attacks)
+    for name in attacks:
+        if name not in MIA_ATTACKS:
+            raise UsageError(f"--attacks: unknown attack {name!r}; choose from: {', '.join(MIA_ATTACKS)}")
+    modes = split(args.interaction_modes)
+    for mode in modes:
+        if mode not in MODES:
+            raise UsageError(f"--interaction-modes: unknown mode {mode!r}; choose from: {', '.join(MODES)}")
+    base = _config_from(args)
+    model_attacks = [a for a in attacks if a != "interaction"]
+    levels = ("interaction", "user") if args.level == "both" else (args.level,)
+    steps = len(levels) * (1 + args.shadows) * bool(model_attacks) + len(modes) * ("interaction" in attacks)
+    report: dict[str, Any] = {"schema_version": 1, "command": command, "membership": {}, "interaction": None}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), disable=args.quiet, transient=False) as bar:
+        task = bar.add_task("privacy audit", total=steps)
+        for level in levels if model_attacks else ():
+            def progress(stage: str, done: int, total: int, level: str = level) -> None:
+                bar.update(task, advance=1, description=f"{level}-level {stage} ({done}/{total})")
+
+            report["membership"][level] = run_membership_audit(base, attacks=model_attacks, shadows=args.shadows,
+                                                               level=level, on_progress=progress)
+        if "interaction" in attacks:
+            def interaction_progress(mode: str) -> None:
+                bar.update(task, advance=1, description=f"interaction inference: {mode}")
+
+            report["interaction"] = run_interaction_audit(base, modes=modes, clients=args.interaction_clients,
+                                                          noise_multiplier=args.local_noise,
+                                                          on_progress=interaction_progress)
+    paths = _write_mia(report, args.out, command, write_outputs, plot_roc)
+    print_mia_summary(report)
+    print(f"wrote {', '.join(str(p) for p in paths)}", flush=True)
+    return 0
+
+
+def _write_mia(report: dict[str, Any], out: Path, command: str, write_outputs: Any, plot_roc: Any) -> list[Path]:
+    """One JSON with everything; per level the membership CSV and log-log ROC PNG; a CSV of the interaction attack."""
+    import csv
+
+    out.mkdir(exist_ok=True)
+    paths: list[Path] = []
+    for level, rep in report["membership"].items():
+        written = write_outputs(rep, out, command=command, stem=f"mia_{level}")
+        paths += [written["csv"], written["png"]]
+    if report["interaction"] is not None:
+        path = out / "interaction_inference.csv"
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["mode", "clients", "auc", "auc_lo", "auc_hi", "precision@10", "recall@10", "precision@own"])
+            for mode, m in report["interaction"]["modes"].items():
+                w.writerow([mode, m["clients"], m["auc"], *m["auc_ci95"], m["precision@10"], m["recall@10"],
+                            m["precision@own"]])
+        paths.append(path)
+    paths.insert(0, write_result(report, out / "mia_audit.json"))
+    return paths
+
+
+def print_mia_summary(report: dict[str, Any]) -> None:
+    for level, rep in report["membership"].items():
+        for name, m in rep["attacks"].items():
+            lo, hi = m["auc_ci95"]
+            print(f"{level}-level {name:<13} AUC {m['auc']:.3f} [{lo:.3f}, {hi:.3f}]  TPR@0.1%FPR "
+                  f"{_sig(m['tpr@0.1%fpr'])}  TPR@1%FPR {_sig(m['tpr@1%fpr'])}  "
+                  f"epsilon lower bound {_sig(m['epsilon_lb']['epsilon_lb'])}")
+    if report["interaction"] is not None:
+        for mode, m in report["interaction"]["modes"].items():
+            lo, hi = m["auc_ci95"]
+            print(f"interaction inference, server view under {mode:<15} AUC {m['auc']:.3f} [{lo:.3f}, {hi:.3f}]  "
+                  f"precision@10 {m['precision@10']:.3f}")
 
 
 def _listed(text: str, kind: type, option: str, allowed: str) -> Any:
@@ -664,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command = shlex.join(["fedsecure", *argv])
         if args.command == "audit":
-            return cmd_audit_poisoning(args, command)
+            return cmd_audit_mia(args, command) if args.audit == "mia" else cmd_audit_poisoning(args, command)
         return cmd_run(args, command)
     except (UsageError, ValueError, DataFormatError) as exc:
         print(f"fedsecure: error: {_one_line(exc)}", file=sys.stderr)

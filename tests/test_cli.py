@@ -493,3 +493,37 @@ def test_a_fraction_that_rounds_to_no_client_is_noted(tmp_path, capsys):
     assert rc == 0 and "--clients-per-round 0.001 -> 1" in stderr
     (adj,) = [a for a in strict_load(out)["adjustments"] if a["option"] == "--clients-per-round"]
     assert adj["requested"] == 0.001 and adj["used"] == 1
+
+
+def test_audit_mia_help_names_every_attack_and_the_epsilon_audit(capsys):
+    rc, stdout, _ = cli(["audit", "mia", "--help"], capsys)
+    assert rc == 0
+    text = " ".join(stdout.split())
+    for name in ("loss", "calibrated", "lira", "interaction", "epsilon"):
+        assert name in text, name
+    assert "one-run canary audit" in text
+
+
+def test_audit_mia_runs_end_to_end_and_writes_json_csv_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "mia"
+    rc, stdout, stderr = cli(["audit", "mia", "--data", write_layout(tmp_path, "ml-100k"), "--rounds", "2", "--dim", "8",
+                              "--shadows", "2", "--attacks", "loss,calibrated,lira,interaction",
+                              "--interaction-modes", "plaintext,secagg", "--interaction-clients", "6",
+                              "--out", out, "--quiet"], capsys)
+    assert rc == 0, stderr
+    record = strict_load(out / "mia_audit.json")
+    attacks = record["membership"]["interaction"]["attacks"]
+    assert {"loss", "calibrated", "lira"} <= set(attacks)
+    for m in attacks.values():
+        assert 0 <= m["auc"] <= 1 and "epsilon_lb" in m
+    assert set(record["interaction"]["modes"]) == {"plaintext", "secagg"}
+    for name in ("mia_interaction.csv", "mia_interaction.png", "interaction_inference.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert "interaction inference, server view under secagg" in stdout
+
+
+def test_audit_mia_refuses_an_unknown_attack_in_one_line(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rc, _, stderr = cli(["audit", "mia", "--attacks", "loss,telepathy", "--out", tmp_path / "m"], capsys)
+    assert rc == 2 and "--attacks" in stderr and "telepathy" in stderr and "Traceback" not in stderr
