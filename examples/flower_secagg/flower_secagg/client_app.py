@@ -12,8 +12,6 @@ from flwr.clientapp import ClientApp
 from fedsecure.integrations.flower import fedsecure_secagg_mod
 from fedsecure.integrations.flower import _records as R
 
-from .task import build_model, load_silo, private_arrays, set_private, set_shared, shared_arrays, train
-
 PRIVATE = "user-factors"  # the private part of the model, kept in the node's Context
 
 
@@ -25,6 +23,9 @@ class SiloClient(NumPyClient):
         self.npart = int(context.node_config.get("num-partitions", 1))
 
     def fit(self, parameters, config):
+        # Imported here: the protocol stages after the first run in fresh processes that need no torch.
+        from .task import build_model, load_silo, private_arrays, set_private, set_shared, shared_arrays, train
+
         data, silo = load_silo(self.cfg, self.pid, self.npart)
         model = build_model(self.cfg)
         set_shared(model, parameters)
