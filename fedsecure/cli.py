@@ -143,7 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("poisoning_audit"),
                    help="folder for the JSON, CSV and PNG (created if absent; its parent must exist)")
     _add_mia_parser(what)
+    _add_sweep_parser(sub)
     return parser
+
+
+def _add_sweep_parser(sub: Any) -> None:
+    from fedsecure.attacks.inference.membership import ATTACKS
+    from fedsecure.experiment import SECURE_MODES
+    from fedsecure.recsys.models import MODELS
+
+    sw = sub.add_parser(
+        "sweep", formatter_class=_Help,
+        help="privacy-utility grid: epsilon x protection x model x seeds; CSV/JSON and plots",
+        description="Each cell trains a target model with user-level central DP at the target epsilon (inf: no "
+                    "DP) and attacks it (membership inference at interaction level); it records HR@10 and NDCG@10, "
+                    "the accountant's epsilon and the one-run canary audit's lower bound, the strongest attack's "
+                    "AUC and TPR at 0.1% FPR, and the popularity ranking released under the same epsilon.",
+    )
+    _add_run_arguments(sw, robustness=False)
+    g = sw.add_argument_group("grid")
+    g.add_argument("--epsilons", default="0.5,1,2,4,8,inf", help="comma-separated target epsilons (inf: no DP)")
+    g.add_argument("--secure-modes", default="none", help=f"comma-separated, from: {', '.join(SECURE_MODES)}")
+    g.add_argument("--models", default="mf-implicit", help=f"comma-separated, from: {', '.join(MODELS)}")
+    g.add_argument("--seeds", default="0", help="comma-separated seeds")
+    g.add_argument("--mia-attacks", default="loss", help=f"comma-separated, from: {', '.join(ATTACKS)}")
+    g.add_argument("--shadows", type=_int_at_least(0), default=0,
+                   help="shadow models per cell (calibrated and lira need at least 1)")
+    g.add_argument("--out", type=Path, default=Path("sweep"),
+                   help="folder for the JSON, CSV and PNGs (created if absent; its parent must exist)")
 
 
 #: every privacy attack `fedsecure audit mia` runs (model-level ones from fedsecure.attacks.inference.membership)
@@ -387,6 +414,56 @@ def cmd_audit_mia(args: argparse.Namespace, command: str) -> int:
     paths = _write_mia(report, args.out, command, write_outputs, plot_roc)
     print_mia_summary(report)
     print(f"wrote {', '.join(str(p) for p in paths)}", flush=True)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, command: str) -> int:
+    from fedsecure.attacks.inference.membership import ATTACKS
+    from fedsecure.experiment import SECURE_MODES
+    from fedsecure.recsys.models import MODELS
+    from fedsecure.sweep import sweep, write_outputs
+
+    try:  # the plots are written last: fail now, not after the sweep
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("the sweep draws its curves with matplotlib: pip install 'fedsecure[audit]'") from None
+    check_output_folder(args.out, "--out")
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+
+    def chosen(text: str, option: str, allowed: Sequence[str]) -> list[str]:
+        names = split(text)
+        for name in names:
+            if name not in allowed:
+                raise UsageError(f"{option}: unknown value {name!r}; choose from: {', '.join(allowed)}")
+        return names
+
+    try:
+        epsilons = [float(x) for x in split(args.epsilons)]
+    except ValueError:
+        raise UsageError(f"--epsilons: {args.epsilons!r} is not a comma-separated list of numbers > 0 or inf") from None
+    if not epsilons or any(not e > 0 for e in epsilons):  # NaN fails too
+        raise UsageError(f"--epsilons must be numbers > 0 or inf, got {args.epsilons!r}")
+    seeds = [_listed(x, int, "--seeds", "whole numbers >= 0") for x in split(args.seeds)]
+    base = _config_from(args)
+    done_rows: list[dict[str, Any]] = []
+
+    def done(row: dict[str, Any]) -> None:
+        done_rows.append(row)
+        if not args.quiet:
+            print(f"[{len(done_rows)}] {row['model']} {row['secure']} eps {row['target_epsilon']:g} seed {row['seed']}: "
+                  f"hr@10 {_fmt(row['hr@10'])}, {row['strongest_attack']} AUC {row['attack_auc']:.3f} "
+                  f"TPR@0.1%FPR {_sig(row['attack_tpr@0.1%fpr'])}", flush=True)
+
+    try:
+        rows = sweep(base, epsilons=epsilons, secure_modes=chosen(args.secure_modes, "--secure-modes", SECURE_MODES),
+                     models=chosen(args.models, "--models", tuple(MODELS)), seeds=seeds,
+                     attacks=chosen(args.mia_attacks, "--mia-attacks", ATTACKS), shadows=args.shadows, on_done=done)
+    except KeyboardInterrupt:
+        paths = write_outputs(done_rows, args.out, command=command, base=base, status="interrupted")
+        print(f"fedsecure: interrupted after {len(done_rows)} cells; written to {paths['json']}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    paths = write_outputs(rows, args.out, command=command, base=base)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", flush=True)
     return 0
 
 
@@ -784,6 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         command = shlex.join(["fedsecure", *argv])
+        if args.command == "sweep":
+            return cmd_sweep(args, command)
         if args.command == "audit":
             return cmd_audit_mia(args, command) if args.audit == "mia" else cmd_audit_poisoning(args, command)
         return cmd_run(args, command)

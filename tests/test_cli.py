@@ -527,3 +527,28 @@ def test_audit_mia_refuses_an_unknown_attack_in_one_line(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     rc, _, stderr = cli(["audit", "mia", "--attacks", "loss,telepathy", "--out", tmp_path / "m"], capsys)
     assert rc == 2 and "--attacks" in stderr and "telepathy" in stderr and "Traceback" not in stderr
+
+
+def test_sweep_writes_rows_summary_and_curves(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "sweep"
+    rc, stdout, stderr = cli(["sweep", "--data", write_layout(tmp_path, "ml-100k"), "--rounds", "2", "--dim", "8",
+                              "--epsilons", "4,inf", "--seeds", "0,1", "--out", out, "--quiet"], capsys)
+    assert rc == 0, stderr
+    record = strict_load(out / "sweep.json")
+    rows = record["rows"]
+    assert [(r["target_epsilon"], r["seed"]) for r in rows] == [(4.0, 0), (4.0, 1), ("inf", 0), ("inf", 1)]
+    dp = [r for r in rows if r["target_epsilon"] == 4.0]
+    assert all(r["accountant_epsilon"] <= 4.0 + 1e-9 and r["private_popularity_hr@10"] is not None for r in dp)
+    assert all(0 <= r["attack_auc"] <= 1 and r["strongest_attack"] == "loss" for r in rows)
+    assert len(record["summary"]) == 2 and record["summary"][0]["hr@10"]["values"]
+    for name in ("sweep.csv", "hr_vs_epsilon.png", "hr_vs_attack_tpr.png", "roc.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_sweep_refuses_a_bad_grid_in_one_line(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    for argv, option in ((["--epsilons", "1,-2"], "--epsilons"), (["--secure-modes", "rot13"], "--secure-modes"),
+                         (["--models", "gpt"], "--models")):
+        rc, _, stderr = cli(["sweep", *argv, "--out", tmp_path / "s"], capsys)
+        assert rc == 2 and option in stderr and "Traceback" not in stderr, (argv, stderr)
