@@ -112,19 +112,27 @@ def insert_canaries(split: Split, m: int, kind: str, seed: int, *, items: str = 
         n_users = n0 + m
     else:
         n_users = train.n_users
-        active = np.flatnonzero(np.bincount(train.users, minlength=n_users))
-        seen = set((np.concatenate([train.users, test.users]).astype(np.int64) * train.n_items
-                    + np.concatenate([train.items, test.items])).tolist())
+        all_users = np.concatenate([train.users, test.users]).astype(np.int64)
+        all_items = np.concatenate([train.items, test.items]).astype(np.int64)
+        touched = np.bincount(np.unique(all_users * train.n_items + all_items) // train.n_items, minlength=n_users)
+        # users with training rows who have not interacted with the whole catalogue
+        active = np.flatnonzero((np.bincount(train.users, minlength=n_users) > 0) & (touched < train.n_items))
+        if active.size == 0:
+            raise ValueError("no user can take a canary interaction: every user has interacted with every item")
+        seen = set((all_users * train.n_items + all_items).tolist())
         u = rng.choice(active, size=m)
         i = np.empty(m, dtype=np.int64)
         p = weight / weight.sum()
         for j in range(m):
-            while True:  # a user touches a small part of the catalogue: a few draws find a new item
-                item = int(rng.choice(train.n_items, p=p))
-                if int(u[j]) * train.n_items + item not in seen:
+            # a user touches a small part of the catalogue: a few draws find a new item
+            for item in rng.choice(train.n_items, size=64, p=p):
+                if int(u[j]) * train.n_items + int(item) not in seen:
                     break
-            seen.add(int(u[j]) * train.n_items + item)
-            i[j] = item
+            else:  # a user who has seen nearly everything: any item they have not seen
+                unseen = [x for x in range(train.n_items) if int(u[j]) * train.n_items + x not in seen]
+                item = unseen[int(rng.integers(len(unseen)))] if unseen else int(rng.integers(train.n_items))
+            seen.add(int(u[j]) * train.n_items + int(item))
+            i[j] = int(item)
         o = np.arange(m)
         canary_users = u
     canary_data = _with_users(
