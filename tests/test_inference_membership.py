@@ -102,6 +102,7 @@ def test_a_memorising_model_is_found_by_every_attack(memorised):
     attacks = memorised["attacks"]
     assert set(attacks) == {"loss", "calibrated", "lira", "lira-offline"}
     assert memorised["members"] > 100 and memorised["nonmembers"] > 100
+    assert memorised["epsilon"]["accountant_epsilon"] == float("inf") and memorised["epsilon"]["attack_epsilon_lb"] > 1
     for name, m in attacks.items():
         assert m["auc"] > 0.9, (name, m["auc"])
         assert m["tpr@1%fpr"] > 0.05, (name, m["tpr@1%fpr"])
@@ -146,3 +147,14 @@ def test_bad_arguments_are_named(data):
         run_membership_audit(config(), data=data, attacks=("shadow",))
     with pytest.raises(ValueError, match="shadows >= 1"):
         run_membership_audit(config(), data=data, shadows=0, attacks=("lira",))
+
+
+def test_a_dp_run_puts_every_lower_bound_beside_the_accountants_epsilon(data):
+    cfg = RunConfig(setting="cross-device", rounds=3, eval_every=3, n_negatives=10, model_args={"dim": 8},
+                    dp="user-central", noise_multiplier=1.0, clip=1.0, clients_per_round=0.5, delta=1e-3)
+    report = run_membership_audit(cfg, data=data, shadows=1, level="user", bootstrap_reps=20)
+    eps = report["epsilon"]
+    assert 0 < eps["accountant_epsilon"] < float("inf") and eps["delta"] == 1e-3
+    assert 0 <= eps["attack_epsilon_lb"] <= eps["accountant_epsilon"]
+    assert 0 <= eps["canary_epsilon_lb"] <= eps["accountant_epsilon"]
+    assert report["target"]["privacy"]["audit"]["canaries"] == 16

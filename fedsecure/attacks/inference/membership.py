@@ -439,8 +439,10 @@ def run_membership_audit(
     every round) one run takes about 1-2 minutes on a quiet 2-core machine,
     dominated by the per-client cost of the round loop.
 
-    Returns ``{"level", "config", "shadows", "candidates", "target", "attacks": {name: metrics}, "timings", ...}``
-    with per-attack metrics from :func:`attack_metrics`.
+    Returns ``{"level", "config", "shadows", "candidates", "target", "attacks": {name: metrics}, "strongest",
+    "epsilon", "timings", ...}`` with per-attack metrics from :func:`attack_metrics`; ``"epsilon"`` puts
+    the accountant's epsilon beside the strongest attack's lower bound and the target's one-run canary
+    audit (DP runs).
     """
     from fedsecure.experiment import library_versions, load_data, make_split
     from fedsecure.recsys.models import MODELS
@@ -518,6 +520,14 @@ def run_membership_audit(
         if on_progress is not None:
             on_progress("attack", len(report_attacks), len(scores))
     strongest = max(report_attacks, key=lambda a: (report_attacks[a]["tpr@0.1%fpr"], report_attacks[a]["auc"]))
+    privacy = target["privacy"]
+    epsilon_summary = {
+        "accountant_epsilon": privacy.get("epsilon"),
+        "delta": float(delta),
+        # the strongest attack's Clopper-Pearson bound, and the run's own one-run canary audit (DP runs)
+        "attack_epsilon_lb": max(m["epsilon_lb"]["epsilon_lb"] for m in report_attacks.values()),
+        "canary_epsilon_lb": privacy.get("epsilon_lower_bound"),
+    }
     return {
         "kind": "membership-inference",
         "level": level,
@@ -533,6 +543,7 @@ def run_membership_audit(
         "target": {"final": target["final"], "privacy": target["privacy"]},
         "attacks": report_attacks,
         "strongest": strongest,
+        "epsilon": epsilon_summary,
         "timings": {"models_seconds": [r["seconds"] for r in runs], "total_seconds": time.perf_counter() - t0},
         "references": {
             "loss": "Yeom, Giacomelli, Fredrikson & Jha, CSF 2018",
