@@ -29,17 +29,38 @@ _KEY_FIELD = "state-key"
 _BLOB_FIELD = "state"
 
 
+def _rebuild(kind: str, raw: bytes):
+    return _LOADERS[kind](raw)
+
+
+_LOADERS = {
+    "x25519-private": X25519PrivateKey.from_private_bytes, "x25519-public": X25519PublicKey.from_public_bytes,
+    "ed25519-private": Ed25519PrivateKey.from_private_bytes, "ed25519-public": Ed25519PublicKey.from_public_bytes,
+}
+_KINDS = ((X25519PrivateKey, "x25519-private", "private_bytes_raw"), (X25519PublicKey, "x25519-public", "public_bytes_raw"),
+          (Ed25519PrivateKey, "ed25519-private", "private_bytes_raw"),
+          (Ed25519PublicKey, "ed25519-public", "public_bytes_raw"))
+#: type -> (kind, raw-bytes method) or None; ABC isinstance checks are slow, so each type is classified once
+_CLASSIFIED: dict[type, tuple[str, str] | None] = {}
+
+
+def _classify(t: type) -> tuple[str, str] | None:
+    for base, kind, method in _KINDS:
+        if issubclass(t, base):
+            return kind, method
+    return None
+
+
 class _KeyPickler(pickle.Pickler):
     def reducer_override(self, obj: Any):  # noqa: D102 -- pickle hook
-        if isinstance(obj, X25519PrivateKey):
-            return X25519PrivateKey.from_private_bytes, (obj.private_bytes_raw(),)
-        if isinstance(obj, X25519PublicKey):
-            return X25519PublicKey.from_public_bytes, (obj.public_bytes_raw(),)
-        if isinstance(obj, Ed25519PrivateKey):
-            return Ed25519PrivateKey.from_private_bytes, (obj.private_bytes_raw(),)
-        if isinstance(obj, Ed25519PublicKey):
-            return Ed25519PublicKey.from_public_bytes, (obj.public_bytes_raw(),)
-        if isinstance(obj, memoryview):  # views of received messages: stored as the bytes they show
+        t = type(obj)
+        try:
+            found = _CLASSIFIED[t]
+        except KeyError:
+            found = _CLASSIFIED[t] = _classify(t)
+        if found is not None:
+            return _rebuild, (found[0], getattr(obj, found[1])())
+        if t is memoryview:  # views of received messages: stored as the bytes they show
             return bytes, (obj.tobytes(),)
         return NotImplemented
 
