@@ -400,7 +400,9 @@ def cmd_audit_mia(args: argparse.Namespace, command: str) -> int:
         task = bar.add_task("privacy audit", total=steps)
         for level in levels if model_attacks else ():
             def progress(stage: str, done: int, total: int, level: str = level) -> None:
-                bar.update(task, advance=1, description=f"{level}-level {stage} ({done}/{total})")
+                # one step per trained model; the attacks that follow are quick
+                bar.update(task, advance=1 if stage == "models" else 0,
+                           description=f"{level}-level {stage} ({done}/{total})")
 
             report["membership"][level] = run_membership_audit(base, attacks=model_attacks, shadows=args.shadows,
                                                                level=level, on_progress=progress)
