@@ -155,6 +155,7 @@ def test_a_dp_run_puts_every_lower_bound_beside_the_accountants_epsilon(data):
     report = run_membership_audit(cfg, data=data, shadows=1, level="user", bootstrap_reps=20)
     eps = report["epsilon"]
     assert 0 < eps["accountant_epsilon"] < float("inf") and eps["delta"] == 1e-3
+    assert eps["claim_applies"] is True  # user-level DP, user-level attack on the released parameters
     assert 0 <= eps["attack_epsilon_lb"] <= eps["accountant_epsilon"]
     assert 0 <= eps["canary_epsilon_lb"] <= eps["accountant_epsilon"]
     assert report["target"]["privacy"]["audit"]["canaries"] == 16

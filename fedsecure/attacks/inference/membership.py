@@ -521,8 +521,21 @@ def run_membership_audit(
             on_progress("attack", len(report_attacks), len(scores))
     strongest = max(report_attacks, key=lambda a: (report_attacks[a]["tpr@0.1%fpr"], report_attacks[a]["auc"]))
     privacy = target["privacy"]
+    dp = getattr(config, "dp", "none")
+    # What the DP claim covers: user-level DP protects a user's participation in what the server releases
+    # (the shared parameters), not the user's own on-device embedding, which the interaction-level attack
+    # reads; example-level DP-SGD noises every parameter's gradient, so it covers interactions as examples.
+    claim_applies = dp != "none" and (level == "user" if dp.startswith("user") else level == "interaction")
     epsilon_summary = {
         "accountant_epsilon": privacy.get("epsilon"),
+        "claim_applies": claim_applies,
+        "claim_note": {
+            True: "the attack's unit and view are what the DP claim protects: its lower bound must not exceed it",
+            False: ("no DP" if dp == "none" else
+                    "the DP claim does not cover this attack (user-level DP does not noise the user's own "
+                    "on-device embedding, which the interaction-level attack reads; example-level DP bounds "
+                    "a user's participation only by group privacy over their interactions)"),
+        }[claim_applies],
         "delta": float(delta),
         # the strongest attack's Clopper-Pearson bound, and the run's own one-run canary audit (DP runs)
         "attack_epsilon_lb": max(m["epsilon_lb"]["epsilon_lb"] for m in report_attacks.values()),
@@ -567,12 +580,14 @@ def plot_roc(reports: dict[str, Any] | Sequence[dict[str, Any]], path: str | Pat
 
     reports = [reports] if isinstance(reports, dict) else list(reports)
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for rep in reports:
+    styles = ("-", "--", "-.", ":")
+    for r, rep in enumerate(reports):  # one line style per report, one colour per attack
         prefix = rep.get("label", rep.get("level", ""))
-        for name, m in rep["attacks"].items():
+        for a, (name, m) in enumerate(rep["attacks"].items()):
             fpr, tpr = np.asarray(m["roc"]["fpr"]), np.asarray(m["roc"]["tpr"])
             ok = fpr > 0
-            ax.plot(fpr[ok], np.maximum(tpr[ok], 1e-5), label=f"{prefix} {name} (AUC {m['auc']:.3f})".strip())
+            ax.plot(fpr[ok], np.maximum(tpr[ok], 1e-5), ls=styles[r % len(styles)], color=f"C{a}",
+                    label=f"{prefix} {name} (AUC {m['auc']:.3f})".strip())
     grid = np.logspace(-5, 0, 50)
     ax.plot(grid, grid, "k:", lw=0.8, label="chance")
     ax.set_xscale("log")
@@ -591,11 +606,14 @@ def plot_roc(reports: dict[str, Any] | Sequence[dict[str, Any]], path: str | Pat
 
 
 def write_outputs(report: dict[str, Any], out: str | Path, *, command: str = "", stem: str = "mia_audit") -> dict[str, Path]:
-    """``<stem>.json`` (everything, with the command), ``.csv`` (one row per attack) and ``.png`` under ``out``."""
+    """``<stem>.json`` (everything, with the command; strict JSON: inf as "inf", NaN as null), ``.csv`` (one
+    row per attack) and ``.png`` (log-log ROC) under ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"{stem}.{k}" for k in ("json", "csv", "png")}
-    paths["json"].write_text(json.dumps({"command": command, **report}, indent=2, default=str))
+    from fedsecure.results import SCHEMA_VERSION, dumps_strict
+
+    paths["json"].write_text(dumps_strict({"schema_version": SCHEMA_VERSION, "command": command, **report}))
     columns = ["attack", "level", "auc", "auc_ci95", "tpr@0.1%fpr", "tpr@0.1%fpr_ci95", "tpr@1%fpr",
                "tpr@1%fpr_ci95", "epsilon_lb", "members", "nonmembers"]
     with paths["csv"].open("w", newline="") as f:
