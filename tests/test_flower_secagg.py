@@ -81,14 +81,18 @@ def _run(node_ids, app, workflow, **grid_kw):
     return ctx, grid
 
 
-@pytest.mark.parametrize("graph", ["sparse", "complete"])
-def test_round_equals_plaintext_weighted_mean_with_dropouts_at_every_stage(graph):
+@pytest.mark.parametrize("graph,state", [("sparse", "disk"), ("complete", "context")])
+def test_round_equals_plaintext_weighted_mean_with_dropouts_at_every_stage(graph, state):
     n = 14
     node_ids, updates, examples, Client = _setup(n)
     drop_at = {node_ids[0]: "advertise_keys", node_ids[1]: "seed_reveal", node_ids[2]: "share_keys",
                node_ids[3]: "masked_input", node_ids[4]: "unmasking"}
     wf = FedSecureSecAggWorkflow(graph=graph, timeout=10)
-    ctx, _ = _run(node_ids, _app(Client), wf, drop=lambda nid, msg: drop_at.get(nid) == _stage_of(msg))
+    ctx, grid = _run(node_ids, _app(Client, make_secagg_mod(state=state)), wf,
+                     drop=lambda nid, msg: drop_at.get(nid) == _stage_of(msg))
+    for nid in node_ids[5:]:  # a client that finished the round keeps no secret of it
+        store = grid.contexts[nid].state.config_records[R.STATE_KEY]
+        assert "state" not in store
     group = wf.last_round["groups"][0]
     # dropped before their masked input: out; dropped at unmasking: its input arrived, it is in the sum
     included = [nid for nid in node_ids if drop_at.get(nid) in (None, "unmasking")]

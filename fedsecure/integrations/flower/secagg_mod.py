@@ -26,8 +26,13 @@ signed by that key.
 
 A message the client refuses (malformed, forged, out of stage, weaker than
 its policy) is answered with an ``error`` field naming the reason and leaves
-the client's state as it was. State between messages lives, pickled, in the
-node's own ``Context`` (see :mod:`fedsecure.integrations.flower._state`).
+the client's state as it was. State between messages is node-local: by
+default pickled, encrypted under a key kept in the node's ``Context`` and
+written to a 0700 folder on the node (the ``Context`` stays small: Flower's
+simulation runtime copies it with every message); ``make_secagg_mod(state=
+"context")`` keeps it in the ``Context`` itself (see
+:mod:`fedsecure.integrations.flower._state`). A client that finished its
+round deletes it.
 """
 
 from __future__ import annotations
@@ -85,8 +90,19 @@ def _reply(msg: Message, content: RecordDict, session: bytes, stage: str, *, pay
     return Message(content, reply_to=msg)
 
 
-def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519PublicKey | None = None) -> Callable:
-    """A fedsecure SecAgg client mod enforcing ``policy`` (and pinning ``server_key`` if given)."""
+def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519PublicKey | None = None,
+                    state: str = "disk") -> Callable:
+    """A fedsecure SecAgg client mod enforcing ``policy`` (and pinning ``server_key`` if given).
+
+    ``state``: where the client's round state lives between messages. ``"disk"`` (default): encrypted
+    under a key kept in the node's ``Context``, in a node-local file (``$FEDSECURE_FLOWER_STATE_DIR`` or a
+    0700 folder in the temp dir), so the ``Context`` stays small -- Flower's simulation runtime copies it
+    with every message. ``"context"``: pickled into the ``Context`` itself (for nodes whose ClientApp
+    processes share no filesystem).
+    """
+    if state not in ("disk", "context"):
+        raise ValueError(f"state must be 'disk' or 'context', got {state!r}")
+    spill = state == "disk"
     base = policy if policy is not None else ClientPolicy()
     if server_key is not None:
         import dataclasses
@@ -117,7 +133,10 @@ def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519Pu
             replies = client.receive(payload)
         except (SecAggError, R.RecordError) as e:
             return _reply(msg, RecordDict(), session, stage, error=str(e))
-        _state.save(store, (session, client))
+        if client.stage == "done":
+            _state.clear(store)  # nothing more to do this round: forget the secrets
+        else:
+            _state.save(store, (session, client), _state.default_spill_dir() if spill else None)
         return _reply(msg, RecordDict(), session, stage, payload=replies[0] if replies else None)
 
     def _first(msg, ctxt, call_next, rec, store, session, payload, who) -> Message:
@@ -140,7 +159,7 @@ def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519Pu
         replies = client.receive(payload)  # checks the signed configuration against the policy
         for arrays in content.array_records.values():
             arrays.clear()  # the update leaves only masked
-        _state.save(store, (session, client))
+        _state.save(store, (session, client), _state.default_spill_dir() if spill else None)
         return _reply(msg, content, session, R.FIRST_STAGE, payload=replies[0] if replies else None)
 
     fedsecure_secagg_mod.__doc__ = (

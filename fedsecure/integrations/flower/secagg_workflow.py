@@ -134,6 +134,7 @@ class FedSecureSecAggWorkflow:
             raise TypeError(f"Expect a LegacyContext, but get {type(context).__name__}.")
         t0 = time.perf_counter()
         self.rejections = []
+        self._timing: list[dict] = []
         cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
         current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
         parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
@@ -201,7 +202,9 @@ class FedSecureSecAggWorkflow:
                 messages.append(Message(content=content, dst_node_id=nid, message_type=MessageType.TRAIN,
                                         group_id=str(current_round)))
                 expect[nid] = (run, stage)
+        t0 = time.perf_counter()
         replies = grid.send_and_receive(messages, timeout=self.timeout) if messages else []
+        t1 = time.perf_counter()
         answered: set[int] = set()
         for reply in replies:
             try:
@@ -217,6 +220,9 @@ class FedSecureSecAggWorkflow:
             except SecAggError as e:
                 run.halted = str(e)
                 log(ERROR, "fedsecure secagg: group %s halted at stage %s: %s", run.group, run.server.stage, e)
+        stage = next(iter(expect.values()))[1] if expect else "?"
+        self._timing.append({"stage": stage, "messages": len(messages), "grid_seconds": t1 - t0,
+                             "server_seconds": time.perf_counter() - t1})
 
     def _reject(self, nid: int, why: str) -> None:
         self.rejections.append((nid, why))
@@ -286,6 +292,7 @@ class FedSecureSecAggWorkflow:
             weights.append(weight)
             results += [(proxies[run.nodes[i]], run.fitres[i]) for i in res.included if i in run.fitres]
         report["seconds"] = seconds
+        report["stages"] = self._timing  # per round trip: time in grid.send_and_receive, then on the server
         report["rejections"] = [[nid, why] for nid, why in self.rejections]
         self.last_round = report
         if not means:
