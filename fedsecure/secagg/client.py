@@ -73,17 +73,6 @@ def _x25519_from(randbytes: Callable[[int], bytes]) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(randbytes(32))
 
 
-def _sorted_contains(sorted_ids: np.ndarray, ids: np.ndarray) -> bool:
-    """Whether every id is in the strictly increasing ``sorted_ids`` (O(len(ids) log n), no copy of it)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.size == 0:
-        return True
-    if sorted_ids.size == 0:
-        return False
-    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
-    return bool(np.all(sorted_ids[pos] == ids))
-
-
 class SecAggClient:
     """One client's side of a round (see module docstring)."""
 
@@ -211,12 +200,12 @@ class SecAggClient:
             raise self._violation("the configuration names a server signing key other than the pinned one")
         server_key = pinned or Ed25519PublicKey.from_public_bytes(cfg.server_sign_pk)
         m.open_broadcast(data, server_key, config=True)
-        if not _sorted_contains(cfg.roster, np.array([self.id])):
+        if not m.sorted_contains(cfg.roster, np.array([self.id])):
             raise self._reject(f"client {self.id} is not on the round's roster")
         bounds = self._check_policy(cfg)
         if cfg.active and (self._identity_key is None or not self._identity_keys):
             raise self._violation("an active-security round needs this client's identity key and the peers' keys")
-        if cfg.active and not _sorted_contains(self._known, cfg.roster):
+        if cfg.active and not m.sorted_contains(self._known, cfg.roster):
             raise self._violation("the roster names clients without a known identity key")
         if cfg.vector_length != self._vector.size:
             raise self._violation(f"round expects vectors of length {cfg.vector_length}, this client holds "
@@ -255,9 +244,9 @@ class SecAggClient:
 
     def _reveal(self, attempt: int, view: np.ndarray) -> list[bytes]:
         """Fix the view of this attempt, then (only then) disclose this attempt's chain value."""
-        if not _sorted_contains(view, np.array([self.id])):
+        if not m.sorted_contains(view, np.array([self.id])):
             raise self._reject("the view of the graph draw does not contain this client")
-        if not _sorted_contains(self._config.roster, view):
+        if not m.sorted_contains(self._config.roster, view):
             raise self._reject("the view of the graph draw names clients outside the roster")
         cfg = self._config
         self._check_policy(cfg, view=view.size)
@@ -287,7 +276,7 @@ class SecAggClient:
             if msg.attempt != self._attempt + 1 or msg.attempt >= GRAPH_DRAWS:
                 raise self._reject(f"graph draw {msg.attempt} after draw {self._attempt} (at most {GRAPH_DRAWS} draws, "
                                    "in order)")
-            if not _sorted_contains(self._view, msg.ids):
+            if not m.sorted_contains(self._view, msg.ids):
                 raise self._reject("a later graph draw may only drop clients from the view")
             return self._reveal(msg.attempt, msg.ids)
         msg = m.SeedReveals.parse(body)
@@ -399,7 +388,7 @@ class SecAggClient:
 
     def _on_consistency(self, data: bytes) -> list[bytes]:
         msg = m.ConsistencyRequest.parse(self._open(data, m.ConsistencyRequest))
-        if not _sorted_contains(msg.survivors, np.array([self.id])) or not _sorted_contains(self._view, msg.survivors):
+        if not m.sorted_contains(msg.survivors, np.array([self.id])) or not m.sorted_contains(self._view, msg.survivors):
             raise self._reject("survivor list must contain this client and only clients of the view")
         need = max(self.policy.min_survivors, self._config.t)
         if msg.survivors.size < need:
@@ -485,7 +474,7 @@ class SecAggClient:
         """An exclusion without proof (the dealer's shares are unusable): allowed only for a peer this client
         masked with and of which it revealed no share (and never will: the stage is past unmasking)."""
         D = acc.dealer
-        if D == self.id or D not in self._peers or not _sorted_contains(self._u2, np.array([D])):
+        if D == self.id or D not in self._peers or not m.sorted_contains(self._u2, np.array([D])):
             raise self._violation(f"an exclusion of client {D}, which did not deal shares to this client")
         self._may_disclose(D, "pairwise_seed")
 
@@ -495,7 +484,7 @@ class SecAggClient:
         masking key from the advertised record this client verified) that do not rebuild its public value."""
         cfg, D = self._config, acc.dealer
         a = self._peer_records.get(D)
-        if a is None or D == self.id or not _sorted_contains(self._u2, np.array([D])):
+        if a is None or D == self.id or not m.sorted_contains(self._u2, np.array([D])):
             raise self._violation(f"an exclusion proof about client {D}, which did not deal shares to this client")
         if len(acc.entries) != cfg.t:
             raise self._violation(f"the exclusion proof about client {D} has {len(acc.entries)} shares; "

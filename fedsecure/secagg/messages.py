@@ -111,6 +111,17 @@ class _Reader:
             raise ParseError(f"{len(self.data) - self.pos} unexpected trailing bytes")
 
 
+def sorted_contains(sorted_ids: np.ndarray, ids: np.ndarray) -> bool:
+    """Whether every id is in the strictly increasing ``sorted_ids`` (O(len(ids) log n), no copy of it)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return True
+    if sorted_ids.size == 0:
+        return False
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return bool(np.all(sorted_ids[pos] == ids))
+
+
 def _ids_bytes(ids: np.ndarray) -> bytes:
     ids = np.asarray(ids, dtype=np.int64)
     if ids.size > 1 and not np.all(np.diff(ids) > 0):

@@ -97,17 +97,6 @@ def _canonical_x25519(raw: bytes) -> bytes:
     return u.to_bytes(32, "little")
 
 
-def _sorted_contains(sorted_ids: np.ndarray, ids: np.ndarray) -> bool:
-    """Whether every id is in the strictly increasing ``sorted_ids``."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.size == 0:
-        return True
-    if sorted_ids.size == 0:
-        return False
-    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
-    return bool(np.all(sorted_ids[pos] == ids))
-
-
 def _in_sorted(sorted_ids: np.ndarray, u: int) -> bool:
     j = int(np.searchsorted(sorted_ids, u))
     return j < sorted_ids.size and int(sorted_ids[j]) == u
@@ -329,7 +318,7 @@ class SecAggServer:
         if sender in self._u3:
             raise m.ParseError("duplicate masked_input message")
         msg = m.MaskedInput.parse(self._open(sender, data), self.config.vector_length, self.config.bits)
-        if not _sorted_contains(self._u2_of[sender], msg.complaints):
+        if not m.sorted_contains(self._u2_of[sender], msg.complaints):
             raise m.ParseError("complains about clients whose shares were not forwarded to it")
         bits = self.config.bits
         # Whole-word widths need no unpacking: add the message bytes in place (no copy of the vector).
