@@ -29,12 +29,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedsecure.ckks import _sealio, _sealraw
-from fedsecure.ckks.ring import FixedMultiplier, Transform, encode_coefficients, residues
 from fedsecure.ckks.context import SealRole, build_seal_context, context_id
 from fedsecure.ckks.errors import (
     AggregateMismatchError,
     CKKSError,
-    ContributionError,
     EvidenceError,
     RoundReusedError,
     TooFewContributionsError,
@@ -64,6 +62,7 @@ from fedsecure.ckks.params import (
     error_bound,
     summation_params,
 )
+from fedsecure.ckks.ring import FixedMultiplier, Transform, encode_coefficients, residues
 from fedsecure.ckks.wire import ROUND_ID_SIZE, AggregateBlob, ContextBlob, ContributionBlob, chunks_digest
 
 
