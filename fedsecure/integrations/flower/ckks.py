@@ -141,16 +141,20 @@ def _identity(store) -> ClientIdentity:
 
 
 # ---------------------------------------------------------------------------------------------- key holder mod
-def make_ckks_key_holder_mod(*, min_contributions: int = 2, max_abs_input: float | None = None) -> Callable:
+class KeyHolderMod:
     """The key holder's mod: ``setup`` (create keys), ``register`` (pin clients), ``decrypt`` (one per round id).
 
     Its policy (``min_contributions``, ``max_abs_input``, the flooding noise) is its own: the ServerApp
-    cannot change it.
+    cannot change it. A callable object, so that it pickles by reference wherever Flower ships the ClientApp.
     """
 
-    def fedsecure_ckks_key_holder_mod(msg: Message, ctxt: Context, call_next: Callable) -> Message:
+    def __init__(self, min_contributions: int = 2, max_abs_input: float | None = None) -> None:
+        self.min_contributions, self.max_abs_input = int(min_contributions), max_abs_input
+
+    def __call__(self, msg: Message, ctxt: Context, call_next: Callable) -> Message:
         if HOLDER_KEY not in msg.content.config_records:
             return call_next(msg, ctxt)
+        min_contributions, max_abs_input = self.min_contributions, self.max_abs_input
         rec = msg.content.config_records[HOLDER_KEY]
         who = f"key holder {msg.metadata.dst_node_id}"
         if STATE_KEY not in ctxt.state.config_records:
@@ -186,7 +190,10 @@ def make_ckks_key_holder_mod(*, min_contributions: int = 2, max_abs_input: float
         except CKKSError as e:
             return _reply(msg, RecordDict(), HOLDER_KEY, {"error": str(e)})
 
-    return fedsecure_ckks_key_holder_mod
+
+def make_ckks_key_holder_mod(*, min_contributions: int = 2, max_abs_input: float | None = None) -> KeyHolderMod:
+    """The key holder's mod with its own policy (see :class:`KeyHolderMod`)."""
+    return KeyHolderMod(min_contributions, max_abs_input)
 
 
 def _save_holder(store, holder: KeyHolder) -> None:
@@ -205,8 +212,12 @@ def _load_holder(store, min_contributions: int, max_abs_input: float | None) -> 
                                      max_abs_input=max_abs_input, used_rounds=s["used"])
 
 
-#: the key-holder mod with its default policy (at least 2 contributors per decryption)
-fedsecure_ckks_key_holder_mod = make_ckks_key_holder_mod()
+_DEFAULT_HOLDER = KeyHolderMod()
+
+
+def fedsecure_ckks_key_holder_mod(msg: Message, ctxt: Context, call_next: Callable) -> Message:
+    """The key-holder mod with its default policy (at least 2 verified contributors per decryption)."""
+    return _DEFAULT_HOLDER(msg, ctxt, call_next)
 
 
 # ---------------------------------------------------------------------------------------------- workflow

@@ -90,26 +90,14 @@ def _reply(msg: Message, content: RecordDict, session: bytes, stage: str, *, pay
     return Message(content, reply_to=msg)
 
 
-def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519PublicKey | None = None,
-                    state: str = "disk") -> Callable:
-    """A fedsecure SecAgg client mod enforcing ``policy`` (and pinning ``server_key`` if given).
+class SecAggMod:
+    """A fedsecure SecAgg client mod (a callable object: it pickles by reference, cheaply, wherever Flower ships
+    the ClientApp with each message, as its simulation runtime does)."""
 
-    ``state``: where the client's round state lives between messages. ``"disk"`` (default): encrypted
-    under a key kept in the node's ``Context``, in a node-local file (``$FEDSECURE_FLOWER_STATE_DIR`` or a
-    0700 folder in the temp dir), so the ``Context`` stays small -- Flower's simulation runtime copies it
-    with every message. ``"context"``: pickled into the ``Context`` itself (for nodes whose ClientApp
-    processes share no filesystem).
-    """
-    if state not in ("disk", "context"):
-        raise ValueError(f"state must be 'disk' or 'context', got {state!r}")
-    spill = state == "disk"
-    base = policy if policy is not None else ClientPolicy()
-    if server_key is not None:
-        import dataclasses
+    def __init__(self, policy: ClientPolicy, state: str) -> None:
+        self.policy, self.state = policy, state
 
-        base = dataclasses.replace(base, server_key=server_key)
-
-    def fedsecure_secagg_mod(msg: Message, ctxt: Context, call_next: Callable) -> Message:
+    def __call__(self, msg: Message, ctxt: Context, call_next: Callable) -> Message:
         if msg.metadata.message_type != MessageType.TRAIN or R.RECORD_KEY not in msg.content.config_records:
             return call_next(msg, ctxt)
         rec = msg.content.config_records[R.RECORD_KEY]
@@ -125,7 +113,7 @@ def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519Pu
             return _reply(msg, RecordDict(), b"", "", error=str(e))
         try:
             if stage == R.FIRST_STAGE:
-                return _first(msg, ctxt, call_next, rec, store, session, payload, who)
+                return self._first(msg, ctxt, call_next, rec, store, session, payload, who)
             held = _state.load(store)
             if held is None or held[0] != session:
                 raise SecAggError(f"{who}: a {stage!r} message for a protocol run this node is not in")
@@ -136,10 +124,13 @@ def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519Pu
         if client.stage == "done":
             _state.clear(store)  # nothing more to do this round: forget the secrets
         else:
-            _state.save(store, (session, client), _state.default_spill_dir() if spill else None)
+            _state.save(store, (session, client), self._spill())
         return _reply(msg, RecordDict(), session, stage, payload=replies[0] if replies else None)
 
-    def _first(msg, ctxt, call_next, rec, store, session, payload, who) -> Message:
+    def _spill(self):
+        return _state.default_spill_dir() if self.state == "disk" else None
+
+    def _first(self, msg, ctxt, call_next, rec, store, session, payload, who) -> Message:
         client_id = R.field(rec, R.CLIENT_ID, int, who=who)
         clip = R.field(rec, R.CLIP, float, who=who)
         max_weight = R.field(rec, R.MAX_WEIGHT, float, who=who)
@@ -155,17 +146,45 @@ def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519Pu
         except Exception as e:  # noqa: BLE001 -- the app answered something that is not a FitRes
             raise R.RecordError(f"{who}: the ClientApp's reply is not a fit result ({type(e).__name__}: {e})") from None
         vector = weighted_vector(parameters_to_ndarrays(fitres.parameters), fitres.num_examples, clip, max_weight)
-        client = SecAggClient(client_id, vector, policy=_pinned(base, ctxt))
+        client = SecAggClient(client_id, vector, policy=_pinned(self.policy, ctxt))
         replies = client.receive(payload)  # checks the signed configuration against the policy
         for arrays in content.array_records.values():
             arrays.clear()  # the update leaves only masked
-        _state.save(store, (session, client), _state.default_spill_dir() if spill else None)
+        _state.save(store, (session, client), self._spill())
         return _reply(msg, content, session, R.FIRST_STAGE, payload=replies[0] if replies else None)
 
-    fedsecure_secagg_mod.__doc__ = (
-        "Run fedsecure's SecAgg client over Flower messages, wrapping the ClientApp's training result.")
-    return fedsecure_secagg_mod
+
+def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519PublicKey | None = None,
+                    state: str = "disk") -> SecAggMod:
+    """A fedsecure SecAgg client mod enforcing ``policy`` (and pinning ``server_key`` if given).
+
+    ``state``: where the client's round state lives between messages. ``"disk"`` (default): encrypted
+    under a key kept in the node's ``Context``, in a node-local file (``$FEDSECURE_FLOWER_STATE_DIR`` or a
+    0700 folder in the temp dir), so the ``Context`` stays small -- Flower's simulation runtime copies it
+    with every message. ``"context"``: pickled into the ``Context`` itself (for nodes whose ClientApp
+    processes share no filesystem).
+    """
+    if state not in ("disk", "context"):
+        raise ValueError(f"state must be 'disk' or 'context', got {state!r}")
+    base = policy if policy is not None else ClientPolicy()
+    if not isinstance(base, ClientPolicy):
+        raise ValueError("policy must be a ClientPolicy")
+    if server_key is not None:
+        import dataclasses
+
+        base = dataclasses.replace(base, server_key=server_key)
+    return SecAggMod(base, state)
 
 
-#: the mod with the default :class:`ClientPolicy` (semi-honest, 10% dropout, nothing pinned unless the node config does)
-fedsecure_secagg_mod = make_secagg_mod()
+_DEFAULT = SecAggMod(ClientPolicy(), "disk")
+
+
+def fedsecure_secagg_mod(msg: Message, ctxt: Context, call_next: Callable) -> Message:
+    """Run fedsecure's SecAgg client over Flower messages, wrapping the ClientApp's training result.
+
+    The default :class:`ClientPolicy` (semi-honest, 10% dropout; nothing pinned unless the node config
+    pins the server key). Use :func:`make_secagg_mod` for another policy.
+    """
+    return _DEFAULT(msg, ctxt, call_next)
+
+
