@@ -95,6 +95,22 @@ def dumps(obj: Any) -> bytes:
     return buf.getvalue()
 
 
+def sweep(spill_dir: Path, max_age: float = 86400.0) -> None:
+    """Delete spilled states older than ``max_age`` seconds (rounds a node dropped out of never cleaned up)."""
+    import time
+
+    cutoff = time.time() - max_age
+    try:
+        for entry in os.scandir(spill_dir):
+            if entry.name.endswith((".state", ".tmp")) and entry.stat().st_mtime < cutoff:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+    except OSError:
+        pass
+
+
 def _key(record) -> bytes:
     key = record.get(_KEY_FIELD)
     if not isinstance(key, bytes) or len(key) != 32:

@@ -137,6 +137,8 @@ class SecAggMod:
         if not (np.isfinite(clip) and clip > 0 and np.isfinite(max_weight) and max_weight > 0):
             raise R.RecordError(f"{who}: clipping range and max weight must be finite and > 0")
         _state.clear(store)  # a new run: whatever was held is over
+        if self.state == "disk":
+            _state.sweep(_state.default_spill_dir())  # states of runs this or another node dropped out of
         out = call_next(msg, ctxt)  # the wrapped ClientApp trains
         if out.has_error():
             return out
