@@ -235,6 +235,8 @@ def test_sigint_to_a_real_process_exits_130_with_a_partial_result(tmp_path):
         [sys.executable, "-m", "fedsecure.cli", "run", "--data", str(path), "--rounds", "1000", "--eval-every", "1",
          "--dim", "8", "--json", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a runner started in the background may hand its children SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = []
     deadline = time.monotonic() + 600  # generous: a loaded machine imports torch slowly
