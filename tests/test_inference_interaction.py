@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedsecure.attacks.inference.interaction import MODES, item_scores, item_tables, roc_auc, run_interaction_audit
+from fedsecure.attacks.inference.interaction import MODES, item_scores, item_tables, run_interaction_audit
+from fedsecure.attacks.inference.membership import roc_auc
 from fedsecure.experiment import RunConfig
 from fedsecure.recsys.synthetic import generate
 

@@ -83,18 +83,6 @@ def item_scores(view: np.ndarray, tables: Sequence[tuple[str, int, int, int]], n
     return proj
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN without both classes."""
-    from scipy.stats import rankdata
-
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def _precision_recall(scores: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, float]:
     # Ties broken at random (a constant score must not look informative through index order).
     order = np.lexsort((np.random.default_rng(0).random(scores.size), -scores))[:k]
@@ -104,6 +92,7 @@ def _precision_recall(scores: np.ndarray, labels: np.ndarray, k: int) -> tuple[f
 
 def score_views(views: dict[int, np.ndarray], positives: dict[int, np.ndarray], tables, n_items: int) -> dict[str, Any]:
     """Per-client AUC, precision and recall, and their means with 95% bootstrap intervals over clients."""
+    from fedsecure.attacks.inference.membership import roc_auc  # one AUC for every attack (imports torch: lazily)
     from fedsecure.stats import bootstrap_users
 
     per: dict[str, list[float]] = {"auc": [], "precision@10": [], "recall@10": [], "precision@own": []}
