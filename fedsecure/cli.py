@@ -221,6 +221,13 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     d.add_argument("--data", default="synthetic",
                    help="'synthetic' (no download) or a MovieLens folder or ratings file "
                         "(ratings.csv, u.data, ratings.dat)")
+    d.add_argument("--users", type=_positive_int,
+                   help="synthetic data: number of users (default: the generator's 1000)")
+    d.add_argument("--items", type=_int_at_least(10),
+                   help="synthetic data: catalogue size (default: the generator's 1700)")
+    d.add_argument("--interactions-per-user", type=_float_in(5.0, math.inf, low_open=False, high_open=True),
+                   help="synthetic data: mean interactions per user, heavy-tailed, at least 5 each "
+                        "(default: the generator's 50)")
     d.add_argument("--model", default="mf-implicit", choices=list(MODELS), help="recommender")
     d.add_argument("--dim", type=_positive_int, help="embedding size (default: the model's own)")
     d.add_argument("--blocks", type=_positive_int, help="sasrec: transformer blocks (default: the model's own)")
@@ -312,7 +319,8 @@ def _config_from(args: argparse.Namespace) -> Any:
         if value is not None
     }
     return RunConfig(
-        data=args.data, model=args.model, setting=args.setting, silos=args.silos, silo_scheme=args.silo_scheme,
+        data=args.data, users=args.users, items=args.items, interactions_per_user=args.interactions_per_user,
+        model=args.model, setting=args.setting, silos=args.silos, silo_scheme=args.silo_scheme,
         silo_alpha=args.silo_alpha, rounds=args.rounds, clients_per_round=args.clients_per_round,
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         server_optimizer=args.server_optimizer, server_lr=args.server_lr, eval_every=args.eval_every, k=args.k, n_negatives=args.negatives,

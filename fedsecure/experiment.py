@@ -59,6 +59,10 @@ class RunConfig:
     """Everything that defines a run; every field is recorded with its result."""
 
     data: str = "synthetic"
+    # synthetic data only (fedsecure.recsys.synthetic.generate): None keeps the generator's default
+    users: int | None = None
+    items: int | None = None
+    interactions_per_user: float | None = None
     model: str = "mf-implicit"
     setting: str = "cross-device"
     silos: int = 10
@@ -112,6 +116,11 @@ class RunConfig:
                 raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(valid)}")
         if self.silos < 1:
             raise ValueError(f"silos must be >= 1, got {self.silos}")
+        shape = [(f"--{name.replace('_', '-')}", value) for name, value in self.synthetic_options().items()]
+        if self.data != "synthetic" and shape:
+            names = " and ".join(n for n, _ in shape)
+            raise ValueError(f"{names} size{'s' if len(shape) == 1 else ''} the synthetic data, but --data "
+                             f"{self.data} is a file, whose size is its own: drop {names} or use --data synthetic")
         if self.dp == "dpsgd" and self.setting != "cross-silo":
             raise ValueError("--dp dpsgd is example-level DP inside a client: use it with --setting cross-silo")
         if self.dp.startswith("user") and self.setting != "cross-device":
@@ -151,6 +160,12 @@ class RunConfig:
             raise ValueError("robust aggregation with differential privacy is not supported yet")
         self._check_ranges()
 
+    def synthetic_options(self) -> dict[str, Any]:
+        """The synthetic generator's size options that were set (``users``, ``items``, ``interactions_per_user``)."""
+        return {name: value for name, value in (("users", self.users), ("items", self.items),
+                                                ("interactions_per_user", self.interactions_per_user))
+                if value is not None}
+
     def _check_ranges(self) -> None:
         """Each numeric option in its allowed range, named as on the command line (NaN fails every test)."""
         import math
@@ -160,6 +175,11 @@ class RunConfig:
 
         checks = [
             (self.rounds >= 1, "--rounds must be >= 1", self.rounds),
+            (self.users is None or self.users >= 1, "--users must be >= 1", self.users),
+            (self.items is None or self.items >= 10, "--items must be >= 10", self.items),
+            (self.interactions_per_user is None or (finite(self.interactions_per_user)
+                                                    and self.interactions_per_user >= 5),
+             "--interactions-per-user must be a number >= 5", self.interactions_per_user),
             (finite(self.clients_per_round) and self.clients_per_round > 0
              and (self.clients_per_round <= 1 or float(self.clients_per_round).is_integer()),
              "--clients-per-round must be a fraction in (0, 1] or a whole count >= 1", self.clients_per_round),
@@ -192,15 +212,24 @@ class RunConfig:
                 raise ValueError(f"{message}, got {value}")
 
 
-def load_data(source: str, seed: int) -> Interactions:
-    """``synthetic`` (the embedded default) or a MovieLens path (folder or file)."""
+def load_data(source: str, seed: int, *, users: int | None = None, items: int | None = None,
+              interactions_per_user: float | None = None) -> Interactions:
+    """``synthetic`` (the embedded default, sized by ``users``, ``items``, ``interactions_per_user`` where
+    given) or a MovieLens path (folder or file)."""
     if source == "synthetic":
         from fedsecure.recsys.synthetic import generate
 
-        return generate(seed=seed)
+        size = {key: value for key, value in (("n_users", users), ("n_items", items),
+                                              ("mean_interactions", interactions_per_user)) if value is not None}
+        return generate(seed=seed, **size)
     from fedsecure.recsys.movielens import load_movielens
 
     return load_movielens(source)
+
+
+def config_data(config: RunConfig) -> Interactions:
+    """The data a configuration names (:func:`load_data` with its options)."""
+    return load_data(config.data, config.seed, **config.synthetic_options())
 
 
 def make_split(data: Interactions, task: str, seed: int) -> Split:
@@ -226,7 +255,7 @@ class Experiment:
         t0 = time.perf_counter()
         #: what the run changed from the configuration (caps, adjustments): printed and recorded
         self.adjustments: list[dict[str, Any]] = []
-        self.data = data if data is not None else load_data(cfg.data, cfg.seed)
+        self.data = data if data is not None else config_data(cfg)
         task = MODELS[cfg.model].task
         self.split = make_split(self.data, task, cfg.seed)
         if len(self.split.test) == 0:

@@ -18,6 +18,18 @@ is simulation data, not secret randomness):
    truncated SVD of the training matrix roughly doubles popularity's
    full-catalogue HR@10 at the default size). The observed rank-frequency
    slope is flatter than ``-s`` because preferences spread consumption.
+   Scoring every item for every user costs ``n_users x n_items``; above
+   5e7 cells (and whenever ``exact=False``) the draw is by *importance
+   resampling* instead: ``20 n_u`` candidates are drawn with replacement from
+   the prior ``pi`` (by inverse CDF), each distinct candidate is weighted by
+   its count times ``exp(beta * a_ui)``, and the ``n_u`` picked by Gumbel top-k
+   among them. That is the same distribution up to the resampling
+   approximation, at a cost proportional to the interactions (30,000 users x
+   25,000 items x 10 interactions: a few seconds instead of over a minute). A
+   user whose candidates hold fewer than ``n_u`` distinct items is drawn
+   exactly. The finite pool weakens the preference tilt a little: at 3,000 x
+   4,000 x 10 the mean rating (which rises with affinity) is 4.34 against the
+   exact draw's 4.46; popularity's rank-frequency slope is within 0.06.
 5. **Ratings** (explicit, 1..5 in half stars) are ``3.5 + 0.8 a_ui + b_u + b_i +
    noise`` rounded to the nearest half and clipped; every row is also an
    implicit interaction.
@@ -40,6 +52,9 @@ _MIN_INTERACTIONS = 5
 _ACTIVITY_SIGMA = 0.8
 _START_TIME = 1_000_000_000  # 2001-09-09, Unix seconds
 _SPAN = 3 * 365 * 86400
+_EXACT_CELLS = 50_000_000  # above this many user x item cells, step 4 samples candidates (see generate)
+_CANDIDATES = 20  # candidates drawn from the prior per interaction in the resampling path
+_BLOCK_CELLS = 2_000_000  # cells (exact) or candidates (resampling) per block of users
 
 
 def generate(
@@ -49,11 +64,16 @@ def generate(
     rank: int = 8,
     popularity_exponent: float = 1.0,
     seed: int = 0,
+    exact: bool | None = None,
 ) -> Interactions:
     """Generate a seeded synthetic interaction set (see the module docstring for the model).
 
-    The same arguments always give the same data. Memory is bounded by
-    processing users in blocks of the ``n_users x n_items`` affinity matrix.
+    The same arguments always give the same data. ``exact`` chooses how step 4
+    draws: True scores every item for every user (exact, cost
+    ``n_users x n_items``), False by importance resampling of candidates
+    (cost per interaction); None (default) is exact up to
+    ``n_users * n_items = 5e7``. Memory is bounded either way by processing
+    users in blocks.
     """
     if n_users < 1 or n_items < 2 * _MIN_INTERACTIONS:
         raise ValueError(f"need n_users >= 1 and n_items >= {2 * _MIN_INTERACTIONS}, got {n_users}, {n_items}")
@@ -80,23 +100,14 @@ def generate(
     activity = np.clip(np.rint(activity), _MIN_INTERACTIONS, n_items // 2).astype(np.int64)
     start = _START_TIME + rng.integers(0, _SPAN, n_users)
 
-    block = max(1, 2_000_000 // n_items)
+    exact = n_users * n_items <= _EXACT_CELLS if exact is None else exact
+    cdf = None if exact else np.cumsum(np.exp(log_prior - log_prior.max()))
     users, items, ratings, times = [], [], [], []
-    for lo in range(0, n_users, block):
-        hi = min(n_users, lo + block)
-        b = hi - lo
-        n_u = activity[lo:hi]
-        width = int(n_u.max())
-        affinity = (p[lo:hi] @ q.T) * scale
-        # Gumbel top-k: the n_u largest of log-weight + Gumbel noise are a weighted sample without replacement.
-        keys = log_prior + _AFFINITY_WEIGHT * affinity + rng.gumbel(size=(b, n_items))
-        top = np.argpartition(-keys, width - 1, axis=1)[:, :width]
-        take = np.arange(width)[None, :] < n_u[:, None]
-        # argpartition leaves the first `width` unordered; order them by key so `take` keeps the n_u best.
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
-        row = np.broadcast_to(np.arange(lo, hi)[:, None], top.shape)
-        u_sel, i_sel = row[take], top[take]
-        a_sel = affinity[u_sel - lo, i_sel]
+    for lo, hi in _blocks(activity, n_items, exact):
+        if exact:
+            u_sel, i_sel, a_sel = _pick_exact(rng, np.arange(lo, hi), activity, log_prior, p, q, scale)
+        else:
+            u_sel, i_sel, a_sel = _pick_sampled(rng, lo, hi, activity, cdf, log_prior, p, q, scale)
 
         noise = rng.normal(0.0, 0.5, len(u_sel))
         r = 3.5 + 0.8 * a_sel + user_bias[u_sel] + item_bias[i_sel] + noise
@@ -136,3 +147,62 @@ def generate(
             f"rank={rank}, popularity_exponent={popularity_exponent}, seed={seed})"
         ),
     )
+
+
+def _blocks(activity: np.ndarray, n_items: int, exact: bool):
+    """``(lo, hi)`` user ranges holding about ``_BLOCK_CELLS`` scored cells (exact) or candidates each."""
+    n_users = len(activity)
+    if exact:
+        block = max(1, _BLOCK_CELLS // n_items)
+        yield from ((lo, min(n_users, lo + block)) for lo in range(0, n_users, block))
+        return
+    ends = np.cumsum(activity * _CANDIDATES)
+    lo = 0
+    while lo < n_users:
+        hi = int(np.searchsorted(ends, (ends[lo - 1] if lo else 0) + _BLOCK_CELLS, side="right"))
+        hi = min(n_users, max(hi, lo + 1))
+        yield lo, hi
+        lo = hi
+
+
+def _pick_exact(rng, block_users, activity, log_prior, p, q, scale):
+    """Each user's ``n_u`` items by Gumbel top-k over the whole catalogue: ``(users, items, affinities)``."""
+    b, n_items = len(block_users), len(log_prior)
+    n_u = activity[block_users]
+    width = int(n_u.max())
+    affinity = (p[block_users] @ q.T) * scale
+    # Gumbel top-k: the n_u largest of log-weight + Gumbel noise are a weighted sample without replacement.
+    keys = log_prior + _AFFINITY_WEIGHT * affinity + rng.gumbel(size=(b, n_items))
+    top = np.argpartition(-keys, width - 1, axis=1)[:, :width]
+    take = np.arange(width)[None, :] < n_u[:, None]
+    # argpartition leaves the first `width` unordered; order them by key so `take` keeps the n_u best.
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
+    row = np.broadcast_to(np.arange(b)[:, None], top.shape)
+    r_sel, i_sel = row[take], top[take]
+    return block_users[r_sel], i_sel, affinity[r_sel, i_sel]
+
+
+def _pick_sampled(rng, lo, hi, activity, cdf, log_prior, p, q, scale):
+    """As :func:`_pick_exact` by importance resampling of candidates drawn from the prior (module docstring)."""
+    n_items = len(cdf)
+    n_u = activity[lo:hi]
+    m = n_u * _CANDIDATES
+    owner = np.repeat(np.arange(lo, hi), m)
+    cand = np.minimum(np.searchsorted(cdf, rng.random(owner.size) * cdf[-1], side="right"), n_items - 1)
+    pair, count = np.unique(owner * n_items + cand, return_counts=True)  # sorted by user, then item
+    u, i = pair // n_items, pair % n_items
+    a = np.einsum("nr,nr->n", p[u], q[i]) * scale
+    keys = np.log(count) + _AFFINITY_WEIGHT * a + rng.gumbel(size=u.size)
+    order = np.argsort(-keys)  # best key first, then (stably) by user: two sorts beat one lexsort here
+    order = order[np.argsort(u[order], kind="stable")]
+    u, i, a = u[order], i[order], a[order]
+    distinct = np.bincount(u - lo, minlength=hi - lo)
+    first = np.cumsum(distinct) - distinct
+    rank = np.arange(u.size) - np.repeat(first, distinct)
+    short = distinct < n_u  # too few distinct candidates: draw these users exactly
+    keep = (rank < n_u[u - lo]) & ~short[u - lo]
+    u, i, a = u[keep], i[keep], a[keep]
+    if short.any():
+        eu, ei, ea = _pick_exact(rng, np.flatnonzero(short) + lo, activity, log_prior, p, q, scale)
+        u, i, a = np.concatenate([u, eu]), np.concatenate([i, ei]), np.concatenate([a, ea])
+    return u, i, a

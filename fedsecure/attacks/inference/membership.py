@@ -444,7 +444,7 @@ def run_membership_audit(
     the accountant's epsilon beside the strongest attack's lower bound and the target's one-run canary
     audit (DP runs).
     """
-    from fedsecure.experiment import library_versions, load_data, make_split
+    from fedsecure.experiment import config_data, library_versions, make_split
     from fedsecure.recsys.models import MODELS
 
     if level not in LEVELS:
@@ -460,7 +460,7 @@ def run_membership_audit(
     if shadows == 0 and set(attacks) - {"loss"}:
         raise ValueError("calibrated and LiRA attacks need shadows >= 1")
     t0 = time.perf_counter()
-    data = data if data is not None else load_data(config.data, config.seed)
+    data = data if data is not None else config_data(config)
     task = MODELS[config.model].task
     split = make_split(data, task, config.seed)
     is_test = np.isin(_keys(data), _keys(split.test))
