@@ -106,6 +106,16 @@ def _fraction_or_count(text: str) -> float:
     return value
 
 
+def _compress(text: str) -> str:
+    """``--compress``: checked here so that a typo fails before any data is loaded."""
+    from fedsecure.compress import parse_compression
+
+    try:
+        return parse_compression(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace(f"--compress {text!r}", repr(text))) from None
+
+
 def _byzantine(text: str) -> float:
     value = _number(text, float)
     if value < 0 or (value >= 1 and not value.is_integer()):
@@ -266,6 +276,10 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     p.add_argument("--clip-range", type=_positive_float, default=1.0,
                    help="secagg: per-coordinate clip range of updates")
     p.add_argument("--active", action="store_true", help="secagg: signatures and consistency check (active server)")
+    p.add_argument("--compress", type=_compress, default="none", metavar="none|q8|q4|q2|rotate-q8|topk:FRACTION",
+                   help="compress uploads: stochastic b-bit quantization (with secagg: straight into the ring, over "
+                        "--clip-range), rotated first (randomized Hadamard), or top-k with error feedback "
+                        "(plaintext only)")
     p.add_argument("--dp", default="none", choices=DP_MODES, help="differential privacy mechanism")
     p.add_argument("--noise-multiplier", type=_positive_float,
                    help="DP noise std / clip norm (one of this or --target-epsilon with --dp)")
@@ -325,7 +339,7 @@ def _config_from(args: argparse.Namespace) -> Any:
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         server_optimizer=args.server_optimizer, server_lr=args.server_lr, eval_every=args.eval_every, k=args.k, n_negatives=args.negatives,
         dropout=args.dropout, straggler=args.straggler, seed=args.seed, model_args=model_args, secure=args.secure,
-        clip_range=args.clip_range, secagg_active=args.active, dp=args.dp, noise_multiplier=args.noise_multiplier,
+        clip_range=args.clip_range, secagg_active=args.active, compress=args.compress, dp=args.dp, noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon, clip=args.clip, delta=args.delta,
         insecure_seeded_noise=args.insecure_seeded_noise, **_robustness_from(args),
     )
@@ -650,6 +664,16 @@ def protection_line(result: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def communication_line(result: dict[str, Any]) -> str:
+    """Bytes up and down per client and round, and the upload against a float32 update."""
+    com = result["communication"]
+    if "bytes_up_per_client" not in com:
+        return f"compress {com.get('compress', 'none')}, no round applied"
+    return (f"compress {com.get('compress', 'none')}: up {_bytes(com['bytes_up_per_client'])}, "
+            f"down {_bytes(com['bytes_down_per_client'])} per client and round (a float32 update, "
+            f"{_bytes(com['float32_update_bytes'])}, is {com['upload_ratio_vs_float32']:.2f}x the upload)")
+
+
 def _find(tree: Any, key: str) -> Any:
     """CKKS: the security required, and what the chosen parameters give, in one phrase."""
     if not isinstance(tree, dict):
@@ -748,6 +772,7 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
     lines += [
         ("protection", protection_line(result)),
         *([("robustness", robust)] if robust else []),
+        *([("communication", communication_line(result))] if result.get("communication") else []),
         ("privacy", privacy_line(result["privacy"])),
         ("time", f"setup {t['setup_seconds']:.1f}s, training {t['train_seconds']:.1f}s "
                  f"({result.get('rounds_completed', '?')}/{result['config']['rounds']} rounds)"),

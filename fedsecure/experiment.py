@@ -86,6 +86,9 @@ class RunConfig:
     secure: str = "none"
     clip_range: float = 1.0
     secagg_active: bool = False
+    # what a client's upload is compressed to (fedsecure.compress.parse_compression): none, q8, q4, q2,
+    # rotate-q8 (-q4, -q2), topk:FRACTION (plaintext only)
+    compress: str = "none"
     dp: str = "none"
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
@@ -158,6 +161,7 @@ class RunConfig:
             raise ValueError("--row-aware applies to --aggregator median or trimmed-mean")
         if robust and self.dp != "none":
             raise ValueError("robust aggregation with differential privacy is not supported yet")
+        self._check_compression()
         self._check_ranges()
 
     def synthetic_options(self) -> dict[str, Any]:
@@ -165,6 +169,29 @@ class RunConfig:
         return {name: value for name, value in (("users", self.users), ("items", self.items),
                                                 ("interactions_per_user", self.interactions_per_user))
                 if value is not None}
+
+    def _check_compression(self) -> None:
+        """--compress: parsed, and refused where it would break the protection mode or the DP claim."""
+        from fedsecure.compress import parse_compression
+
+        spec = parse_compression(self.compress)
+        if spec.kind == "none":
+            return
+        if spec.kind == "topk" and self.secure != "none":
+            raise ValueError(f"--compress {self.compress} needs --secure none: each client sends different "
+                             f"coordinates, which --secure {self.secure} cannot sum (masks and ciphertext slots are "
+                             "per position); use --compress q8 (or rotate-q8) with secure aggregation")
+        if self.secure == "ckks":
+            raise ValueError(f"--compress {self.compress} with --secure ckks: a CKKS ciphertext's size does not "
+                             "depend on the precision of what it encrypts; use --secure secagg or secagg+")
+        if self.dp in ("user-central", "user-distributed"):
+            raise ValueError(f"--compress {self.compress} with --dp {self.dp} is refused: quantizing or "
+                             "sparsifying a clipped update changes its norm (stochastic rounding can raise it by up "
+                             "to sqrt(d) levels), so the sensitivity the accountant assumes no longer holds; "
+                             "with --dp dpsgd the update is already private and compression is post-processing")
+        if self.aggregator != "fedavg":
+            raise ValueError(f"--compress {self.compress} with --aggregator {self.aggregator} is not supported: "
+                             "robust rules see each update in float32")
 
     def _check_ranges(self) -> None:
         """Each numeric option in its allowed range, named as on the command line (NaN fails every test)."""
@@ -323,6 +350,11 @@ class Experiment:
 
     def _protocol(self, client_noise: Any = None) -> SumProtocol:
         cfg = self.config
+        from fedsecure.compress import parse_compression
+
+        spec = parse_compression(cfg.compress)
+        if spec.kind != "none":
+            return self._compressed_protocol(spec)
         if cfg.secure == "none":
             return PlainSum()
         if cfg.secure in ("secagg", "secagg+"):
@@ -343,6 +375,26 @@ class Experiment:
         # max_abs_sum / N, is 2^18 / N: 430 for ml-latest-small's 610 users, far above any clip norm).
         poisson = cfg.dp.startswith("user")
         return CKKSSum(max_clients=len(self.clients) if poisson else max(self.clients_per_round, 1))
+
+    def _compressed_protocol(self, spec: Any) -> SumProtocol:
+        """--compress: a quantized or top-k plaintext sum, or a quantized SecAgg(+) ring; rotated when asked."""
+        from fedsecure.fl import compression
+
+        cfg = self.config
+        if spec.kind == "topk":
+            return compression.TopKPlainSum(spec.fraction)
+        if cfg.secure == "none":
+            inner: SumProtocol = compression.QuantizedPlainSum(spec.bits)
+        else:
+            from fedsecure.secagg.sum import SecAggSum
+
+            inner = SecAggSum(clip_range=cfg.clip_range, graph="complete" if cfg.secure == "secagg" else "sparse",
+                              dropout_rate=max(cfg.dropout, 0.05), active=cfg.secagg_active,
+                              quantize_bits=spec.bits)
+        if not spec.rotate:
+            return inner
+        # the rotation seed is public shared randomness: both sides know the run's seed and the round number
+        return compression.RotatedSum(inner, f"fedsecure-run seed={cfg.seed}".encode())
 
     def _delta(self, population: int) -> float:
         return self.config.delta if self.config.delta is not None else min(1e-5, 1.0 / (10 * population))
@@ -594,9 +646,25 @@ class Experiment:
             "root_clients": [c.client_id for c in self.reference_clients],
             "trainer": self.trainer.describe(),
             "privacy": privacy,
+            "communication": self._communication(history),
             "timings": {"setup_seconds": self.setup_seconds, "train_seconds": seconds},
             "versions": library_versions(),
         }
+
+    def _communication(self, history: Any) -> dict[str, Any]:
+        """Bytes up and down per client: the mean over the applied rounds, and float32's for comparison."""
+        rounds = [r for r in history.rounds if r.bytes_up_per_client is not None]
+        dim = sum(p.numel() for _, p in self.model.shared_parameters())
+        dense = 4 * (dim + 1)  # a float32 update and its weight
+        out: dict[str, Any] = {"compress": self.config.compress, "rounds": len(rounds),
+                               "float32_update_bytes": dense}
+        if rounds:
+            up = float(np.mean([r.bytes_up_per_client for r in rounds]))
+            down = float(np.mean([r.bytes_down_per_client for r in rounds]))
+            out.update(bytes_up_per_client=up, bytes_down_per_client=down, upload_ratio_vs_float32=dense / up,
+                       bytes_up_total=float(sum(r.bytes_up_per_client * r.sampled for r in rounds)),
+                       bytes_down_total=float(sum(r.bytes_down_per_client * r.sampled for r in rounds)))
+        return out
 
     def _popularity(self) -> dict[str, Any]:
         try:

@@ -88,6 +88,9 @@ class SumProtocol(ABC):
     stages: tuple[str, ...] = ("upload",)
     #: largest absolute coordinate the protocol accepts (None: unbounded)
     input_bound: float | None = None
+    #: FedAvg sends its weight ``w~`` in [0, 1] as ``w~ * weight_unit`` (a quantizing protocol sets it to its
+    #: input bound, so that the weight needs no wider range than the update)
+    weight_unit: float = 1.0
 
     @abstractmethod
     def sum(
@@ -198,7 +201,7 @@ class FedAvg(Aggregator):
                 delta = np.clip(delta, -bound, bound)
         vec = np.empty(delta.size + 1, dtype=np.float32)
         np.multiply(delta, w, out=vec[:-1])
-        vec[-1] = w
+        vec[-1] = w * self.protocol.weight_unit
         return vec, clipped
 
     def aggregate(
@@ -216,7 +219,7 @@ class FedAvg(Aggregator):
         t0 = time.perf_counter()
         result = self.protocol.sum(vectors, dropouts=dropouts)
         elapsed = time.perf_counter() - t0
-        weight = float(result.total[-1])
+        weight = float(result.total[-1]) / self.protocol.weight_unit
         if weight <= 0:
             raise AggregationError(f"round {round_index}: the surviving clients carry no weight")
         stats = dict(result.stats)

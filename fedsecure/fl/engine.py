@@ -21,6 +21,14 @@ One round of :class:`FederatedTrainer`:
 5. a :class:`ServerOptimizer` applies it;
 6. every ``eval_every`` rounds (and after the last) the model is evaluated.
 
+Each applied round records what travels per sampled client
+(``bytes_up_per_client``, ``bytes_down_per_client``): up, the protocol's
+``upload_bytes`` (payloads, masked ring elements, ciphertexts, plus the
+protocol's key-agreement and unmasking messages where it counts them) over
+the sampled clients, or the float32 update when the aggregator reports none;
+down, the float32 global shared parameters each client starts from plus the
+protocol's ``download_bytes`` over the sampled clients.
+
 Everything random (sampling, dropouts, local shuffling, negatives, model
 initialisation) derives from ``seed``, so a run is reproducible; protocol
 keys, masks, DP noise and the Poisson sample that DP accounting relies on do
@@ -184,6 +192,8 @@ class RoundRecord:
     stats: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     error: str | None = None
+    bytes_up_per_client: float | None = None
+    bytes_down_per_client: float | None = None
 
 
 @dataclass
@@ -305,7 +315,18 @@ class FederatedTrainer:
         record.included = len(result.included)
         record.excluded = result.excluded
         record.stats = result.stats
+        record.bytes_up_per_client, record.bytes_down_per_client = self._bytes_per_client(
+            result.stats, int(sampled.size), global_flat)
         return record
+
+    @staticmethod
+    def _bytes_per_client(stats: dict[str, Any], sampled: int, global_flat: np.ndarray) -> tuple[float, float]:
+        """Mean bytes up and down per sampled client in one round (see the module docstring)."""
+        up = stats.get("upload_bytes")
+        if up is None:  # an aggregator that sees each update: it travels as float32, with its weight
+            up = sampled * (global_flat.size + 1) * 4
+        down = sampled * global_flat.size * global_flat.itemsize + stats.get("download_bytes", 0)
+        return float(up) / sampled, float(down) / sampled
 
     def run(self, on_round: RoundCallback | None = None) -> History:
         torch.manual_seed(self.config.seed)

@@ -107,6 +107,35 @@ class FixedPointEncoding:
             + " with at least one quantization level per clip range; use more bits or fewer clients"
         )
 
+    @classmethod
+    def for_levels(cls, n_clients: int, clip: float, levels: int, *, bits: int | None = None) -> FixedPointEncoding:
+        """Quantization to ``b`` bits straight into the ring: ``scale = levels / clip``, stochastic rounding.
+
+        A client's value in ``[-clip, clip]`` becomes an integer in ``[-levels, levels]``
+        (``levels = 2^(b-1) - 1`` for ``b`` bits), rounded up or down at random so
+        that it is unbiased. The ring is the narrowest that holds the sum of
+        ``n_clients`` of them without wrapping, ``bits = bitlen(n (levels + 1)) + 1``
+        (``b + ceil(log2 n) + 1`` roughly), unless ``bits`` asks for more; fewer is
+        refused. So what travels per coordinate is that ring width, not ``b``.
+        """
+        if n_clients < 1:
+            raise ConfigurationError(f"need at least one client, got {n_clients}")
+        if not (isinstance(levels, int) and levels >= 1):
+            raise ConfigurationError(f"levels must be an integer >= 1, got {levels!r}")
+        if not (math.isfinite(clip) and clip > 0):
+            raise ConfigurationError(f"clip must be finite and > 0, got {clip}")
+        scale = levels / clip
+        need = int(cls._worst_case(n_clients, clip, scale, None, True))
+        least = need.bit_length() + 1
+        if bits is not None and bits < least:
+            raise ConfigurationError(f"a {bits}-bit ring cannot hold the sum of {n_clients} values of "
+                                     f"{levels} levels each; it needs at least {least} bits")
+        ring = least if bits is None else int(bits)
+        if ring > MAX_BITS:
+            raise ConfigurationError(f"the sum of {n_clients} values of {levels} levels needs a {ring}-bit ring, "
+                                     f"above the {MAX_BITS}-bit maximum")
+        return cls(bits=max(ring, MIN_BITS), scale=scale, clip=float(clip), stochastic=True)
+
     @staticmethod
     def _worst_case(n: int, clip: float, scale: float, noise: IntegerNoise | None, stochastic: bool) -> float:
         per_client = math.ceil(clip * scale) + (1 if stochastic else 0)
