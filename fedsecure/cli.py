@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a federated recommender and report metrics beside popularity",
                          formatter_class=_Help)
     _add_run_arguments(run, robustness=True)
+    _add_finetune_arguments(run)
     audit = sub.add_parser("audit", help="audit a deployment's robustness: sweeps of attacks against defences",
                            formatter_class=_Help)
     what = audit.add_subparsers(dest="audit", required=True)
@@ -324,6 +325,35 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     r.add_argument("--non-colluding", action="store_true", help="malicious clients craft alone, from their own update")
 
 
+def _add_finetune_arguments(run: argparse.ArgumentParser) -> None:
+    t = run.add_argument_group("pretraining and fine-tuning")
+    t.add_argument("--pretrain-users", type=_float_in(0.0, 1.0, low_open=True, high_open=True), metavar="FRACTION",
+                   help="this fraction of the users is public: the model is pretrained on their data centrally, "
+                        "and they are neither federated clients nor evaluated")
+    t.add_argument("--pretrain-epochs", type=_non_negative_int, default=30,
+                   help="central passes over the public users' data (Adam); 0 only removes them")
+    t.add_argument("--pretrain-lr", type=_positive_float, default=1e-3, help="learning rate of the pretraining")
+    t.add_argument("--init", type=Path, metavar="PATH",
+                   help="start from this checkpoint (torch format, see --save); refused if its model, sizes or "
+                        "item catalogue differ from the run's; the users it was trained on are removed likewise")
+    t.add_argument("--adapter", default="none", choices=("none", "lora"),
+                   help="lora: train and send only LoRA adapters on the attention and feed-forward projections "
+                        "(peft); every other parameter is frozen and never leaves the client")
+    t.add_argument("--lora-rank", type=_positive_int, default=8, help="rank of the LoRA adapters")
+    t.add_argument("--lora-alpha", type=_positive_float, help="LoRA scaling numerator (default: the rank)")
+    t.add_argument("--save", type=Path, metavar="PATH", help="write the trained model (adapter merged) as a checkpoint")
+    t.add_argument("--save-pretrained", type=Path, metavar="PATH",
+                   help="write the pretrained model (before federated training) as a checkpoint")
+
+
+def _finetune_from(args: argparse.Namespace) -> dict[str, Any]:
+    if not hasattr(args, "adapter"):
+        return {}
+    return dict(pretrain_users=args.pretrain_users or 0.0, pretrain_epochs=args.pretrain_epochs,
+                pretrain_lr=args.pretrain_lr, init=str(args.init) if args.init is not None else None,
+                adapter=args.adapter, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+
+
 def _config_from(args: argparse.Namespace) -> Any:
     from fedsecure.experiment import RunConfig
 
@@ -341,7 +371,7 @@ def _config_from(args: argparse.Namespace) -> Any:
         dropout=args.dropout, straggler=args.straggler, seed=args.seed, model_args=model_args, secure=args.secure,
         clip_range=args.clip_range, secagg_active=args.active, compress=args.compress, dp=args.dp, noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon, clip=args.clip, delta=args.delta,
-        insecure_seeded_noise=args.insecure_seeded_noise, **_robustness_from(args),
+        insecure_seeded_noise=args.insecure_seeded_noise, **_robustness_from(args), **_finetune_from(args),
     )
 
 
@@ -769,7 +799,9 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
         lines = [("evaluation", "none completed")]
     t = result["timings"]
     robust = robustness_line(result)
+    tuned = finetune_line(result)
     lines += [
+        *([("starting model", tuned)] if tuned else []),
         ("protection", protection_line(result)),
         *([("robustness", robust)] if robust else []),
         *([("communication", communication_line(result))] if result.get("communication") else []),
@@ -779,6 +811,32 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
     ]
     for label, text in lines:
         print(f"{label}: {text}", flush=True)
+
+
+def finetune_line(result: dict[str, Any]) -> str | None:
+    """Where training started (pretrained, loaded, adapter) and how many values each client sends."""
+    ft = result.get("finetune")
+    if not ft:
+        return None
+    parts = []
+    if "pretrain" in ft:
+        p = ft["pretrain"]
+        parts.append(f"pretrained centrally on {p['public_users']} public users ({p['epochs']} epochs), "
+                     "who are not federated or evaluated" if p["epochs"] else
+                     f"{p['public_users']} public users removed, not pretrained (from scratch)")
+    if "init" in ft:
+        parts.append(f"loaded {ft['init']['path']} ({ft['init']['public_users']} of its public users removed)")
+    before = ft.get("before_federated", {})
+    if "hr@10" in before:
+        parts.append(f"HR@10 before federated training {_with_interval(before, 'hr@10')}")
+    if "adapter" in ft:
+        a = ft["adapter"]
+        parts.append(f"LoRA rank {a['rank']} on {', '.join(a['targets'])}")
+    n = ft.get("parameters", {})
+    if n:
+        parts.append(f"each client sends {n['sent_per_client']:,} of {n['model']:,} values "
+                     f"({n['frozen']:,} frozen)")
+    return "; ".join(parts)
 
 
 def adjustment_line(adj: dict[str, Any]) -> str:
@@ -829,6 +887,9 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
 
     if args.json is not None:
         check_output_file(args.json, "--json")
+    for option in ("save", "save_pretrained"):
+        if getattr(args, option, None) is not None:
+            check_output_file(getattr(args, option), "--" + option.replace("_", "-"))
     console = Console()
     config = _config_from(args)
     try:
@@ -837,6 +898,8 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
         print("fedsecure: interrupted during setup; nothing was trained, nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
     _check_setup(config, experiment)
+    if getattr(args, "save_pretrained", None) is not None:
+        print(f"wrote {experiment.save_pretrained(args.save_pretrained)}", file=sys.stderr, flush=True)
     for adj in experiment.adjustments:
         print(adjustment_line(adj), file=sys.stderr, flush=True)
     tty = sys.stderr.isatty()
@@ -868,6 +931,8 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
                       f"(status 'failed') written to {where}", file=sys.stderr)
             raise failed.cause from None
     result["command"] = command
+    if getattr(args, "save", None) is not None and not interrupted:
+        result["saved_model"] = str(experiment.save(args.save))
     written = write_result(result, args.json) if args.json is not None else None
     if interrupted:
         print(f"fedsecure: interrupted after {result['rounds_completed']} of {config.rounds} rounds"

@@ -106,6 +106,15 @@ class RunConfig:
     # one-run DP audit (fedsecure.attacks.inference.canaries): canary users (user-level DP) or interactions
     # (DP-SGD), each included with probability 1/2; None: a small default in DP runs, 0 otherwise
     audit_canaries: int | None = None
+    # pretraining and fine-tuning (fedsecure.recsys.checkpoint, fedsecure.recsys.adapters)
+    pretrain_users: float = 0.0  # > 0: this fraction of the users is public: pretrained on centrally, not federated
+    pretrain_epochs: int = 30  # 0: the public users are only removed (the from-scratch baseline on the same users)
+    pretrain_lr: float = 1e-3  # Adam
+    pretrain_batch_size: int = 32
+    init: str | None = None  # a checkpoint to start from (its public users are removed likewise)
+    adapter: str = "none"  # "lora": only the adapter is trained and sent
+    lora_rank: int = 8
+    lora_alpha: float | None = None  # None: the rank (scaling 1)
 
     def __post_init__(self) -> None:
         for value, valid, what in (
@@ -151,6 +160,7 @@ class RunConfig:
             raise ValueError(f"--audit-canaries must be >= 0, got {self.audit_canaries}")
         if self.audit_canaries and self.dp == "none":
             raise ValueError("--audit-canaries audits a DP run's epsilon: use it with --dp")
+        self._check_finetune()
         robust = self.aggregator != "fedavg"
         if robust and self.secure != "none" and not self.groups:
             raise ValueError(f"--aggregator {self.aggregator} must see each update, which --secure {self.secure} "
@@ -192,6 +202,25 @@ class RunConfig:
         if self.aggregator != "fedavg":
             raise ValueError(f"--compress {self.compress} with --aggregator {self.aggregator} is not supported: "
                              "robust rules see each update in float32")
+
+    def _check_finetune(self) -> None:
+        from fedsecure.recsys.adapters import ADAPTERS
+
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"unknown adapter {self.adapter!r}; choose one of: {', '.join(ADAPTERS)}")
+        if self.adapter == "lora" and not MODELS[self.model].lora_targets:
+            raise ValueError(f"--adapter lora applies to models with linear layers to adapt "
+                             f"({', '.join(m for m, c in MODELS.items() if c.lora_targets)}), not {self.model}")
+        if not (0.0 <= self.pretrain_users < 1.0):
+            raise ValueError(f"--pretrain-users must be a fraction in [0, 1), got {self.pretrain_users}")
+        if self.pretrain_users and self.init:
+            raise ValueError("--pretrain-users and --init both give the starting model: use one")
+        if self.pretrain_epochs < 0 or self.pretrain_batch_size < 1 or not self.pretrain_lr > 0:
+            raise ValueError("--pretrain-epochs must be >= 0, --pretrain-batch-size >= 1 and --pretrain-lr > 0")
+        if self.lora_rank < 1:
+            raise ValueError(f"--lora-rank must be >= 1, got {self.lora_rank}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"--lora-alpha must be > 0, got {self.lora_alpha}")
 
     def _check_ranges(self) -> None:
         """Each numeric option in its allowed range, named as on the command line (NaN fails every test)."""
@@ -290,6 +319,8 @@ class Experiment:
                              f"one out for the test set ({len(self.data)} interactions, {self.data.n_users} users)")
         if len(self.split.train) == 0:
             raise ValueError(f"{self.data.source}: no training interactions left after the test split")
+        self._checkpoint = self._read_checkpoint()
+        self.public_users, self.public_data = self._split_off_public()
         self.malicious_users: list[int] = []  # data poisoning: users the attacker controls
         self.target_items: list[int] = []  # promotion attacks: the items promoted (ER@K is reported for them)
         self._poison_data()
@@ -325,6 +356,7 @@ class Experiment:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, train.n_users, train.n_items, **cfg.model_args)
         self.evaluator = Evaluator(self.split, task, k=cfg.k, n_negatives=self.n_negatives, seed=cfg.seed)
+        self.finetune = self._starting_model()
         self.fl_config = FederatedConfig(
             rounds=cfg.rounds,
             clients_per_round=cfg.clients_per_round,
@@ -344,6 +376,114 @@ class Experiment:
         self.poisoning = self._poisoning()
         self.setup_seconds = time.perf_counter() - t0
 
+
+    def _read_checkpoint(self) -> Any:
+        """``--init``: the checkpoint's (config, state dict), refused now if it does not fit the data or model."""
+        cfg = self.config
+        if not cfg.init:
+            return None
+        from fedsecure.recsys.checkpoint import check_compatible, load_checkpoint
+
+        config, state = load_checkpoint(cfg.init)
+        check_compatible(config, cfg.model, cfg.model_args, self.data, path=cfg.init)
+        return config, state
+
+    def _split_off_public(self) -> tuple[np.ndarray, Interactions | None]:
+        """The public users (``--pretrain-users``, or those a checkpoint was trained on) leave the split entirely."""
+        cfg = self.config
+        from fedsecure.recsys.split import choose_users, split_off_users
+
+        if cfg.pretrain_users:
+            users = choose_users(self.data, cfg.pretrain_users, cfg.seed)
+        elif self._checkpoint is not None:
+            from fedsecure.recsys.checkpoint import public_user_ids
+
+            users = public_user_ids(self._checkpoint[0], self.data)
+        else:
+            users = np.zeros(0, dtype=np.int64)
+        if users.size == 0:
+            return users, None
+        public, self.split = split_off_users(self.split, users)
+        if len(self.split.test) == 0 or len(self.split.train) == 0:
+            raise ValueError(f"removing the {users.size} public users leaves no private user to train or evaluate")
+        return users, public
+
+    def _starting_model(self) -> dict[str, Any] | None:
+        """Pretrain centrally on the public users or load ``--init``; then add the adapter. What it did, as a record."""
+        cfg = self.config
+        report: dict[str, Any] = {}
+        if self._checkpoint is not None:
+            from fedsecure.recsys.checkpoint import load_into
+
+            config, state = self._checkpoint
+            load_into(self.model, state, path=cfg.init)
+            report["init"] = {"path": cfg.init, "fedsecure_version": config.get("fedsecure_version"),
+                              "public_users": int(self.public_users.size), "note": config.get("note", "")}
+            self._checkpoint = (config, None)  # the weights now live in the model
+        elif self.public_data is not None:
+            t0 = time.perf_counter()
+            if cfg.pretrain_epochs:
+                train_central(self.model, self.public_data, epochs=cfg.pretrain_epochs,
+                              batch_size=cfg.pretrain_batch_size, lr=cfg.pretrain_lr, optimizer="adam", seed=cfg.seed)
+            report["pretrain"] = {
+                "public_users": int(self.public_users.size), "public_interactions": len(self.public_data),
+                "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr, "optimizer": "adam",
+                "batch_size": cfg.pretrain_batch_size, "seconds": time.perf_counter() - t0,
+            }
+        if report or self.public_users.size:
+            self.model.eval()
+            report["before_federated"] = self.evaluator(self.model)  # the starting model on the private users
+            self.pretrained_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        total = sum(p.numel() for p in self.model.parameters())
+        if cfg.adapter == "lora":
+            from fedsecure.recsys.adapters import add_lora
+
+            torch.manual_seed(cfg.seed)
+            add_lora(self.model, cfg.lora_rank, alpha=cfg.lora_alpha)
+            report["adapter"] = {"kind": "lora", "rank": cfg.lora_rank,
+                                 "alpha": cfg.lora_alpha if cfg.lora_alpha is not None else float(cfg.lora_rank),
+                                 "targets": list(self.model.lora_targets)}
+        if not report:
+            return None
+        sent = sum(p.numel() for _, p in self.model.shared_parameters())
+        report["parameters"] = {"model": total, "sent_per_client": sent,
+                                "frozen": sum(p.numel() for p in self.model.parameters() if not p.requires_grad)}
+        return report
+
+    def checkpoint_config(self, note: str) -> dict[str, Any]:
+        from fedsecure.recsys.checkpoint import make_config
+
+        return make_config(self.config.model, self.config.model_args, self.data, public_users=self.public_users,
+                           note=note)
+
+    def save_pretrained(self, path: Any) -> Any:
+        """Write the starting model (pretrained or loaded, before any adapter) as a checkpoint."""
+        from fedsecure.recsys.checkpoint import save_checkpoint
+        from fedsecure.recsys.models import build_model
+
+        if not hasattr(self, "pretrained_state"):
+            raise ValueError("--save-pretrained needs --pretrain-users (nothing was pretrained)")
+        model = build_model(self.config.model, self.split.train.n_users, self.split.train.n_items,
+                            **self.config.model_args)
+        model.load_state_dict(self.pretrained_state)
+        return save_checkpoint(path, model, self.checkpoint_config(
+            f"pretrained on {self.public_users.size} public users"))
+
+    def final_model(self) -> Any:
+        """The trained model as the server deploys it: a copy with any adapter merged into the base."""
+        import copy
+
+        from fedsecure.recsys.adapters import is_adapted, merge_lora
+
+        model = copy.deepcopy(self.model)
+        return merge_lora(model) if is_adapted(model) else model
+
+    def save(self, path: Any) -> Any:
+        """Write the trained model (adapter merged) as a checkpoint that ``--init`` accepts."""
+        from fedsecure.recsys.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self.final_model(), self.checkpoint_config(
+            f"federated ({self.config.adapter} adapter) after {self.config.rounds} rounds"))
 
     def _adjust(self, option: str, requested: Any, used: Any, reason: str) -> None:
         self.adjustments.append({"option": f"--{option}", "requested": requested, "used": used, "reason": reason})
@@ -643,6 +783,7 @@ class Experiment:
             "rounds": history.to_dict(),
             "aggregator": self.aggregator.describe(),
             "poisoning": self._poisoning_report(),
+            "finetune": self.finetune,
             "root_clients": [c.client_id for c in self.reference_clients],
             "trainer": self.trainer.describe(),
             "privacy": privacy,

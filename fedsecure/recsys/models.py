@@ -43,6 +43,8 @@ class Recommender(nn.Module, ABC):
     #: True when every embedding table is used by lookup alone in the loss,
     #: so local SGD may use sparse gradients (see fedsecure.fl.local)
     sparse_gradients: ClassVar[bool] = True
+    #: names of the ``nn.Linear`` modules a LoRA adapter may target (fedsecure.recsys.adapters); () for none
+    lora_targets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()
@@ -55,8 +57,13 @@ class Recommender(nn.Module, ABC):
         return name.startswith(self.private_prefixes)
 
     def shared_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """The parameters a client sends and the server aggregates, in a fixed order."""
-        return [(n, p) for n, p in self.named_parameters() if not self.is_private(n)]
+        """The parameters a client sends and the server aggregates, in a fixed order.
+
+        Frozen parameters (``requires_grad`` False, such as a pretrained base
+        under an adapter) are neither trained nor sent: every client holds the
+        same copy, distributed once before training.
+        """
+        return [(n, p) for n, p in self.named_parameters() if not self.is_private(n) and p.requires_grad]
 
     def private_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.named_parameters() if self.is_private(n)]
@@ -319,6 +326,7 @@ class SASRec(Recommender):
     """
 
     private_prefixes = ()
+    lora_targets = ("qkv", "proj", "ff1", "ff2")  # attention and feed-forward projections
 
     def __init__(
         self, n_users: int, n_items: int, dim: int = 64, blocks: int = 2, heads: int = 2,

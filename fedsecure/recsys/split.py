@@ -89,3 +89,39 @@ def random_holdout(data: Interactions, test_fraction: float = 0.2, seed: int = 0
         f"{len(data) - len(test_rows)} train rows)"
     )
     return _split(data, test_rows, protocol)
+
+
+def choose_users(data: Interactions, fraction: float, seed: int) -> np.ndarray:
+    """A seeded uniform ``round(fraction * U)`` of the ``U`` users with any interaction (sorted dense ids)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"--pretrain-users must be a fraction in (0, 1), got {fraction}")
+    active = np.flatnonzero(np.bincount(data.users, minlength=data.n_users))
+    k = int(round(fraction * active.size))
+    if k < 1 or k >= active.size:
+        raise ValueError(f"--pretrain-users {fraction:g} of {active.size} users leaves "
+                         f"{'no public' if k < 1 else 'no private'} user")
+    rng = np.random.default_rng([seed, 0x9B1C])
+    return np.sort(rng.choice(active, size=k, replace=False))
+
+
+def split_off_users(split: Split, users: np.ndarray) -> tuple[Interactions, Split]:
+    """Take ``users`` wholly out of ``split``: ``(their rows, train and test alike; the rest as a Split)``.
+
+    Used for pretraining on a public part of the users: their data trains the
+    model centrally, and they are neither federated clients nor evaluated.
+    The remaining split keeps the id space; its protocol says who was removed.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    public_train = np.isin(split.train.users, users)
+    public_test = np.isin(split.test.users, users)
+    train, test = split.train.select(public_train), split.test.select(public_test)
+    public = Interactions(
+        users=np.concatenate([train.users, test.users]), items=np.concatenate([train.items, test.items]),
+        ratings=np.concatenate([train.ratings, test.ratings]),
+        timestamps=np.concatenate([train.timestamps, test.timestamps]), n_users=train.n_users,
+        n_items=train.n_items, raw_user_ids=train.raw_user_ids, raw_item_ids=train.raw_item_ids, source=train.source,
+    )
+    rest_test = split.test.select(~public_test)
+    protocol = (f"{split.protocol}; the {users.size} public (pretraining) users are removed from training and "
+                f"evaluation: {len(np.unique(rest_test.users))} remaining users are evaluated")
+    return public, Split(train=split.train.select(~public_train), test=rest_test, protocol=protocol)
