@@ -211,3 +211,42 @@ def test_double_masking_whatever_the_server_asks(data):
     assert len(values) == len(c.revealed)  # one kind per peer, by construction of the dict...
     # ...and the responses themselves never named a peer twice:
     assert not (set(k for k, v in c.revealed.items() if v == "self_mask") & set(k for k, v in c.revealed.items() if v == "mask_key"))
+
+
+def test_input_given_after_the_keys_gives_the_same_sum_and_is_checked():
+    """``SecAggClient(u, None)`` + ``set_input`` before the forwarded shares (how the Flower mod trains late): the
+    sum is the one of the inputs; a wrong length, a second input, an input in the wrong stage, and forwarded
+    shares before any input are refused by name and change nothing."""
+    from fedsecure.secagg import ConfigurationError
+
+    n, d = 7, 5
+    rng = np.random.default_rng(11)
+    vecs = {u: rng.uniform(-1, 1, d) for u in range(n)}
+    p = _params(n, "sparse", k=4, t=2)
+    enc = FixedPointEncoding.for_sum(n, 1.0)
+    server = SecAggServer(range(n), d, p, enc, signing_key=Ed25519PrivateKey.generate())
+    policy = ClientPolicy(server_key=server.public_key, **PERMISSIVE)
+    clients = {u: SecAggClient(u, None, policy=policy) for u in range(n)}
+    with pytest.raises(StageError, match="between the configuration and the forwarded shares"):
+        clients[0].set_input(vecs[0])  # no configuration yet: the length is not known
+    inbox = {u: server.config_message for u in range(n)}
+    while server.stage != "done":
+        if server.stage == "masked_input":
+            u = 0
+            with pytest.raises(StageError, match="no input yet"):
+                clients[u].receive(inbox[u])
+            assert clients[u].stage == "shares"
+            with pytest.raises(ConfigurationError, match="length"):
+                clients[u].set_input(np.zeros(d + 1))
+            for v in range(n):
+                clients[v].set_input(vecs[v])
+            with pytest.raises(ConfigurationError, match="already holds"):
+                clients[u].set_input(vecs[u])
+        for u, msg in inbox.items():
+            for out in clients[u].receive(msg):
+                server.receive(u, out)
+        inbox = server.advance()
+    with pytest.raises(StageError):
+        clients[1].set_input(vecs[1])  # after the masked input: never again this round
+    total = enc.decode(server.result.ring_sum)
+    assert np.all(np.abs(total - sum(vecs.values())) <= enc.max_error(n) + 1e-12)

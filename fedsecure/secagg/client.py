@@ -79,7 +79,7 @@ class SecAggClient:
     def __init__(
         self,
         client_id: int,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         *,
         policy: ClientPolicy | None = None,
         identity_key: Ed25519PrivateKey | None = None,
@@ -91,12 +91,10 @@ class SecAggClient:
             raise ConfigurationError(f"client id must be in [0, {m.MAX_CLIENT_ID}], got {client_id}")
         self.id = int(client_id)
         # No float64 copy (that alone cost ~a tenth of a 100k-coordinate round): the encoder reads
-        # float32 or float64 as given, when the round configuration arrives.
-        self._vector = np.asarray(vector)
-        if self._vector.dtype.kind != "f":
-            self._vector = self._vector.astype(np.float64)
-        if self._vector.ndim != 1:
-            raise ConfigurationError(f"input must be a 1-D vector, got shape {self._vector.shape}", sender=self.id)
+        # float32 or float64 as given, when the round configuration arrives. ``vector=None``: the input
+        # comes later, through :meth:`set_input`, before the forwarded shares.
+        self._vector = None if vector is None else self._as_input(vector)
+        self._encoded: np.ndarray | None = None
         self.policy = policy if policy is not None else ClientPolicy()
         if not isinstance(self.policy, ClientPolicy):
             raise ConfigurationError("policy must be a ClientPolicy")
@@ -112,6 +110,37 @@ class SecAggClient:
         # peer -> "self_mask" | "mask_key" (| "+pairwise_seed" after a verified exclusion proof): what it disclosed
         self.revealed: dict[int, str] = {}
         self.round_bounds = None  # the SecAggParams this client computed for the round's view
+
+    def _as_input(self, vector) -> np.ndarray:
+        x = np.asarray(vector)
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+        if x.ndim != 1:
+            raise ConfigurationError(f"input must be a 1-D vector, got shape {x.shape}", sender=self.id)
+        return x
+
+    def _encode(self, enc: FixedPointEncoding, x: np.ndarray) -> np.ndarray:
+        noise = None if self._noise is None else self._noise.sample(x.size, enc.scale)
+        return enc.encode(x, noise)
+
+    def set_input(self, vector: np.ndarray) -> None:
+        """Give the input of a client built with ``vector=None`` (as Flower's SecAgg+ does, an app may train
+        after the keys are exchanged): any time after the round configuration and before the forwarded
+        shares arrive (stages ``commitments``, ``reveals``, ``shares``), once. Its length must be the
+        round's ``vector_length``. Raises :class:`ConfigurationError` (and changes nothing) otherwise."""
+        if self.stage not in ("commitments", "reveals", "shares"):
+            raise StageError(f"client {self.id} takes its input between the configuration and the forwarded shares, "
+                             f"not in stage {self.stage!r}", sender=self.id)
+        if self._encoded is not None:
+            raise ConfigurationError(f"client {self.id} already holds its input for this round", sender=self.id)
+        x = self._as_input(vector)
+        if x.size != self._config.vector_length:
+            raise ConfigurationError(f"round expects vectors of length {self._config.vector_length}, client "
+                                     f"{self.id} was given {x.size}", sender=self.id)
+        try:
+            self._encoded = self._encode(self._encoding, x)
+        except (ConfigurationError, ValueError, OverflowError) as e:
+            raise ConfigurationError(f"client {self.id} cannot encode its input: {e}", sender=self.id) from None
 
     # -- plumbing ----------------------------------------------------------
     def _reject(self, reason: str) -> MessageRejected:
@@ -207,14 +236,13 @@ class SecAggClient:
             raise self._violation("an active-security round needs this client's identity key and the peers' keys")
         if cfg.active and not m.sorted_contains(self._known, cfg.roster):
             raise self._violation("the roster names clients without a known identity key")
-        if cfg.vector_length != self._vector.size:
+        if self._vector is not None and cfg.vector_length != self._vector.size:
             raise self._violation(f"round expects vectors of length {cfg.vector_length}, this client holds "
                                   f"{self._vector.size}")
         try:
             enc = FixedPointEncoding(bits=cfg.bits, scale=cfg.scale, clip=cfg.clip, stochastic=cfg.stochastic)
             enc.check_capacity(cfg.roster.size, self._noise)  # never help build a sum that can wrap
-            noise = None if self._noise is None else self._noise.sample(self._vector.size, enc.scale)
-            encoded = enc.encode(self._vector, noise)
+            encoded = None if self._vector is None else self._encode(enc, self._vector)
         except (ConfigurationError, ValueError) as e:
             raise self._violation(str(e)) from None
         except OverflowError:
@@ -345,6 +373,9 @@ class SecAggClient:
         return [self._seal(m.ShareKeys(ids, b"".join(cts)))]
 
     def _on_shares(self, data: bytes) -> list[bytes]:
+        if self._encoded is None:
+            raise StageError(f"client {self.id} has no input yet: set_input comes before the forwarded shares",
+                             sender=self.id)
         msg = m.ForwardedShares.parse(self._open(data, m.ForwardedShares))
         cfg = self._config
         if not set(msg.ids.tolist()) <= self._neighbour_set:
@@ -381,7 +412,7 @@ class SecAggClient:
             (plus if self.id < v else minus).append(seed)
         y = apply_masks(self._encoded, plus, minus, MaskExpander(cfg.vector_length, cfg.bits))
         self._held, self._u2, self.undecryptable = held, msg.ids, undecryptable
-        del self._encoded
+        self._encoded = None
         self.stage = "consistency" if cfg.active else "unmask"
         # The complaint: the dealers whose shares this client cannot use, so the server never counts on them.
         return [self._seal(m.MaskedInput(pack(y, cfg.bits), np.array(undecryptable, dtype=np.int64)))]

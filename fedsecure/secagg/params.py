@@ -88,6 +88,7 @@ Clients evaluate the same bounds from their own policy
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -160,6 +161,7 @@ def _check_threat_model(threat_model: str) -> None:
         raise ConfigurationError(f"threat_model must be one of {THREAT_MODELS}, got {threat_model!r}")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and every client recomputes it on each public fact of a round
 def _bounds(n: int, graph: str, k: int, t: int, dropout: float, corrupt: float, tm: str,
             min_colluders: int = DEFAULT_MIN_COLLUDERS) -> tuple[float, float, float]:
     """(round failure, collusion, disconnection) bounds of (k, t)."""

@@ -6,7 +6,9 @@ Server -> client (``message.content.config_records[RECORD_KEY]``):
 * ``session`` (bytes, 16): a random id of this protocol run (one per group per Flower round);
 * ``client-id`` (int): the node's protocol id in this run (``0 .. n-1``);
 * ``payload`` (bytes): the fedsecure message;
-* first message only: ``clipping-range`` (float) and ``max-weight`` (float).
+* the masked-input stage only (``masked_input``, the forwarded shares): ``clipping-range`` (float) and
+  ``max-weight`` (float), beside the strategy's fit instructions -- the node trains then, as with Flower's
+  SecAgg+, so nothing the size of the model is held between messages.
 
 Client -> server (the reply's ``config_records[RECORD_KEY]``): ``session``
 (bytes), ``stage`` (str), and ``payload`` (bytes) when the client has
@@ -20,6 +22,7 @@ from typing import Any
 RECORD_KEY = "fedsecure.secagg"
 STATE_KEY = "fedsecure.secagg.state"
 FIRST_STAGE = "advertise_keys"
+INPUT_STAGE = "masked_input"
 
 STAGE, SESSION, CLIENT_ID, PAYLOAD, ERROR = "stage", "session", "client-id", "payload", "error"
 CLIP, MAX_WEIGHT = "clipping-range", "max-weight"

@@ -7,15 +7,17 @@ Same shape and place as Flower's ``flwr.client.mod.secaggplus_mod``::
 
     app = ClientApp(client_fn=client_fn, mods=[fedsecure_secagg_mod])
 
-It wraps any (legacy, ``NumPyClient``-style) ``ClientApp``: on the first
-message of a round (stage ``advertise_keys``, which carries the fit
-instructions) it lets the app train, turns the ``FitRes`` into the vector
-``[w * clip(params), w]`` with ``w = min(num_examples, max_weight) /
-max_weight``, and hands it to a fresh ``SecAggClient`` together with the
-server's signed round configuration. Every later message of the round goes
-to the same client state machine; the parameters never leave the node
-unmasked (the reply's arrays are cleared, only ``num_examples`` and the
-metrics travel in the clear, as with Flower's SecAgg+).
+It wraps any (legacy, ``NumPyClient``-style) ``ClientApp``: the first
+message of a round (stage ``advertise_keys``) starts a fresh
+``SecAggClient`` on the server's signed round configuration; the app trains
+when the forwarded shares arrive (stage ``masked_input``, which carries the
+fit instructions, as Flower's SecAgg+ does), and the ``FitRes`` becomes the
+vector ``[w * clip(params), w]`` with ``w = min(num_examples, max_weight) /
+max_weight``, given to the client (``set_input``) and masked at once. Every
+message of the round goes to the same client state machine; the parameters
+never leave the node unmasked (the reply's arrays are cleared, only
+``num_examples`` and the metrics travel in the clear, as with Flower's
+SecAgg+).
 
 The client enforces its own :class:`~fedsecure.secagg.ClientPolicy`: by
 default semi-honest, 10% dropout assumed, privacy failure <= 2^-40. Pin the
@@ -27,10 +29,13 @@ signed by that key.
 A message the client refuses (malformed, forged, out of stage, weaker than
 its policy) is answered with an ``error`` field naming the reason and leaves
 the client's state as it was. State between messages is node-local: by
-default pickled, encrypted under a key kept in the node's ``Context`` and
-written to a 0700 folder on the node (the ``Context`` stays small: Flower's
-simulation runtime copies it with every message); ``make_secagg_mod(state=
-"context")`` keeps it in the ``Context`` itself (see
+default pickled into the node's own ``Context`` (bound to the node by an
+HMAC; never sent to the SuperLink). It stays small -- keys, the view's key
+records, the shares it holds; never the model, which arrives and leaves in
+the one masked-input message -- so the copy of the ``Context`` that Flower's
+simulation runtime makes with every message costs little.
+``make_secagg_mod(state="disk")`` instead writes it, encrypted under a key
+kept in the ``Context``, to a 0700 folder on the node (see
 :mod:`fedsecure.integrations.flower._state`). A client that finished its
 round deletes it.
 """
@@ -62,8 +67,16 @@ def flatten(arrays) -> np.ndarray:
 def weighted_vector(arrays, num_examples: int, clipping_range: float, max_weight: float) -> np.ndarray:
     """``[w * clip(x, -c, c), w]`` with ``w = min(num_examples, max_weight) / max_weight`` in ``[0, 1]``."""
     w = min(max(float(num_examples), 0.0), max_weight) / max_weight
-    x = np.clip(flatten(arrays), -clipping_range, clipping_range)
-    return np.concatenate([w * x, [w]])
+    flat = [np.asarray(a).ravel() for a in arrays]
+    out = np.empty(sum(a.size for a in flat) + 1, dtype=np.float64)
+    pos = 0
+    for a in flat:  # clip straight into the float64 output, then weight in place: two passes, no temporaries
+        seg = out[pos:pos + a.size]
+        np.clip(a, -clipping_range, clipping_range, out=seg, casting="unsafe" if a.dtype.kind != "f" else "same_kind")
+        seg *= w
+        pos += a.size
+    out[-1] = w
+    return out
 
 
 def _pinned(policy: ClientPolicy, ctxt: Context) -> ClientPolicy:
@@ -98,73 +111,84 @@ class SecAggMod:
         self.policy, self.state = policy, state
 
     def __call__(self, msg: Message, ctxt: Context, call_next: Callable) -> Message:
-        if msg.metadata.message_type != MessageType.TRAIN or R.RECORD_KEY not in msg.content.config_records:
+        # RecordDict.config_records builds a fresh view on every access: read the records directly.
+        rec = msg.content.get(R.RECORD_KEY) if msg.metadata.message_type == MessageType.TRAIN else None
+        if not isinstance(rec, ConfigRecord):
             return call_next(msg, ctxt)
-        rec = msg.content.config_records[R.RECORD_KEY]
         who = f"node {msg.metadata.dst_node_id}"
-        if R.STATE_KEY not in ctxt.state.config_records:
-            ctxt.state.config_records[R.STATE_KEY] = ConfigRecord({})
-        store = ctxt.state.config_records[R.STATE_KEY]
+        store = ctxt.state.get(R.STATE_KEY)
+        if not isinstance(store, ConfigRecord):
+            store = ConfigRecord({})
+            ctxt.state[R.STATE_KEY] = store
         try:
             stage = R.field(rec, R.STAGE, str, who=who)
             session = R.field(rec, R.SESSION, bytes, who=who)
             payload = R.field(rec, R.PAYLOAD, bytes, who=who)
         except R.RecordError as e:
             return _reply(msg, RecordDict(), b"", "", error=str(e))
+        content = RecordDict()
         try:
             if stage == R.FIRST_STAGE:
-                return self._first(msg, ctxt, call_next, rec, store, session, payload, who)
-            held = _state.load(store)
-            if held is None or held[0] != session:
-                raise SecAggError(f"{who}: a {stage!r} message for a protocol run this node is not in")
-            client = held[1]
+                client = self._first(ctxt, rec, store, who)
+            else:
+                held = _state.load(store)
+                if held is None or held[0] != session:
+                    raise SecAggError(f"{who}: a {stage!r} message for a protocol run this node is not in")
+                client = held[1]
+            if stage == R.INPUT_STAGE:
+                out = self._train(msg, ctxt, call_next, client, rec, who)
+                if out.has_error():
+                    return out
+                content = out.content
             replies = client.receive(payload)
         except (SecAggError, R.RecordError) as e:
             return _reply(msg, RecordDict(), session, stage, error=str(e))
+        for arrays in content.array_records.values():
+            arrays.clear()  # the update leaves only masked
         if client.stage == "done":
             _state.clear(store)  # nothing more to do this round: forget the secrets
         else:
             _state.save(store, (session, client), self._spill())
-        return _reply(msg, RecordDict(), session, stage, payload=replies[0] if replies else None)
+        return _reply(msg, content, session, stage, payload=replies[0] if replies else None)
 
     def _spill(self):
         return _state.default_spill_dir() if self.state == "disk" else None
 
-    def _first(self, msg, ctxt, call_next, rec, store, session, payload, who) -> Message:
+    def _first(self, ctxt, rec, store, who) -> SecAggClient:
+        """A fresh client for a new run; its input comes at the masked-input stage (see :meth:`_train`)."""
         client_id = R.field(rec, R.CLIENT_ID, int, who=who)
+        _state.clear(store)  # a new run: whatever was held is over
+        if self.state == "disk":
+            _state.sweep(_state.default_spill_dir())  # states of runs this or another node dropped out of
+        return SecAggClient(client_id, None, policy=_pinned(self.policy, ctxt))
+
+    def _train(self, msg, ctxt, call_next, client, rec, who) -> Message:
+        """Let the wrapped ClientApp train (the message carries the fit instructions) and hand the weighted,
+        clipped update to ``client`` as its input; the app's reply (or its error) is returned."""
         clip = R.field(rec, R.CLIP, float, who=who)
         max_weight = R.field(rec, R.MAX_WEIGHT, float, who=who)
         if not (np.isfinite(clip) and clip > 0 and np.isfinite(max_weight) and max_weight > 0):
             raise R.RecordError(f"{who}: clipping range and max weight must be finite and > 0")
-        _state.clear(store)  # a new run: whatever was held is over
-        if self.state == "disk":
-            _state.sweep(_state.default_spill_dir())  # states of runs this or another node dropped out of
         out = call_next(msg, ctxt)  # the wrapped ClientApp trains
         if out.has_error():
             return out
-        content = out.content
         try:
-            fitres = compat.recorddict_to_fitres(content, keep_input=True)
+            fitres = compat.recorddict_to_fitres(out.content, keep_input=True)
         except Exception as e:  # noqa: BLE001 -- the app answered something that is not a FitRes
             raise R.RecordError(f"{who}: the ClientApp's reply is not a fit result ({type(e).__name__}: {e})") from None
-        vector = weighted_vector(parameters_to_ndarrays(fitres.parameters), fitres.num_examples, clip, max_weight)
-        client = SecAggClient(client_id, vector, policy=_pinned(self.policy, ctxt))
-        replies = client.receive(payload)  # checks the signed configuration against the policy
-        for arrays in content.array_records.values():
-            arrays.clear()  # the update leaves only masked
-        _state.save(store, (session, client), self._spill())
-        return _reply(msg, content, session, R.FIRST_STAGE, payload=replies[0] if replies else None)
+        client.set_input(weighted_vector(parameters_to_ndarrays(fitres.parameters), fitres.num_examples, clip,
+                                         max_weight))
+        return out
 
 
 def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519PublicKey | None = None,
-                    state: str = "disk") -> SecAggMod:
+                    state: str = "context") -> SecAggMod:
     """A fedsecure SecAgg client mod enforcing ``policy`` (and pinning ``server_key`` if given).
 
-    ``state``: where the client's round state lives between messages. ``"disk"`` (default): encrypted
-    under a key kept in the node's ``Context``, in a node-local file (``$FEDSECURE_FLOWER_STATE_DIR`` or a
-    0700 folder in the temp dir), so the ``Context`` stays small -- Flower's simulation runtime copies it
-    with every message. ``"context"``: pickled into the ``Context`` itself (for nodes whose ClientApp
-    processes share no filesystem).
+    ``state``: where the client's round state lives between messages. ``"context"`` (default): pickled
+    into the node's ``Context`` itself (a few KB to tens of KB: keys, the view's key records, held shares;
+    never the model). ``"disk"``: encrypted under a key kept in the node's ``Context``, in a node-local
+    file (``$FEDSECURE_FLOWER_STATE_DIR`` or a 0700 folder in the temp dir).
     """
     if state not in ("disk", "context"):
         raise ValueError(f"state must be 'disk' or 'context', got {state!r}")
@@ -178,7 +202,7 @@ def make_secagg_mod(policy: ClientPolicy | None = None, *, server_key: Ed25519Pu
     return SecAggMod(base, state)
 
 
-_DEFAULT = SecAggMod(ClientPolicy(), "disk")
+_DEFAULT = SecAggMod(ClientPolicy(), "context")
 
 
 def fedsecure_secagg_mod(msg: Message, ctxt: Context, call_next: Callable) -> Message:

@@ -20,10 +20,14 @@ and ``fedsecure_secagg_mod`` on the ``ClientApp``. Each Flower round:
    run's ``n`` at the stated dropout rate (SecAgg+ over a random graph whose
    seed every client contributes to; ``graph="complete"`` for SecAgg), the
    ring from :meth:`FixedPointEncoding.for_sum`;
-3. the first message of a run is the server's signed round configuration,
-   sent with the strategy's fit instructions; each ``grid.send_and_receive``
-   is one protocol stage, and a node that does not answer in ``timeout``
-   seconds (or answers with an error) is a dropout from that stage on;
+3. the first message of a run is the server's signed round configuration;
+   the strategy's fit instructions travel with the forwarded shares (stage
+   ``masked_input``), where the node trains and masks at once -- as with
+   Flower's SecAgg+, no message before it carries the model, and the fit
+   result (``num_examples``, metrics) comes back beside the masked input;
+   each ``grid.send_and_receive`` is one protocol stage, and a node that does
+   not answer in ``timeout`` seconds (or answers with an error) is a dropout
+   from that stage on;
 4. the decoded sum ``[sum w_i x_i, sum w_i]`` gives the weighted mean, which
    replaces every included ``FitRes``'s parameters before
    ``strategy.aggregate_fit`` -- so any strategy that averages its inputs
@@ -151,10 +155,8 @@ class FedSecureSecAggWorkflow:
         runs = self._start_runs(list(fitins), dim)
         if not runs:
             return
-        first = True
         while any(r.halted is None and r.server.stage != "done" for r in runs):
-            self._stage(grid, runs, fitins if first else None, current_round)
-            first = False
+            self._stage(grid, runs, fitins, current_round)
         self._finish(context, current_round, runs, proxies, shapes, time.perf_counter() - t0)
 
     def _start_runs(self, node_ids: list[int], dim: int) -> list[_Run]:
@@ -184,7 +186,7 @@ class FedSecureSecAggWorkflow:
             runs.append(run)
         return runs
 
-    def _stage(self, grid: Grid, runs: list[_Run], fitins: dict | None, current_round: int) -> None:
+    def _stage(self, grid: Grid, runs: list[_Run], fitins: dict, current_round: int) -> None:
         """One round trip for every live run: send each outbox, feed the replies, advance."""
         messages, expect = [], {}
         for run in runs:
@@ -194,11 +196,13 @@ class FedSecureSecAggWorkflow:
             for i, data in run.outbox.items():
                 nid = run.nodes[i]
                 rec = ConfigRecord({R.STAGE: stage, R.SESSION: run.session, R.CLIENT_ID: i, R.PAYLOAD: data})
-                if stage == R.FIRST_STAGE:
+                if stage == R.INPUT_STAGE:  # the node trains now (as with Flower's SecAgg+) and masks at once
                     rec[R.CLIP] = self.clipping_range
                     rec[R.MAX_WEIGHT] = self.max_weight
-                content = fitins[nid] if (fitins is not None and stage == R.FIRST_STAGE) else RecordDict()
-                content.config_records[R.RECORD_KEY] = rec
+                    content = fitins[nid]
+                else:
+                    content = RecordDict()
+                content[R.RECORD_KEY] = rec
                 messages.append(Message(content=content, dst_node_id=nid, message_type=MessageType.TRAIN,
                                         group_id=str(current_round)))
                 expect[nid] = (run, stage)
@@ -238,9 +242,9 @@ class FedSecureSecAggWorkflow:
         run, stage = expect[nid]
         if reply.has_error():
             return self._reject(nid, f"the node failed: {reply.error.reason}")
-        rec = reply.content.config_records.get(R.RECORD_KEY)
+        rec = reply.content.get(R.RECORD_KEY)
         who = f"node {nid}"
-        if rec is None:
+        if not isinstance(rec, ConfigRecord):
             return self._reject(nid, f"reply has no {R.RECORD_KEY!r} record")
         try:
             session = R.field(rec, R.SESSION, bytes, who=who)
@@ -258,12 +262,18 @@ class FedSecureSecAggWorkflow:
         except R.RecordError as e:
             return self._reject(nid, str(e))
         i = run.index[nid]
+        fitres = None
+        if stage == R.INPUT_STAGE:  # the fit result (num_examples, metrics) travels beside the masked input
+            try:
+                fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
+            except Exception as e:  # noqa: BLE001 -- whatever the node sent
+                return self._reject(nid, f"reply carries no fit result ({type(e).__name__}: {e})")
         try:
             run.server.receive(i, payload)
         except SecAggError as e:
             return self._reject(nid, str(e))
-        if stage == R.FIRST_STAGE:
-            run.fitres[i] = compat.recorddict_to_fitres(reply.content, keep_input=True)
+        if fitres is not None:
+            run.fitres[i] = fitres
         return None
 
     # ------------------------------------------------------------------ results
