@@ -209,6 +209,23 @@ def make_schedule(pairs: int) -> list[tuple[str, str]]:
     return sched + [("flower", "dropout"), ("fedsecure", "dropout")]
 
 
+def _start_ray(num_cpus: int, tries: int = 4) -> None:
+    """Start Ray before Flower does (Flower's backend then uses it), retrying: on a loaded machine the raylet can
+    miss Ray's fixed 30 s registration window, and a failed start inside ``run_simulation`` leaves it hanging."""
+    import ray
+
+    for attempt in range(tries):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
+            return
+        except Exception as e:  # noqa: BLE001 -- Ray raises a bare Exception on a start-up timeout
+            print(f"ray start attempt {attempt + 1} failed: {e}", file=sys.stderr, flush=True)
+            ray.shutdown()
+            time.sleep(5)
+    raise RuntimeError(f"Ray did not start in {tries} attempts")
+
+
 def run_both(n: int, d: int, seed: int, k: int, t: int, pairs: int) -> dict:
     rng = random.Random(seed)
     drop = set(rng.sample(range(n), max(1, round(DROP_RATE * n))))
@@ -218,6 +235,7 @@ def run_both(n: int, d: int, seed: int, k: int, t: int, pairs: int) -> dict:
     os.close(fd)
     report: dict = {}
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": os.cpu_count() or 2}}
+    _start_ray(backend["init_args"]["num_cpus"])
     t0 = time.perf_counter()
     run_simulation(server_app=make_server_app(n, d, schedule, report, k, t),
                    client_app=make_client_app(d, drop_rounds, drop, sizes_path), num_supernodes=n,
