@@ -39,7 +39,7 @@ def _cell(config: RunConfig, on_done: Callable[[dict[str, Any]], None] | None = 
     rounds = result["rounds"]
     final = result["final"]
     row = {
-        "aggregator": config.aggregator, "groups": config.groups, "attack": config.attack,
+        "aggregator": aggregator_label(config), "groups": config.groups, "attack": config.attack,
         "malicious": config.malicious,
         "hr@10": final.get("hr@10"), "hr@10_ci95": final.get("hr@10_ci95"),
         "ndcg@10": final.get("ndcg@10"), "ndcg@10_ci95": final.get("ndcg@10_ci95"),
@@ -58,6 +58,26 @@ def _cell(config: RunConfig, on_done: Callable[[dict[str, Any]], None] | None = 
     return row
 
 
+#: variants an aggregator entry of the sweep may name after a colon (``norm-bounding:weighted``)
+VARIANTS = {"weighted": "weighted", "row-aware": "row_aware"}
+
+
+def aggregator_spec(entry: str) -> dict[str, Any]:
+    """``"norm-bounding:weighted"`` -> ``{"aggregator": "norm-bounding", "weighted": True}`` (RunConfig fields)."""
+    name, *variants = [p.strip() for p in entry.split(":")]
+    spec: dict[str, Any] = {"aggregator": name}
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"aggregator {entry!r}: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+        spec[VARIANTS[v]] = True
+    return spec
+
+
+def aggregator_label(config: RunConfig) -> str:
+    """The aggregator's name with its variants, as a sweep entry names it."""
+    return config.aggregator + "".join(f":{v}" for v, field_ in VARIANTS.items() if getattr(config, field_))
+
+
 def sweep(
     base: RunConfig,
     *,
@@ -73,16 +93,17 @@ def sweep(
     ``data`` (an ``Interactions``) overrides ``base.data`` for every cell.
     """
     rows: list[dict[str, Any]] = []
-    for agg in aggregators:
+    specs = [aggregator_spec(a) for a in aggregators]
+    for spec in specs:
         for g in groups:
-            if g and agg == "fedavg":
+            if g and spec["aggregator"] == "fedavg":
                 continue  # grouped mode needs a robust rule
-            clean_cfg = replace(base, aggregator=agg, groups=g, attack="none", malicious=0.0)
+            clean_cfg = replace(base, **spec, groups=g, attack="none", malicious=0.0)
             clean = _cell(clean_cfg, on_done, data)
             rows.append(clean)
             for attack in attacks:
                 for frac in fractions:
-                    cfg = replace(base, aggregator=agg, groups=g, attack=attack, malicious=frac)
+                    cfg = replace(base, **spec, groups=g, attack=attack, malicious=frac)
                     rows.append(_cell(cfg, on_done, data))
     clean_fedavg = next((r[METRIC] for r in rows if r["aggregator"] == "fedavg" and r["attack"] == "none"), None)
     for r in rows:

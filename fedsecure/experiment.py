@@ -10,6 +10,7 @@ user-level DP) and the :class:`~fedsecure.fl.local.LocalTrainer`
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -52,6 +53,10 @@ class RunFailed(RuntimeError):
     def __init__(self, result: dict[str, Any], cause: BaseException) -> None:
         super().__init__(str(cause))
         self.result, self.cause = result, cause
+
+
+#: attacks whose strength --attack-scale sets, and the option it sets
+SCALED_ATTACKS = {"scaling": "gamma", "sign-flip": "scale"}
 
 
 @dataclass
@@ -98,10 +103,12 @@ class RunConfig:
     aggregator: str = "fedavg"  # or a robust rule (fedsecure.robust.RULES)
     byzantine: float | None = None  # the rule's f: a count, a fraction below 1, or None (the most it defends)
     row_aware: bool = False  # median / trimmed-mean per coordinate over the clients that touched it
+    weighted: bool = False  # norm-bounding: average the clipped updates with FedAvg's capped weights
     groups: int = 0  # > 0: grouped mode, the rule over securely summed means of this many groups
     attack: str = "none"  # a model-poisoning attack (fedsecure.attacks.ATTACKS)
     malicious: float = 0.0  # fraction of all clients that are malicious
     colluding: bool = True
+    attack_scale: float | None = None  # scaling: its boost gamma; sign-flip: its scale (None: the attack's default)
     root_fraction: float = 0.01  # fltrust: share of clients whose data the server holds as clean root data
     # one-run DP audit (fedsecure.attacks.inference.canaries): canary users (user-level DP) or interactions
     # (DP-SGD), each included with probability 1/2; None: a small default in DP runs, 0 otherwise
@@ -156,6 +163,12 @@ class RunConfig:
             raise ValueError(f"--malicious is a fraction of the clients in [0, 1), got {self.malicious}")
         if self.groups < 0:
             raise ValueError(f"--groups must be >= 0, got {self.groups}")
+        if self.attack_scale is not None:
+            if self.attack not in SCALED_ATTACKS:
+                raise ValueError(f"--attack-scale applies to --attack {' or '.join(SCALED_ATTACKS)}, "
+                                 f"not {self.attack!r}")
+            if not (math.isfinite(self.attack_scale) and self.attack_scale > 0):
+                raise ValueError(f"--attack-scale must be a finite number > 0, got {self.attack_scale}")
         if self.audit_canaries is not None and self.audit_canaries < 0:
             raise ValueError(f"--audit-canaries must be >= 0, got {self.audit_canaries}")
         if self.audit_canaries and self.dp == "none":
@@ -169,6 +182,8 @@ class RunConfig:
             raise ValueError("--groups G combines group means with a robust rule: name one with --aggregator")
         if self.row_aware and self.aggregator not in ("median", "trimmed-mean"):
             raise ValueError("--row-aware applies to --aggregator median or trimmed-mean")
+        if self.weighted and self.aggregator != "norm-bounding":
+            raise ValueError("--weighted applies to --aggregator norm-bounding")
         if robust and self.dp != "none":
             raise ValueError("robust aggregation with differential privacy is not supported yet")
         self._check_compression()
@@ -556,7 +571,10 @@ class Experiment:
         from fedsecure.robust.grouped import GroupedRobustAggregator
 
         cfg = self.config
-        rule = make_rule(cfg.aggregator, **({"row_aware": True} if cfg.row_aware else {}))
+        options = {"row_aware": True} if cfg.row_aware else {}
+        if cfg.weighted:
+            options["weighted"] = True
+        rule = make_rule(cfg.aggregator, **options)
         if not cfg.groups:
             return RobustAggregator(rule, byzantine=cfg.byzantine)
         malicious = int(round(cfg.malicious * len(self.clients))) if cfg.malicious else None
@@ -608,6 +626,8 @@ class Experiment:
         options: dict[str, Any] = {}
         if cfg.attack == "adaptive-grouped":
             options["group_size"] = max(1, self.clients_per_round // max(cfg.groups, 1))
+        if cfg.attack_scale is not None:
+            options[SCALED_ATTACKS[cfg.attack]] = cfg.attack_scale
         if cfg.attack == "item-promotion":
             from fedsecure.attacks.promotion import item_popularity
 

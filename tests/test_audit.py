@@ -30,3 +30,19 @@ def test_sweep_writes_json_csv_and_heatmap_with_clean_baselines(tmp_path):
         table = list(csv.DictReader(f))
     assert len(table) == 6 and table[1]["attack"] == "scaling"
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_names_a_rule_variant_after_a_colon_and_refuses_an_unknown_one():
+    import pytest
+
+    from fedsecure.audit import aggregator_spec
+
+    assert aggregator_spec("norm-bounding:weighted") == {"aggregator": "norm-bounding", "weighted": True}
+    assert aggregator_spec("median:row-aware") == {"aggregator": "median", "row_aware": True}
+    with pytest.raises(ValueError, match="unknown variant 'fast'"):
+        aggregator_spec("krum:fast")
+    data = generate(n_users=60, n_items=50, mean_interactions=8, seed=1)
+    rows = sweep(RunConfig(rounds=1, eval_every=1, n_negatives=20), attacks=["sign-flip"],
+                 aggregators=["norm-bounding:weighted"], fractions=[0.1], data=data)
+    assert [(r["aggregator"], r["attack"]) for r in rows] == [("norm-bounding:weighted", "none"),
+                                                              ("norm-bounding:weighted", "sign-flip")]

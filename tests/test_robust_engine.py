@@ -141,6 +141,23 @@ def test_run_config_refuses_incoherent_robustness_settings():
         RunConfig(aggregator="nope")
     with pytest.raises(ValueError, match="unknown attack 'nope'"):
         RunConfig(attack="nope", malicious=0.1)
+    with pytest.raises(ValueError, match="--weighted applies to --aggregator norm-bounding"):
+        RunConfig(aggregator="median", weighted=True)
+    with pytest.raises(ValueError, match="--attack-scale applies to --attack scaling or sign-flip, not 'alie'"):
+        RunConfig(attack="alie", malicious=0.1, attack_scale=5.0)
+    with pytest.raises(ValueError, match="--attack-scale must be a finite number > 0"):
+        RunConfig(attack="scaling", malicious=0.1, attack_scale=-1.0)
+
+
+def test_attack_scale_and_weighted_reach_the_attack_and_the_rule():
+    from fedsecure.experiment import Experiment, RunConfig
+
+    exp = Experiment(RunConfig(rounds=1, aggregator="norm-bounding", weighted=True, attack="scaling", malicious=0.1,
+                               attack_scale=100.0))
+    assert exp.poisoning.attack.gamma == 100.0
+    assert exp.aggregator.rule.weighted and exp.aggregator.describe()["rule"]["weighted"]
+    exp = Experiment(RunConfig(rounds=1, attack="sign-flip", malicious=0.1, attack_scale=3.0))
+    assert exp.poisoning.attack.scale == 3.0
 
 
 def test_promotion_and_fake_users_report_the_targets_exposure_over_honest_users():

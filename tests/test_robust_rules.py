@@ -152,6 +152,32 @@ def test_norm_bounding_worked():
     np.testing.assert_allclose(res.aggregate, [0.4, (1.6 + 1 + 2) / 3])
 
 
+def test_norm_bounding_weighted_worked():
+    x = np.array([[3.0, 4.0], [0.0, 1.0], [0.0, 2.0]])  # norms 5, 1, 2: bound = median = 2, row 0 scaled by 2/5
+    res = NormBounding(weighted=True).combine(x, np.array([1.0, 2.0, 1.0]))
+    np.testing.assert_allclose(res.aggregate, (np.array([1.2, 1.6]) + 2 * np.array([0, 1]) + np.array([0, 2])) / 4)
+    assert res.clipped == [0] and res.extra["bound"] == 2.0
+    # a weight above the cap counts as the cap: claiming 1e6 gains no more than claiming max_weight
+    big = NormBounding(weighted=True, max_weight=4.0).combine(x, np.array([1e6, 2.0, 1.0])).aggregate
+    capped = NormBounding(weighted=True, max_weight=4.0).combine(x, np.array([4.0, 2.0, 1.0])).aggregate
+    np.testing.assert_allclose(big, capped)
+    with pytest.raises(RobustConfigError, match="weighted=True needs the clients' weights"):
+        NormBounding(weighted=True).combine(x)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 12), d=st.integers(1, 10), scale=st.floats(1e-3, 1e6))
+def test_norm_bounding_weighted_equal_weights_is_the_unweighted_rule_and_stays_in_the_bound(seed, n, d, scale):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * scale
+    w = np.full(n, 7.0)
+    np.testing.assert_allclose(NormBounding(weighted=True).combine(x, w).aggregate, NormBounding().combine(x).aggregate,
+                               rtol=1e-9, atol=1e-12 * scale)
+    w = rng.uniform(0.0, 3.0, size=n) + 1e-3
+    res = NormBounding(weighted=True).combine(x, w)
+    assert np.linalg.norm(res.aggregate) <= res.extra["bound"] * (1 + 1e-9)  # a convex combination of clipped rows
+
+
 def test_fltrust_worked():
     rule = FLTrust()
     rule.set_reference(np.array([1.0, 0.0]))
