@@ -395,7 +395,8 @@ def test_top_level_help_has_no_restructuredtext(capsys):
     (["--delta", "0"], "--delta"), (["--target-epsilon", "0"], "--target-epsilon"), (["--k", "0"], "--k"),
     (["--byzantine", "2.5"], "--byzantine"), (["--malicious", "1"], "--malicious"), (["--groups", "-1"], "--groups"),
     (["--model", "bert4rec"], "--model"), (["--silo-alpha", "0"], "--silo-alpha"),
-    (["--dp", "user-central"], "--noise-multiplier"),
+    (["--dp", "user-central"], "--noise-multiplier"), (["--attack-scale", "5"], "--attack-scale"),
+    (["--weighted"], "--weighted"),
 ])
 def test_every_refusal_is_one_line_naming_the_option_with_exit_2(argv, option, capsys, no_training):
     rc, stdout, stderr = cli(["run", *argv], capsys)

@@ -163,6 +163,10 @@ def test_norm_bounding_weighted_worked():
     np.testing.assert_allclose(big, capped)
     with pytest.raises(RobustConfigError, match="weighted=True needs the clients' weights"):
         NormBounding(weighted=True).combine(x)
+    # max_weight=None caps at the median weight (2 here): a claim of 1e6 counts as 2
+    res = NormBounding(weighted=True, max_weight=None).combine(x, np.array([1e6, 2.0, 1.0]))
+    assert res.extra["weight_cap"] == 2.0
+    np.testing.assert_allclose(res.aggregate, (2 * np.array([1.2, 1.6]) + 2 * np.array([0, 1]) + np.array([0, 2])) / 5)
 
 
 @settings(max_examples=30, deadline=None)

@@ -15,7 +15,9 @@ claim any weight).
 :class:`~fedsecure.fl.aggregation.FedAvg`). Clipping is unchanged, so the
 output norm is still at most ``bound``; a client's share is at most
 ``bound * max_weight / sum_i w~_i``, so a client that lies about its weight
-gains at most the cap. Why it matters: on recommender updates the unweighted
+gains at most the cap; ``max_weight=None`` caps at the median of the round's
+weights (with an honest majority, an honest client's weight), so a lie buys
+at most the median. Why it matters: on recommender updates the unweighted
 mean counts a user with 5 interactions as much as one with 500, and that,
 not the clipping, is what costs HR@10 (README, "Poisoning and robust
 aggregation").
@@ -37,11 +39,11 @@ class NormBounding(Rule):
     name = "norm-bounding"
 
     def __init__(self, f: int = 0, bound: float | None = None, weighted: bool = False,
-                 max_weight: float = 1000.0) -> None:
+                 max_weight: float | None = 1000.0) -> None:
         super().__init__(f)
         self.bound = check_positive(self.name, "bound", bound, allow_none=True)
         self.weighted = bool(weighted)
-        self.max_weight = check_positive(self.name, "max_weight", max_weight)
+        self.max_weight = check_positive(self.name, "max_weight", max_weight, allow_none=True)
 
     def _min_clients(self, f: int) -> int:
         return 2 * f + 1 if self.bound is None else f + 1
@@ -59,12 +61,14 @@ class NormBounding(Rule):
                 raise RobustConfigError(f"{self.name}: weighted=True needs the clients' weights")
             if not (np.isfinite(weights).all() and (weights >= 0).all()):
                 raise RobustConfigError(f"{self.name}: weights must be finite and >= 0")
-            w = np.minimum(weights, self.max_weight)
+            cap = float(np.median(weights)) if self.max_weight is None else self.max_weight
+            w = np.minimum(weights, cap)
+            extra["weight_cap"] = cap
             total = float(w.sum())
             if total <= 0:
                 raise RobustConfigError(f"{self.name}: the clients' weights sum to zero")
             coef = scale * w / total
-            extra["weights_capped"] = int(np.count_nonzero(weights > self.max_weight))
+            extra["weights_capped"] = int(np.count_nonzero(weights > cap))
         else:
             coef = scale / n
         return RuleResult(weighted_row_sum(x, coef), clipped=[int(i) for i in np.flatnonzero(over)], extra=extra)
