@@ -231,8 +231,12 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
 
     d = run.add_argument_group("data and model")
     d.add_argument("--data", default="synthetic",
-                   help="'synthetic' (no download) or a MovieLens folder or ratings file "
-                        "(ratings.csv, u.data, ratings.dat)")
+                   help="'synthetic' (no download), a MovieLens folder or ratings file (ratings.csv, u.data, "
+                        "ratings.dat), a CSV/TSV/Parquet table of interactions with a header (see --columns), or "
+                        "whitespace-separated 'user item' lines in time order (no header)")
+    d.add_argument("--columns", metavar="USER,ITEM[,RATING][,TIMESTAMP]",
+                   help="header names of a --data table's columns (default: detected from common names such as "
+                        "userId/user_id, movieId/item_id, rating, timestamp, with a note)")
     d.add_argument("--users", type=_positive_int,
                    help="synthetic data: number of users (default: the generator's 1000)")
     d.add_argument("--items", type=_int_at_least(10),
@@ -245,6 +249,16 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     d.add_argument("--blocks", type=_positive_int, help="sasrec: transformer blocks (default: the model's own)")
     d.add_argument("--heads", type=_positive_int, help="sasrec: attention heads (default: the model's own)")
     d.add_argument("--max-len", type=_positive_int, help="sasrec: sequence length (default: the model's own)")
+    from fedsecure.recsys.models import DEFAULT_SAMPLED, SASREC_LOSSES
+
+    d.add_argument("--loss", choices=SASREC_LOSSES,
+                   help="sasrec: training loss. sampled-softmax: softmax over the target and sampled negatives drawn "
+                        "by item frequency with a log-Q correction; bce: binary cross-entropy against sampled "
+                        "negatives (the SASRec paper); full: softmax over the whole catalogue (cost grows with it). "
+                        "(default: sampled-softmax)")
+    d.add_argument("--train-negatives", type=_positive_int,
+                   help="sasrec: negatives per training sequence (sampled-softmax, default "
+                        f"{DEFAULT_SAMPLED['sampled-softmax']}) or per position (bce, default {DEFAULT_SAMPLED['bce']})")
     d.add_argument("--setting", default="cross-device", choices=SETTINGS,
                    help="cross-device: a client is one user; cross-silo: a client is a silo of users")
     d.add_argument("--silos", type=_positive_int, default=10, help="cross-silo: number of silos")
@@ -366,11 +380,12 @@ def _config_from(args: argparse.Namespace) -> Any:
 
     model_args = {
         key: value
-        for key, value in (("dim", args.dim), ("blocks", args.blocks), ("heads", args.heads), ("max_len", args.max_len))
+        for key, value in (("dim", args.dim), ("blocks", args.blocks), ("heads", args.heads), ("max_len", args.max_len),
+                           ("loss", args.loss), ("n_sampled", args.train_negatives))
         if value is not None
     }
     return RunConfig(
-        data=args.data, users=args.users, items=args.items, interactions_per_user=args.interactions_per_user,
+        data=args.data, columns=args.columns, users=args.users, items=args.items, interactions_per_user=args.interactions_per_user,
         model=args.model, setting=args.setting, silos=args.silos, silo_scheme=args.silo_scheme,
         silo_alpha=args.silo_alpha, rounds=args.rounds, clients_per_round=args.clients_per_round,
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,

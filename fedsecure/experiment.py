@@ -68,6 +68,7 @@ class RunConfig:
     users: int | None = None
     items: int | None = None
     interactions_per_user: float | None = None
+    columns: str | None = None  # a data file's header names: "user,item[,rating][,timestamp]"
     model: str = "mf-implicit"
     setting: str = "cross-device"
     silos: int = 10
@@ -136,10 +137,24 @@ class RunConfig:
         if self.silos < 1:
             raise ValueError(f"silos must be >= 1, got {self.silos}")
         shape = [(f"--{name.replace('_', '-')}", value) for name, value in self.synthetic_options().items()]
+        if self.columns is not None:
+            if self.data == "synthetic":
+                raise ValueError("--columns names the header columns of a --data file; the synthetic data has none")
+            from fedsecure.recsys.tables import parse_columns
+
+            parse_columns(self.columns)
         if self.data != "synthetic" and shape:
             names = " and ".join(n for n, _ in shape)
             raise ValueError(f"{names} size{'s' if len(shape) == 1 else ''} the synthetic data, but --data "
                              f"{self.data} is a file, whose size is its own: drop {names} or use --data synthetic")
+        sasrec_only = [f"--{'train-negatives' if k == 'n_sampled' else k}" for k in ("loss", "n_sampled")
+                       if k in self.model_args]
+        if sasrec_only and self.model != "sasrec":
+            raise ValueError(f"{' and '.join(sasrec_only)} set(s) SASRec's training loss: use with --model sasrec "
+                             f"(--model {self.model} has its own loss)")
+        if self.dp == "dpsgd" and self.model == "sasrec" and self.model_args.get("loss") == "full":
+            raise ValueError("--loss full scores the whole catalogue through the tied item table, which per-sample "
+                             "clipping cannot see: use --loss sampled-softmax or bce with --dp dpsgd")
         if self.dp == "dpsgd" and self.setting != "cross-silo":
             raise ValueError("--dp dpsgd is example-level DP inside a client: use it with --setting cross-silo")
         if self.dp.startswith("user") and self.setting != "cross-device":
@@ -284,23 +299,30 @@ class RunConfig:
 
 
 def load_data(source: str, seed: int, *, users: int | None = None, items: int | None = None,
-              interactions_per_user: float | None = None) -> Interactions:
+              interactions_per_user: float | None = None, columns: str | None = None,
+              detected: list[str] | None = None) -> Interactions:
     """``synthetic`` (the embedded default, sized by ``users``, ``items``, ``interactions_per_user`` where
-    given) or a MovieLens path (folder or file)."""
+    given) or a file or folder of interactions (:func:`fedsecure.recsys.tables.load_interactions`: MovieLens,
+    CSV/TSV/Parquet with ``columns``, ``user item`` lines). Header names detected rather than given are
+    appended to ``detected``."""
     if source == "synthetic":
         from fedsecure.recsys.synthetic import generate
 
         size = {key: value for key, value in (("n_users", users), ("n_items", items),
                                               ("mean_interactions", interactions_per_user)) if value is not None}
         return generate(seed=seed, **size)
-    from fedsecure.recsys.movielens import load_movielens
+    from fedsecure.recsys.tables import load_interactions
 
-    return load_movielens(source)
+    data, found = load_interactions(source, columns)
+    if found is not None and detected is not None:
+        detected.append(found)
+    return data
 
 
-def config_data(config: RunConfig) -> Interactions:
+def config_data(config: RunConfig, detected: list[str] | None = None) -> Interactions:
     """The data a configuration names (:func:`load_data` with its options)."""
-    return load_data(config.data, config.seed, **config.synthetic_options())
+    return load_data(config.data, config.seed, columns=config.columns, detected=detected,
+                     **config.synthetic_options())
 
 
 def make_split(data: Interactions, task: str, seed: int) -> Split:
@@ -326,7 +348,11 @@ class Experiment:
         t0 = time.perf_counter()
         #: what the run changed from the configuration (caps, adjustments): printed and recorded
         self.adjustments: list[dict[str, Any]] = []
-        self.data = data if data is not None else config_data(cfg)
+        detected: list[str] = []
+        self.data = data if data is not None else config_data(cfg, detected)
+        for names in detected:
+            self._adjust("columns", "(not given)", names, f"detected from the header of {cfg.data} as "
+                         "user,item[,rating][,timestamp]; set --columns to choose")
         task = MODELS[cfg.model].task
         self.split = make_split(self.data, task, cfg.seed)
         if len(self.split.test) == 0:
@@ -370,6 +396,9 @@ class Experiment:
                              + (f"sampled metrics use {most} negatives" if most else "sampled metrics are omitted"))
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, train.n_users, train.n_items, **cfg.model_args)
+        if hasattr(self.model, "set_item_counts") and getattr(self.model, "loss_name", None) == "sampled-softmax":
+            # the proposal for sampled negatives: item frequency, which a deployment gets by one secure sum
+            self.model.set_item_counts(np.bincount(train.items, minlength=train.n_items))
         self.evaluator = Evaluator(self.split, task, k=cfg.k, n_negatives=self.n_negatives, seed=cfg.seed)
         self.finetune = self._starting_model()
         self.fl_config = FederatedConfig(

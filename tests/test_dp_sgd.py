@@ -51,12 +51,20 @@ def make_case(kind: str, seed: int = 0, n: int = B):
         # Items 1..12 over length-6 sequences: repeated items within a sequence are common.
         # No padding, so ghost mode's per-example losses match the batch decomposition.
         seqs = torch.randint(1, 13, (n, 7), generator=gen)
-        model = SASRec(5, 12, dim=16, blocks=1, heads=2, max_len=6, dropout=0.0)
-        return model, {"inputs": seqs[:, :-1].contiguous(), "targets": seqs[:, 1:].contiguous()}
+        model = SASRec(5, 12, dim=16, blocks=1, heads=2, max_len=6, dropout=0.0, n_sampled=4)
+        # sampled-softmax (the default loss): 4 negatives per sequence, looked up per example
+        negatives = torch.randint(1, 13, (n, 4), generator=gen)
+        return model, {"inputs": seqs[:, :-1].contiguous(), "targets": seqs[:, 1:].contiguous(),
+                       "negatives": negatives, "log_expected": torch.full((n, 4), math.log(4 / 12))}
+    if kind == "sasrec-bce":
+        seqs = torch.randint(1, 13, (n, 7), generator=gen)
+        model = SASRec(5, 12, dim=16, blocks=1, heads=2, max_len=6, dropout=0.0, loss="bce", n_sampled=2)
+        return model, {"inputs": seqs[:, :-1].contiguous(), "targets": seqs[:, 1:].contiguous(),
+                       "negatives": torch.randint(1, 13, (n, 6, 2), generator=gen)}
     raise KeyError(kind)
 
 
-KINDS = ("mf", "mf-implicit", "ncf", "sasrec")
+KINDS = ("mf", "mf-implicit", "ncf", "sasrec", "sasrec-bce")
 
 
 def _opacus_per_sample(model: nn.Module, batch: dict) -> dict[nn.Parameter, torch.Tensor]:
@@ -77,6 +85,9 @@ def _opacus_per_sample(model: nn.Module, batch: dict) -> dict[nn.Parameter, torc
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
 def test_fast_clipped_sum_equals_opacus(kind: str, mode: str) -> None:
+    if mode == "ghost" and kind.startswith("sasrec"):
+        pytest.skip("Opacus's ghost clipping refuses a layer used more than once, as SASRec's tied item table is "
+                    "(NotImplementedError: parameter tying); hooks mode checks the fast path on it")
     model, batch = make_case(kind)
     ref = fast_clipped_sum(model, batch, 1.0)
     # A clip norm at the median per-sample norm: about half the samples are clipped.

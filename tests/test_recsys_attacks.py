@@ -83,7 +83,7 @@ TABLES = {
     "mf": {"item_factors.weight": 0, "item_bias.weight": 0},
     "mf-implicit": {"item_factors.weight": 0, "item_bias.weight": 0},
     "ncf": {"item_gmf.weight": 0, "item_mlp.weight": 0},
-    "sasrec": {"item_emb.weight": 1, "output.weight": 0, "output.bias": 0},  # item i is row i + 1 of item_emb
+    "sasrec": {"item_emb.weight": 1},  # item i is row i + 1 of item_emb, which also scores the items (tied)
 }
 
 

@@ -62,11 +62,12 @@ public interactions), which this attacker does not have.
 name contains ``"item"`` and whose first dimension is ``n_items`` (item ``i``
 is row ``i``) or ``n_items + 1`` (a padding row 0, as SASRec's ``item_emb``:
 item ``i`` is row ``i + 1``); and an output layer with one row per item (a
-tensor named ``output.*`` of first dimension ``n_items``: SASRec scores items
-with its own softmax layer, so its rows and biases are what ranks the
-target). This covers ``mf`` and ``mf-implicit`` (``item_factors``,
-``item_bias``), ``ncf`` (``item_gmf``, ``item_mlp``) and ``sasrec``
-(``item_emb``, ``output.weight``, ``output.bias``).
+tensor named ``output.*`` of first dimension ``n_items``, for a model that
+scores items with its own output layer). This covers ``mf`` and
+``mf-implicit`` (``item_factors``, ``item_bias``), ``ncf`` (``item_gmf``,
+``item_mlp``) and ``sasrec`` (``item_emb``, which also scores the items: its
+output is tied to it). Without ``n_items``, a lone ``item_emb.weight`` is
+read as padded (``n_items + 1`` rows).
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def _infer_n_items(layout: Sequence[tuple[str, tuple[int, ...], int]]) -> int:
     for rows in item_rows:  # a padded table (n_items + 1 rows) beside an output layer of n_items rows
         if rows - 1 in out_rows:
             return rows - 1
+    padded = [shape[0] - 1 for name, shape, _ in layout if name == "item_emb.weight" and len(shape) >= 1]
+    if padded and len(set(item_rows)) == 1:  # SASRec's tied table alone: row 0 is padding
+        return padded[0]
     return min(item_rows)
 
 

@@ -145,7 +145,8 @@ class SGDTrainer(LocalTrainer):
         work_fraction: float = 1.0,
     ) -> int:
         opt = make_optimizer(self.optimizer, model.parameters(), lr)
-        batches = [b for _ in range(epochs) for b in minibatches(examples, batch_size, rng)]
+        batcher = getattr(model, "minibatches", minibatches)  # a model may batch its own way (SASRec: by length)
+        batches = [b for _ in range(epochs) for b in batcher(examples, batch_size, rng)]
         if work_fraction < 1.0:
             batches = batches[: max(1, int(len(batches) * work_fraction))]
         model.train()

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedsecure.recsys.data import Interactions
+from fedsecure.recsys.losses import sampled_bce, sampled_softmax
 
 Batch = dict[str, torch.Tensor]
 ScoreFn = Callable[[np.ndarray], torch.Tensor]
@@ -310,19 +311,43 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.ff2(F.gelu(self.ff1(self.norm2(x)))))
 
 
+#: SASRec's training losses (see :class:`SASRec` and :mod:`fedsecure.recsys.losses`)
+SASREC_LOSSES = ("sampled-softmax", "bce", "full")
+#: negatives drawn per training sequence (sampled-softmax) or per position (bce) when not given
+DEFAULT_SAMPLED = {"sampled-softmax": 100, "bce": 1}
+
+
 class SASRec(Recommender):
     """Self-attentive sequential recommender (Kang & McAuley 2018), pre-norm variant.
 
     A user is represented by their last ``max_len`` interactions in time
-    order; the model predicts the next item at every position with a softmax
-    over the whole catalogue. The output layer is its own ``nn.Linear`` rather
-    than tied to the item embeddings: a parameter read outside its layer is
-    invisible to per-sample gradient hooks, which would void DP-SGD's clipping.
-    The loss is the mean over a sequence's positions, then over sequences, so
-    each example's gradient depends on that example alone.
+    order; the model predicts the next item at every position. The output
+    layer is **tied** to the item embeddings (item ``i`` is scored by
+    ``h . e_i``, Kang & McAuley's choice), so there is one item table and a
+    training step touches its rows only where ``loss`` looks them up:
+
+    * ``"sampled-softmax"`` (default): softmax over the positive and
+      ``n_sampled`` negatives per sequence (shared by its positions) drawn
+      from a proposal ``Q`` with replacement, each corrected by
+      ``log(S Q_j)`` (:func:`~fedsecure.recsys.losses.sampled_softmax`). ``Q``
+      is uniform until :meth:`set_item_counts` gives the items' training
+      frequency (add-one smoothed): popular items are then sampled more and
+      the correction keeps the estimate of the partition function unbiased.
+    * ``"bce"``: binary cross-entropy of the positive against ``n_sampled``
+      uniform negatives per position, as in the SASRec paper.
+    * ``"full"``: softmax over the whole catalogue (cost per step grows with
+      it; its tied output is a direct use of ``item_emb.weight``, which
+      per-sample clipping refuses: use a sampled loss with DP-SGD).
+
+    Every table is reached by lookup in the sampled losses (the negatives are
+    looked up per example, ``[B, S]``), so per-sample gradients (Opacus and
+    :mod:`fedsecure.dp`) see every use and local SGD may use sparse
+    gradients. The loss is the mean over a sequence's positions, then over
+    sequences, so each example's gradient depends on that example alone.
     It has no user-indexed parameters: a user's history stays on the client
-    as data, and every parameter is shared. Size is set by ``dim``, ``blocks``,
-    ``heads`` and ``max_len``. Item id 0 is padding; item ``i`` is row ``i + 1``.
+    as data, and every parameter is shared. Size is set by ``dim``,
+    ``blocks``, ``heads`` and ``max_len``. Item id 0 is padding; item ``i`` is
+    row ``i + 1``.
     """
 
     private_prefixes = ()
@@ -330,18 +355,47 @@ class SASRec(Recommender):
 
     def __init__(
         self, n_users: int, n_items: int, dim: int = 64, blocks: int = 2, heads: int = 2,
-        max_len: int = 50, dropout: float = 0.2,
+        max_len: int = 50, dropout: float = 0.2, loss: str = "sampled-softmax", n_sampled: int | None = None,
     ) -> None:
         super().__init__(n_users, n_items)
+        if loss not in SASREC_LOSSES:
+            raise ValueError(f"unknown SASRec loss {loss!r}; choose one of: {', '.join(SASREC_LOSSES)}")
+        if n_sampled is not None and (loss == "full" or n_sampled < 1):
+            raise ValueError(f"n_sampled (--train-negatives) must be >= 1 and goes with a sampled loss, "
+                             f"got {n_sampled} with loss {loss!r}")
         self.max_len = max_len
+        self.loss_name = loss
+        self.n_sampled = n_sampled if n_sampled is not None else DEFAULT_SAMPLED.get(loss, 0)
+        # the full softmax reads item_emb.weight as a whole: its gradient is dense
+        self.sparse_gradients = loss != "full"
+        self._proposal_cdf: np.ndarray | None = None
+        self._log_q: np.ndarray | None = None
         self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, dropout) for _ in range(blocks))
         self.norm = nn.LayerNorm(dim)
-        self.output = nn.Linear(dim, n_items)
         self.drop = nn.Dropout(dropout)
         nn.init.normal_(self.item_emb.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
         nn.init.normal_(self.pos_emb.weight, std=0.02)
+
+    def set_item_counts(self, counts: np.ndarray) -> None:
+        """Sample sampled-softmax negatives by item frequency: ``Q_i = (c_i + 1) / sum_j (c_j + 1)``.
+
+        ``counts`` (one per item) are the training interactions per item. In a
+        federated deployment this is one secure sum of the clients' item
+        histograms before training; the simulation takes it from the training data.
+        """
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (self.n_items,) or not np.all(counts >= 0):
+            raise ValueError(f"item counts must be {self.n_items} non-negative numbers, got shape {counts.shape}")
+        q = (counts + 1.0) / (counts.sum() + self.n_items)
+        self._log_q = np.log(q)
+        self._proposal_cdf = np.cumsum(q)
+
+    def proposal(self) -> str:
+        return "uniform" if self._log_q is None else "item frequency (add-one)"
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, dim] for left-padded item sequences [B, L] (0 = padding)."""
@@ -376,14 +430,65 @@ class SASRec(Recommender):
 
     def examples(self, data: Interactions, rows: np.ndarray, rng: np.random.Generator) -> Batch:
         _, seqs = self._sequences(data, rows, self.max_len + 1)
-        return {"inputs": torch.from_numpy(seqs[:, :-1].copy()), "targets": torch.from_numpy(seqs[:, 1:].copy())}
+        batch = {"inputs": torch.from_numpy(seqs[:, :-1].copy()), "targets": torch.from_numpy(seqs[:, 1:].copy())}
+        n, s = len(seqs), self.n_sampled
+        if self.loss_name == "bce":
+            batch["negatives"] = _as_long(rng.integers(1, self.n_items + 1, size=(n, self.max_len, s)))
+        elif self.loss_name == "sampled-softmax":
+            if self._proposal_cdf is None:
+                neg = rng.integers(0, self.n_items, size=(n, s))
+                log_expected = np.full((n, s), math.log(s / self.n_items), dtype=np.float32)
+            else:
+                u = rng.random((n, s)) * self._proposal_cdf[-1]
+                neg = np.minimum(np.searchsorted(self._proposal_cdf, u, side="right"), self.n_items - 1)
+                log_expected = (math.log(s) + self._log_q[neg]).astype(np.float32)
+            batch["negatives"] = _as_long(neg + 1)
+            batch["log_expected"] = torch.from_numpy(log_expected)
+        return batch
+
+    def minibatches(self, examples: Batch, batch_size: int, rng: np.random.Generator) -> list[Batch]:
+        """Shuffled minibatches of sequences of similar length, cut to their longest sequence.
+
+        Sequences are ordered by length (ties broken at random), cut into
+        batches of ``batch_size``, and the batches shuffled; each batch drops
+        the leading columns that are padding in all its rows. Positions count
+        back from the latest item and padding is masked, so the cut changes no
+        valid position's output: the step's cost follows the batch's real
+        length rather than ``max_len`` (on short-history data, several times less).
+        """
+        targets = examples["targets"]  # a target can sit on a padding input (the first item): count targets
+        n = targets.shape[0]
+        lengths = (targets != 0).sum(1).numpy()
+        order = np.lexsort((rng.random(n), lengths))
+        chunks = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        batches = []
+        for k in rng.permutation(len(chunks)):
+            idx = torch.from_numpy(chunks[k])
+            width = max(int(lengths[chunks[k]].max()), 1)
+            batches.append({key: (v[idx, -width:] if key in ("inputs", "targets", "negatives") and
+                                  (key != "negatives" or v.dim() == 3) else v[idx])
+                            for key, v in examples.items()})
+        return batches
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        logits = self.output(self.encode(batch["inputs"]))
-        targets = batch["targets"] - 1  # padding becomes -1 and is ignored
-        per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-1, reduction="none")
-        valid = (targets >= 0).sum(1).clamp(min=1)
-        return (per_token.sum(1) / valid).mean()
+        h = self.encode(batch["inputs"])
+        targets = batch["targets"]
+        valid = targets > 0
+        if self.loss_name == "full":
+            logits = h @ self.item_emb.weight[1:].T
+            per_token = F.cross_entropy(logits.transpose(1, 2), targets - 1, ignore_index=-1, reduction="none")
+        else:
+            pos = (h * self.item_emb(targets)).sum(-1)  # [B, L]
+            neg_ids = batch["negatives"]
+            if self.loss_name == "bce":  # [B, L, S]: per position
+                neg = (h.unsqueeze(2) * self.item_emb(neg_ids)).sum(-1)
+                per_token = sampled_bce(pos, neg, accidental=neg_ids == targets.unsqueeze(-1))
+            else:  # [B, S]: per sequence, shared by its positions
+                neg = torch.einsum("bld,bsd->bls", h, self.item_emb(neg_ids))
+                per_token = sampled_softmax(pos, neg, batch["log_expected"].unsqueeze(1),
+                                            accidental=neg_ids.unsqueeze(1) == targets.unsqueeze(-1))
+            per_token = per_token.masked_fill(~valid, 0.0)
+        return (per_token.sum(1) / valid.sum(1).clamp(min=1)).mean()
 
     def score_fn(self, train: Interactions) -> ScoreFn:
         users_with_history, seqs = self._sequences(train, np.arange(len(train)), self.max_len)
@@ -395,7 +500,7 @@ class SASRec(Recommender):
             batch = np.zeros((users.size, self.max_len), dtype=np.int64)
             batch[idx >= 0] = seqs[idx[idx >= 0]]
             with torch.no_grad():
-                return self.output(self.encode(torch.from_numpy(batch))[:, -1])
+                return self.encode(torch.from_numpy(batch))[:, -1] @ self.item_emb.weight[1:].T
 
         return score
 
