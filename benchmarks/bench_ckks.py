@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import tenseal as ts
 
-from fedsecure.ckks import ClientEncryptor, ClientIdentity, ClientRegistration, KeyHolder, StreamingAggregator
+from fedsecure.bench import CkksSession
+from fedsecure.ckks import ClientRegistration, StreamingAggregator
 
 
 def _status_kib(field: str) -> int:
@@ -95,46 +96,8 @@ class FlareBaseline:
         return np.asarray(ts.ckks_vector_from(self.client_ctx, aggregate).decrypt())
 
 
-class Fedsecure:
-    name = "fedsecure"
-
-    def __init__(self) -> None:
-        self.holder = KeyHolder()
-        self.public_context = self.holder.public_context()
-        self.aggregator_context = self.holder.aggregator_context()
-        self.encryptors: dict[int, ClientEncryptor] = {}
-        self.round_id = os.urandom(16)
-        self._agg = None
-
-    def ciphertexts(self, d: int) -> int:
-        return -(-d // self.holder.params.values_per_ciphertext)
-
-    def _encryptor(self, client_id: int) -> ClientEncryptor:
-        if client_id not in self.encryptors:  # one-time setup: identity keys, pinned by the key holder
-            identity = ClientIdentity(client_id)
-            self.holder.register(identity.registration)
-            self.encryptors[client_id] = ClientEncryptor(self.public_context, identity)
-        return self.encryptors[client_id]
-
-    def new_round(self) -> None:
-        self.round_id = os.urandom(16)
-
-    def encrypt(self, x: np.ndarray, client_id: int):
-        return self._encryptor(client_id).encrypt(x, round_id=self.round_id)
-
-    def start(self, length: int) -> None:
-        self._agg = StreamingAggregator(
-            self.aggregator_context, length, round_id=self.round_id, clients=self.holder.registrations
-        )
-
-    def add(self, blob, client_id: int) -> None:
-        self._agg.add(blob, sender=client_id)
-
-    def aggregate(self) -> bytes:
-        return self._agg.aggregate()
-
-    def decrypt(self, aggregate: bytes) -> np.ndarray:
-        return self.holder.decrypt(aggregate)
+#: fedsecure's key holder, client encryptors and per-round aggregator, shared with ``fedsecure bench``
+Fedsecure = CkksSession
 
 
 def run_size(d: int, n: int, rng: np.random.Generator) -> dict:

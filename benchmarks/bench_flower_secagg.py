@@ -77,6 +77,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.simulation import run_simulation
 
+from fedsecure.bench import content_bytes  # Flower's message_size_mod measure, shared with `fedsecure bench`
 from fedsecure.integrations.flower import FedSecureSecAggWorkflow, fedsecure_secagg_mod
 from fedsecure.secagg import choose_params
 from fedsecure.secagg.graph import build_graph
@@ -88,28 +89,6 @@ EXAMPLES = 10
 
 def client_vector(pid: int, d: int) -> np.ndarray:
     return np.random.default_rng(10_000 + pid).uniform(-1.0, 1.0, d).astype(np.float32)
-
-
-def _value_bytes(v) -> int:
-    if isinstance(v, (bytes, str)):
-        return len(v.encode() if isinstance(v, str) else v)
-    if isinstance(v, list):
-        return sum(_value_bytes(x) for x in v)
-    return 8  # int, float, bool
-
-
-def content_bytes(content) -> int:
-    """Bytes of a message's records: ``count_bytes()`` as Flower's ``message_size_mod`` sums it (Flower's
-    ``ConfigRecord.count_bytes`` fails on an empty list, so config records are counted here the same way)."""
-    from flwr.app import ConfigRecord
-
-    total = 0
-    for rec in content.values():
-        if isinstance(rec, ConfigRecord):
-            total += sum(len(k) + _value_bytes(v) for k, v in rec.items())
-        else:
-            total += rec.count_bytes()
-    return total
 
 
 FLOWER_RECORD = "secaggplus_configs"

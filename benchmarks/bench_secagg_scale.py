@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsecure.secagg import FixedPointEncoding, choose_params, run_round
+from fedsecure.bench import fedsecure_round  # the driver shared with `fedsecure bench`
+from fedsecure.secagg import FixedPointEncoding, choose_params
 
 
 class OnDemandInputs(Mapping):
@@ -84,8 +85,10 @@ def main() -> None:
         step = int(round(1 / args.dropout)) if args.dropout else 0
         dropouts = {u: "masked_input" for u in range(0, n, step)} if step else {}
         t0 = time.perf_counter()
-        r = run_round(inputs, params, enc, vector_length=args.d, dropouts=dropouts, workers=args.workers)
+        _, r, _ = fedsecure_round(inputs, dropouts, params, enc, vector_length=args.d, workers=args.workers)
         wall = time.perf_counter() - t0
+        if r is None:
+            raise SystemExit(f"n={n}: the round aborted (too few survivors)")
         expect = sum(inputs.value(u) for u in r.included)
         err = float(np.abs(r.total - np.float32(1.0) * expect).max())
         row = {

@@ -3,7 +3,8 @@
 Flower is driven through its real server workflow (``SecAggPlusWorkflow``)
 and its real client mod (``secaggplus_mod`` on a real ``ClientApp``), with
 Flower's example setting ``num_shares=3, reconstruction_threshold=2``. The
-only thing written here is the transport: :class:`DirectGrid`, a
+only thing written (in :mod:`fedsecure.bench`, shared with ``fedsecure bench``)
+is the transport: ``DirectGrid``, a
 :class:`flwr.serverapp.grid.Grid` that hands each message straight to the
 destination node's ``ClientApp`` in this process (no network, no
 serialisation beyond a deep copy of each inbound message -- which only
@@ -59,153 +60,22 @@ Usage: python benchmarks/bench_secagg_vs_flower.py [--n 100] [--d 100000] [--rep
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import logging
 import os
 import platform
 import sys
-import time
-import uuid
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-import flwr
-from flwr.app import Context, Message, RecordDict
-from flwr.client import NumPyClient
-from flwr.client.mod import secaggplus_mod
-from flwr.clientapp import ClientApp
-from flwr.common import ndarrays_to_parameters
-from flwr.supercore.logger import FLOWER_LOGGER as flwr_logger
-from flwr.server.compat.grid_client_proxy import GridClientProxy
-from flwr.server.compat.legacy_context import LegacyContext
-from flwr.server.strategy import FedAvg as FlwrFedAvg
-from flwr.server.workflow import SecAggPlusWorkflow
-from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key as WorkflowKey
-from flwr.app import ConfigRecord
-from flwr.compat.common import recorddict_compat as compat
-from flwr.serverapp.grid import Grid
-from flwr.supercore.task_identity import TaskIdentity
-
-from fedsecure.secagg import ClientPolicy, FixedPointEncoding, TooFewSurvivors, choose_params, run_round
+from fedsecure.bench import fedsecure_round, flower_round  # the shared drivers (also behind `fedsecure bench`)
+from fedsecure.secagg import ClientPolicy, FixedPointEncoding, choose_params
 from fedsecure.secagg.params import evaluate
 
 #: issue 11: fedsecure CPU / Flower CPU at n=100, d=100,000, side by side in one run
 TARGET_SEMI_HONEST = 0.4
 TARGET_ACTIVE = 1.5
-
-flwr_logger.setLevel(logging.WARNING)
-
-
-class DirectGrid(Grid):
-    """In-process transport: each message goes straight to its node's ClientApp (real mods, real state)."""
-
-    def __init__(self, app: ClientApp, node_ids, drop_at_stage: dict[int, str]):
-        self.app, self.node_ids = app, list(node_ids)
-        self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={}, state=RecordDict(), run_config={})
-                         for nid in self.node_ids}
-        self.drop = drop_at_stage
-        self.dead: set[int] = set()
-
-    def set_run(self, run):
-        pass
-
-    @property
-    def run(self):
-        return None
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-    def get_node_ids(self):
-        return self.node_ids
-
-    def push_messages(self, messages):
-        raise NotImplementedError("DirectGrid delivers synchronously through send_and_receive")
-
-    def pull_messages(self, message_ids):
-        raise NotImplementedError("DirectGrid delivers synchronously through send_and_receive")
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for msg in messages:
-            nid = msg.metadata.dst_node_id
-            stage = None
-            cfg = msg.content.config_records.get("secaggplus_configs")
-            if cfg is not None:
-                stage = cfg.get("stage")
-            if nid in self.dead or (stage is not None and self.drop.get(nid) == stage):
-                self.dead.add(nid)  # a dropped node never answers again
-                continue
-            # A network hands every node its own decoded copy (the workflow reuses one content object
-            # for all nodes, and secaggplus_mod pops keys from it).
-            msg = copy.deepcopy(msg)
-            msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-            # Each node would run in its own process with its own task identity; switch it per call.
-            TaskIdentity.node_id = nid
-            try:
-                replies.append(self.app(msg, self.contexts[nid]))
-            finally:
-                TaskIdentity.node_id = 0
-        return replies
-
-
-def flower_round(vectors: dict[int, np.ndarray], drop: dict[int, str]) -> tuple[float, bool, np.ndarray | None]:
-    """One real Flower SecAgg+ round; returns (cpu seconds, completed?, aggregated mean or None)."""
-
-    class Client(NumPyClient):
-        def __init__(self, vec):
-            self.vec = vec
-
-        def fit(self, parameters, config):
-            return [self.vec], 1, {}
-
-    node_ids = [u + 1 for u in vectors]  # flwr node ids are non-zero
-    app = ClientApp(client_fn=lambda ctx: Client(vectors[ctx.node_id - 1]).to_client(), mods=[secaggplus_mod])
-    grid = DirectGrid(app, node_ids, {u + 1: s for u, s in drop.items()})
-    n = len(node_ids)
-    d = next(iter(vectors.values())).size
-    strategy = FlwrFedAvg(fraction_fit=1.0, min_fit_clients=n, min_available_clients=n, fraction_evaluate=0.0)
-    ctx = LegacyContext(Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}),
-                        strategy=strategy)
-    for nid in node_ids:
-        ctx.client_manager.register(GridClientProxy(nid, grid, 1))
-    init = ndarrays_to_parameters([np.zeros(d, dtype=np.float32)])
-    ctx.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(init, keep_input=True)
-    ctx.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: 1})
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    wf = SecAggPlusWorkflow(num_shares=3, reconstruction_threshold=2)
-    t0 = time.process_time()
-    wf(grid, ctx)
-    secs = time.process_time() - t0
-    params = compat.arrayrecord_to_parameters(ctx.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
-    from flwr.common import parameters_to_ndarrays
-
-    out = parameters_to_ndarrays(params)[0]
-    done = bool(np.any(out != 0))
-    return secs, done, (out if done else None)
-
-
-def fedsecure_round(vectors, drop, params, enc, active=False, policy=None) -> tuple[float, object | None, dict]:
-    """One fedsecure (wire v4) round; (cpu seconds, report or None if it aborted, extra stats).
-
-    ``policy=None``: every client requires what ``params`` were chosen under (run_round's default).
-    """
-    t0 = time.process_time()
-    try:
-        r = run_round(vectors, params, enc, dropouts=drop, active=active, policy=policy)
-    except TooFewSurvivors as e:
-        return time.process_time() - t0, None, {"aborted": str(e)}
-    secs = time.process_time() - t0
-    extra = {"client_seconds": r.client_seconds, "server_seconds": r.server_seconds,
-             "stage_seconds": r.stage_seconds, "upload_bytes": r.upload_bytes, "download_bytes": r.download_bytes}
-    if r.client_errors:  # a client that refused the round (policy) or a message: should not happen here
-        extra["client_errors"] = dict(list(r.client_errors.items())[:3])
-        extra["client_error_count"] = len(r.client_errors)
-    return secs, r, extra
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -233,7 +103,7 @@ def main() -> None:
             dropped = sorted(sel.choice(n, size=int(round(dropout * n)), replace=False).tolist()) if dropout else []
             fl_tries = []
             for _ in range(max(1, args.flower_attempts)):
-                fl_tries.append(flower_round(vectors, {u: "collect_masked_vectors" for u in dropped}))
+                fl_tries.append(flower_round(vectors, {u: "collect_masked_vectors" for u in dropped})[:3])
                 if fl_tries[-1][1]:
                     break
             fl_secs, fl_done, _ = fl_tries[0]  # the first attempt, completed or halted

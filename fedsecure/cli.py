@@ -156,7 +156,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the JSON, CSV and PNG (created if absent; its parent must exist)")
     _add_mia_parser(what)
     _add_sweep_parser(sub)
+    _add_bench_parser(sub)
     return parser
+
+
+#: ``fedsecure bench`` grids: the default (the issue's) and ``--quick`` (under 3 minutes on 2 cores)
+BENCH_GRID = {"n": "10,100,1000", "d": "1e4,1e5,1e6", "dropout": "0,0.1"}
+BENCH_QUICK = {"n": "10,30,100", "d": "1e3,1e4,1e5", "dropout": "0,0.1"}
+
+
+def _add_bench_parser(sub: Any) -> None:
+    b = sub.add_parser(
+        "bench", formatter_class=_Help,
+        help="protocol benchmark: plaintext, SecAgg, SecAgg+, CKKS and Flower's SecAgg+ side by side; JSON, CSV, PNG",
+        description="One round of every protection mode on the same inputs and the same dropped clients, for every "
+                    "n x d x dropout: CPU per client and of the server, bytes up and down per client, the server "
+                    "role's peak memory (tracemalloc) and the max error of the decoded sum against the exact "
+                    "float64 sum. A round that cannot complete is reported with its reason. Cost grows fast: "
+                    "SecAgg on the complete graph is O(n^2 d); the default grid runs for hours.",
+    )
+    b.add_argument("--n", default=None, help=f"comma-separated client counts >= 3 (default {BENCH_GRID['n']}; "
+                                              f"--quick: {BENCH_QUICK['n']})")
+    b.add_argument("--d", default=None, help=f"comma-separated vector lengths, 1e4 notation allowed (default "
+                                              f"{BENCH_GRID['d']}; --quick: {BENCH_QUICK['d']})")
+    b.add_argument("--dropout", default=None, help="comma-separated fractions in [0, 1) of clients that drop after "
+                                                    f"their keys, before their input (default {BENCH_GRID['dropout']})")
+    b.add_argument("--modes", default="plaintext,secagg,secagg+,ckks,flower-secagg+",
+                   help="comma-separated; flower-secagg+ is skipped with a note when flwr is not installed")
+    b.add_argument("--repeats", type=_positive_int, default=1, help="rounds per cell (the summary takes the median)")
+    b.add_argument("--seed", type=_non_negative_int, default=0, help="inputs and which clients drop (not secrets)")
+    b.add_argument("--out", type=Path, default=Path("bench"),
+                   help="folder for bench.json, bench.csv, cost_vs_n.png, cost_vs_d.png (created if absent)")
+    b.add_argument("--quick", action="store_true", help=f"a small grid: n={BENCH_QUICK['n']}, d={BENCH_QUICK['d']}, "
+                                                         f"dropout={BENCH_QUICK['dropout']} (explicit options win)")
+    b.add_argument("--quiet", action="store_true", help="no progress and no table")
 
 
 def _add_sweep_parser(sub: Any) -> None:
@@ -541,6 +574,51 @@ def cmd_sweep(args: argparse.Namespace, command: str) -> int:
         return EXIT_INTERRUPTED
     paths = write_outputs(rows, args.out, command=command, base=base)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", flush=True)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, command: str) -> int:
+    from fedsecure import bench
+
+    grid = BENCH_QUICK if args.quick else BENCH_GRID
+    ns = bench.parse_sizes(args.n if args.n is not None else grid["n"], "--n", low=3)
+    ds = bench.parse_sizes(args.d if args.d is not None else grid["d"], "--d", low=1)
+    dropouts = bench.parse_dropouts(args.dropout if args.dropout is not None else grid["dropout"], "--dropout")
+    modes = bench.parse_modes(args.modes, "--modes")
+    try:  # the plots are written last: fail now, not after the benchmark
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("fedsecure bench draws its plots with matplotlib: pip install 'fedsecure[bench]'") from None
+    check_output_folder(args.out, "--out")
+    if "flower-secagg+" in modes and not bench.flower_available():
+        modes.remove("flower-secagg+")
+        print("fedsecure bench: flwr is not installed, so Flower's SecAgg+ is skipped "
+              "(pip install 'fedsecure[bench]')", file=sys.stderr, flush=True)
+    if not modes:
+        raise UsageError("--modes: nothing left to run")
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    tty = sys.stderr.isatty()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=Console(stderr=True), disable=args.quiet or not tty)
+    total = len(ns) * len(ds) * len(dropouts) * args.repeats * len(modes)
+    with progress:
+        task = progress.add_task("bench", total=total)
+
+        def on_cell(cell: Any, done: int, total: int) -> None:
+            progress.update(task, advance=1, description=f"{cell.mode} n={cell.n} d={cell.d} drop={cell.dropout:g}")
+            if not args.quiet and not tty:
+                print(f"[{done}/{total}] {bench.cell_line(cell)}", file=sys.stderr, flush=True)
+
+        cells = bench.run_grid(ns, ds, dropouts, modes, repeats=args.repeats, seed=args.seed, on_cell=on_cell)
+    setting = {"n": ns, "d": ds, "dropout": dropouts, "modes": modes, "repeats": args.repeats, "seed": args.seed,
+               "quick": args.quick}
+    paths = bench.write_outputs(cells, args.out, command=command, setting=setting)
+    if not args.quiet:
+        bench.print_table(bench.summarize(cells))
+        print(f"server memory: {bench.MEMORY_METHOD}")
+        print(f"wrote {', '.join(str(p) for p in paths.values())}", flush=True)
     return 0
 
 
@@ -986,6 +1064,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = shlex.join(["fedsecure", *argv])
         if args.command == "sweep":
             return cmd_sweep(args, command)
+        if args.command == "bench":
+            return cmd_bench(args, command)
         if args.command == "audit":
             return cmd_audit_mia(args, command) if args.audit == "mia" else cmd_audit_poisoning(args, command)
         return cmd_run(args, command)
