@@ -25,22 +25,26 @@ the model download every mode shares), the server role's peak memory, and the
 max abs error of the decoded sum against the exact float64 sum of the
 included clients' inputs, beside each mode's stated bound.
 
-Server peak memory is **tracemalloc**: the peak of Python and numpy
-allocations made while the server role runs, above what was allocated when the
-round began (:class:`RoleMeter`). Allocations made while a client runs are not
-counted; what a client hands to the server (its message, buffered until the
-server reads it) is. SecAgg rounds run their clients in two forked worker
-processes (``run_round(workers=2)``, tracing stopped in the children), so the
-parent holds the server and the one stage of messages the simulator buffers.
-SEAL's C++ heap is not seen by tracemalloc: the CKKS key holder's decryption
-memory is undercounted (the aggregator's sum is numpy and is counted).
+Server peak memory (:class:`RoleMeter`) is the growth of this process's
+peak resident set while the server role runs, over its resident set when the
+round began (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` as each
+server span starts, after glibc's ``malloc_trim`` hands freed pages back so that
+reused memory shows up as growth): no slowdown, and it sees every allocator
+(numpy, SEAL).
+Client work happens outside the measured spans; what a client hands to the
+server (its message) is counted. SecAgg rounds run their clients in two forked
+worker processes (``run_round(workers=2)``), so the parent holds the server and
+the one stage of messages the simulator buffers before the server reads them.
+Growth below about 1 MiB is allocator noise. Where ``clear_refs`` cannot be
+written, tracemalloc is used instead (Python and numpy only, and several times
+slower: its timings are not comparable); the JSON says which.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import csv
-import gc
 import io
 import json
 import math
@@ -65,9 +69,12 @@ MODES = ("plaintext", "secagg", "secagg+", "ckks", "flower-secagg+")
 #: cost columns plotted against n and against d
 PLOTTED = (("client_cpu_seconds", "CPU seconds per client"), ("server_cpu_seconds", "server CPU seconds"),
            ("bytes_up_per_client", "bytes up per client"), ("bytes_down_per_client", "bytes down per client"),
-           ("server_peak_bytes", "server peak memory (bytes, tracemalloc)"))
-MEMORY_METHOD = ("tracemalloc: peak of Python/numpy allocations while the server role runs, above the round's "
-                 "start; SecAgg clients run in forked workers; SEAL's C++ heap (CKKS key holder) is not seen")
+           ("server_peak_bytes", "server peak memory (bytes, RSS growth)"))
+MEMORY_METHOD = ("peak RSS of this process while the server role runs (VmHWM, reset as the role starts; Linux "
+                 "/proc/self/clear_refs) minus the RSS when the round began; clients' own work is outside the "
+                 "measured spans, and SecAgg's clients run in 2 forked workers, so what is counted is the server "
+                 "and the messages it is handed (the SecAgg simulator buffers one stage's messages); growth under "
+                 "about 1 MiB is allocator noise. Where clear_refs is unavailable: tracemalloc (Python/numpy only)")
 #: Flower's SecAggPlusWorkflow defaults (flwr 1.42) and its example's ring
 FLOWER_SHARES, FLOWER_THRESHOLD = 3, 2
 FLOWER_CLIPPING_RANGE, FLOWER_QUANTIZATION_RANGE, FLOWER_MAX_WEIGHT = 8.0, 2**22, 1000.0
@@ -135,6 +142,41 @@ def parse_modes(text: str, option: str = "--modes") -> list[str]:
 # ---------------------------------------------------------------- measurement
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # "5": reset this process's peak RSS (Linux >= 4.0)
+        f.write("5")
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0): hand freed heap pages back, so the next allocation shows up in RSS again."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+@functools.cache
+def rss_peak_available() -> bool:
+    try:
+        _reset_peak_rss()
+        _status_kib("VmHWM")
+    except OSError:
+        return False
+    return True
+
+
 def _stop_tracing_in_child() -> None:
     if tracemalloc.is_tracing():
         tracemalloc.stop()
@@ -152,14 +194,24 @@ def _untraced_forks() -> None:
 
 
 class RoleMeter:
-    """CPU seconds per role and the server role's peak traced memory, within one round.
+    """CPU seconds per role and the server role's peak memory, within one round.
 
     ``with meter.role("server"): ...`` charges the CPU time to the innermost
     role; a nested ``role("client")`` inside the server's work pauses it.
+    Memory (``method``): ``"rss"`` (default where Linux allows it): the
+    process's peak resident set while a server role runs (``VmHWM``, reset
+    when the role starts), minus the resident set when the round began; it
+    costs nothing and sees every allocator (numpy, SEAL), but memory the
+    allocator reuses from freed pages is not growth, so small peaks (under
+    about a MiB) are noise. ``"tracemalloc"``: Python and numpy allocations
+    only, and it slows the round several times (measured: server CPU 5-8x in
+    SecAgg and Flower), so its timings are not comparable.
     """
 
-    def __init__(self, *, trace: bool = True) -> None:
-        self.trace = trace
+    def __init__(self, *, method: str | None = None) -> None:
+        self.method = method or ("rss" if rss_peak_available() else "tracemalloc")
+        if self.method not in ("rss", "tracemalloc", "none"):
+            raise ValueError(f"memory method must be rss, tracemalloc or none, got {self.method!r}")
         self.cpu: dict[str, float] = defaultdict(float)
         self.server_peak = 0
         self._stack: list[str] = []
@@ -168,13 +220,16 @@ class RoleMeter:
         self._t = 0.0
 
     def __enter__(self) -> RoleMeter:
-        if self.trace:
+        if self.method == "tracemalloc":
+            _untraced_forks()
             if not tracemalloc.is_tracing():
                 tracemalloc.start()
                 self._own = True
-            gc.collect()
             self._base = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
+        elif self.method == "rss":
+            _malloc_trim()()
+            self._base = _status_kib("VmRSS") * 1024
         self._t = time.process_time()
         return self
 
@@ -187,10 +242,16 @@ class RoleMeter:
         now = time.process_time()
         if self._stack:
             self.cpu[self._stack[-1]] += now - self._t
-            if self.trace and self._stack[-1] == "server":
-                self.server_peak = max(self.server_peak, tracemalloc.get_traced_memory()[1] - self._base)
-        if self.trace:
+            if self._stack[-1] == "server":
+                if self.method == "tracemalloc":
+                    self.server_peak = max(self.server_peak, tracemalloc.get_traced_memory()[1] - self._base)
+                elif self.method == "rss":
+                    self.server_peak = max(self.server_peak, _status_kib("VmHWM") * 1024 - self._base)
+        if self.method == "tracemalloc":
             tracemalloc.reset_peak()
+        elif self.method == "rss":
+            _malloc_trim()()  # what a client freed must not be reused unseen by the server
+            _reset_peak_rss()
         self._t = time.process_time()
 
     @contextmanager
@@ -326,7 +387,6 @@ def run_secagg(w: Workload, dropped: Sequence[int], meter: RoleMeter, *, graph: 
     except ConfigurationError as e:
         return {"failed": f"no safe parameters: {e}"}
     enc = FixedPointEncoding.for_sum(w.n, 1.0)
-    _untraced_forks()
     with meter.role("server"):  # the parent: server + the simulator's buffered messages (clients are forked)
         _, r, extra = fedsecure_round(Inputs(w), {u: "masked_input" for u in dropped}, params, enc,
                                       workers=SECAGG_WORKERS, vector_length=w.d)
@@ -628,12 +688,13 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def run_cell(mode: str, w: Workload, dropout: float, repeat: int, *, seed: int = 0) -> Cell:
+def run_cell(mode: str, w: Workload, dropout: float, repeat: int, *, seed: int = 0,
+             memory: str | None = None) -> Cell:
     """One round of ``mode`` on workload ``w``; a round that cannot complete comes back with its reason."""
     dropped = w.dropped(dropout, seed=seed * 1000 + repeat)
     cell = Cell(mode, w.n, w.d, dropout, repeat, completed=False, dropped=len(dropped))
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught, RoleMeter() as meter:
+    with warnings.catch_warnings(record=True) as caught, RoleMeter(method=memory) as meter:
         warnings.simplefilter("always")
         out = RUNNERS[mode](w, dropped, meter, dropout)
     cell.wall_seconds = time.perf_counter() - t0
@@ -641,7 +702,8 @@ def run_cell(mode: str, w: Workload, dropout: float, repeat: int, *, seed: int =
     notes = sorted({str(c.message) for c in caught if issubclass(c.category, UserWarning)})
     if notes:  # e.g. choose_params: no (k, t) meets the failure target at this n and dropout
         cell.params["warnings"] = notes
-    cell.server_peak_bytes = int(meter.server_peak)
+    cell.server_peak_bytes = int(meter.server_peak) if meter.method != "none" else None
+    cell.params["memory_method"] = meter.method
     if "bytes_up" in out:
         cell.bytes_up_per_client = out["bytes_up"] / w.n
         cell.bytes_down_per_client = out["bytes_down"] / w.n

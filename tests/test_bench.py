@@ -44,7 +44,8 @@ def test_tiny_grid_writes_json_csv_and_png_with_every_mode_and_field(tiny):
     assert rc == 0
     doc = json.loads((out / "bench.json").read_text())
     assert doc["command"].startswith("fedsecure bench --n 4,6")
-    assert "tracemalloc" in doc["method"]["server_peak_memory"]
+    assert "peak RSS" in doc["method"]["server_peak_memory"]
+    assert {r["params"]["memory_method"] for r in doc["rounds"]} == {"rss"}
     cells = {(r["mode"], r["n"], r["d"], r["dropout"]) for r in doc["rounds"]}
     expected = {(m, n, d, p) for m in MODES for n in (4, 6) for d in (8, 100) for p in (0.0, 0.25)}
     assert cells == expected  # every mode at every cell, completed or not
@@ -105,16 +106,26 @@ def test_flower_absent_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):
     assert {r["mode"] for r in doc["rounds"]} == {"plaintext"}
 
 
-def test_role_meter_counts_the_server_not_the_clients():
-    with RoleMeter() as meter:
+@pytest.mark.parametrize("method", ["rss", "tracemalloc"])
+def test_role_meter_counts_the_server_not_the_clients(method):
+    if method == "rss" and not bench.rss_peak_available():
+        pytest.skip("no /proc/self/clear_refs here")
+    with RoleMeter(method=method) as meter:
         with meter.role("client"):
-            scratch = np.ones(2_000_000)  # 16 MB a client allocates and frees
+            scratch = np.ones(8_000_000)  # 64 MB a client allocates and frees
             del scratch
         with meter.role("server"):
-            kept = np.ones(500_000)  # 4 MB the server keeps
-            tmp = np.ones(250_000)
+            kept = np.ones(2_000_000)  # 16 MB the server keeps
+            tmp = np.ones(1_000_000)  # and 8 MB it frees
             del tmp
-    assert 4e6 <= meter.server_peak < 7e6
+        with meter.role("client"):
+            scratch = np.ones(8_000_000)
+            del scratch
+        with meter.role("server"):
+            more = np.ones(500_000)  # 4 MB more, on top of what it kept
+    assert meter.method == method
+    assert 20e6 <= meter.server_peak < 32e6  # 16 + 8 (+4 after the 8 was freed), never the clients' 64
+    del more
     assert meter.cpu["client"] >= 0 and meter.cpu["server"] >= 0
     del kept
 
