@@ -828,21 +828,28 @@ def plot(summary: Sequence[dict[str, Any]], out: Path) -> dict[str, Path]:
     drop = min(r["dropout"] for r in summary)
     rows = [r for r in summary if r["dropout"] == drop]
     modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    colours = {m: f"C{i}" for i, m in enumerate(MODES)}  # a mode keeps its colour in every panel
     for axis, other in (("n", "d"), ("d", "n")):
         fixed = max(r[other] for r in rows)
-        fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 3.8))
+        fig, grid = plt.subplots(2, 3, figsize=(13, 7.5))
+        axes = grid.ravel()
         for ax, (key, label) in zip(axes, PLOTTED):
             for mode in modes:
                 pts = sorted((r[axis], r[key]) for r in rows
                              if r["mode"] == mode and r[other] == fixed and r[key] is not None and r[key] > 0)
                 if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mode)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colours[mode], label=mode)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel(axis)
-            ax.set_title(label, fontsize=9)
+            ax.set_title(label, fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
-        axes[0].legend(fontsize=8)
+        legend = axes[len(PLOTTED)]
+        legend.axis("off")
+        for mode in modes:
+            legend.plot([], [], marker="o", color=colours[mode], label=mode)
+        legend.legend(loc="center", title="mode (a missing point: 0, or the round did not complete)", fontsize=10,
+                      title_fontsize=9)
         fig.suptitle(f"fedsecure bench: cost per round against {axis} ({other} = {fixed:,}, dropout {drop:g})")
         fig.tight_layout()
         paths[f"png_{axis}"] = out / f"cost_vs_{axis}.png"
