@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: ``fedsecure bench`` grids: the default (the issue's) and ``--quick`` (under 3 minutes on 2 cores)
 BENCH_GRID = {"n": "10,100,1000", "d": "1e4,1e5,1e6", "dropout": "0,0.1"}
-BENCH_QUICK = {"n": "10,100", "d": "1e3,1e4", "dropout": "0,0.1"}
+BENCH_QUICK = {"n": "10,50", "d": "1e3,1e4", "dropout": "0,0.1"}
 
 
 def _add_bench_parser(sub: Any) -> None:
