@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedsecure import bench
@@ -143,7 +143,12 @@ def test_bad_options_are_refused_by_name_before_any_work(argv, option, tmp_path,
     assert not (tmp_path / "b").exists()
 
 
+#: the machine is shared: slow input generation is not a failure of the parsers
+LOADED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
 @given(st.lists(st.integers(3, 10**9), min_size=1, max_size=5))
+@LOADED
 def test_sizes_parse_back_whatever_the_notation(values):
     plain = ",".join(str(v) for v in values)
     sci = ",".join(f"{v:.12e}" for v in values)  # 1e4-style notation of the same whole numbers
@@ -156,7 +161,7 @@ def test_sizes_parse_back_whatever_the_notation(values):
                                                                          and 3 <= x <= 1e9)),
     st.text(alphabet="abcxyz-+. e", min_size=1, max_size=6),
 ))
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_sizes_refuse_everything_else_naming_the_option(value):
     text = repr(value) if isinstance(value, float) else value
     try:
@@ -171,11 +176,13 @@ def test_sizes_refuse_everything_else_naming_the_option(value):
 
 
 @given(st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=4))
+@LOADED
 def test_dropouts_parse_back(values):
     assert parse_dropouts(",".join(repr(v) for v in values)) == sorted(set(values))
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not 0 <= x < 1))
+@LOADED
 def test_dropouts_outside_the_unit_interval_are_refused(value):
     with pytest.raises(BenchOptionError, match=r"^--dropout: "):
         parse_dropouts(repr(value))
