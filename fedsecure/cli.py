@@ -320,6 +320,15 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     f.add_argument("--straggler", type=_probability, default=0.0,
                    help="probability in [0, 1] a client straggles (half its steps)")
     f.add_argument("--seed", type=_non_negative_int, default=0, help="data, sampling and initialisation (never keys or DP noise)")
+    f.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
+                   help="processes that train a round's clients (default: every core); results are identical "
+                        "for any number")
+    f.add_argument("--dense-updates", action="store_true",
+                   help="plaintext and central DP: send every coordinate instead of the rows a client touched "
+                        "(secure modes always send every coordinate)")
+    f.add_argument("--max-buffer-gib", type=_positive_float, default=4.0,
+                   help="most memory a round may hold for aggregators that must see every update at once "
+                        "(robust rules, model poisoning, the SecAgg simulation); a larger round is refused")
     p = run.add_argument_group("protection")
     p.add_argument("--secure", default="none", choices=SECURE_MODES, help="how updates are summed")
     p.add_argument("--clip-range", type=_positive_float, default=1.0,
@@ -426,7 +435,9 @@ def _config_from(args: argparse.Namespace) -> Any:
         dropout=args.dropout, straggler=args.straggler, seed=args.seed, model_args=model_args, secure=args.secure,
         clip_range=args.clip_range, secagg_active=args.active, compress=args.compress, dp=args.dp, noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon, clip=args.clip, delta=args.delta,
-        insecure_seeded_noise=args.insecure_seeded_noise, **_robustness_from(args), **_finetune_from(args),
+        insecure_seeded_noise=args.insecure_seeded_noise, workers=args.workers,
+        sparse_updates=not args.dense_updates, max_buffer_gib=args.max_buffer_gib, **_robustness_from(args),
+        **_finetune_from(args),
     )
 
 
@@ -802,7 +813,8 @@ def communication_line(result: dict[str, Any]) -> str:
         return f"compress {com.get('compress', 'none')}, no round applied"
     return (f"compress {com.get('compress', 'none')}: up {_bytes(com['bytes_up_per_client'])}, "
             f"down {_bytes(com['bytes_down_per_client'])} per client and round (a float32 update, "
-            f"{_bytes(com['float32_update_bytes'])}, is {com['upload_ratio_vs_float32']:.2f}x the upload)")
+            f"{_bytes(com['float32_update_bytes'])}, is {com['upload_ratio_vs_float32']:.2f}x the upload)"
+            + ("; sparse updates (the rows each client touched)" if com.get("sparse_updates") else ""))
 
 
 def _find(tree: Any, key: str) -> Any:
@@ -908,7 +920,8 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
         *([("communication", communication_line(result))] if result.get("communication") else []),
         ("privacy", privacy_line(result["privacy"])),
         ("time", f"setup {t['setup_seconds']:.1f}s, training {t['train_seconds']:.1f}s "
-                 f"({result.get('rounds_completed', '?')}/{result['config']['rounds']} rounds)"),
+                 f"({result.get('rounds_completed', '?')}/{result['config']['rounds']} rounds, "
+                 f"{result['config'].get('workers', 1)} worker(s))"),
     ]
     for label, text in lines:
         print(f"{label}: {text}", flush=True)

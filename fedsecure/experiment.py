@@ -88,6 +88,9 @@ class RunConfig:
     dropout: float = 0.0
     straggler: float = 0.0
     seed: int = 0
+    workers: int = 1  # processes that train a round's clients (the CLI's default: every core)
+    sparse_updates: bool = True  # plaintext and central DP: clients send the rows they touched only
+    max_buffer_gib: float = 4.0  # most a round may hold for rules that must see every update at once
     model_args: dict[str, Any] = field(default_factory=dict)
     secure: str = "none"
     clip_range: float = 1.0
@@ -266,6 +269,10 @@ class RunConfig:
             (self.interactions_per_user is None or (finite(self.interactions_per_user)
                                                     and self.interactions_per_user >= 5),
              "--interactions-per-user must be a number >= 5", self.interactions_per_user),
+            (isinstance(self.workers, int) and self.workers >= 1, "--workers must be a whole number >= 1",
+             self.workers),
+            (finite(self.max_buffer_gib) and self.max_buffer_gib > 0, "--max-buffer-gib must be a number > 0",
+             self.max_buffer_gib),
             (finite(self.clients_per_round) and self.clients_per_round > 0
              and (self.clients_per_round <= 1 or float(self.clients_per_round).is_integer()),
              "--clients-per-round must be a fraction in (0, 1] or a whole count >= 1", self.clients_per_round),
@@ -413,6 +420,9 @@ class Experiment:
             dropout=cfg.dropout,
             straggler=cfg.straggler,
             seed=cfg.seed,
+            workers=cfg.workers,
+            sparse_updates=cfg.sparse_updates,
+            max_buffer_bytes=int(cfg.max_buffer_gib * 2**30),
         )
         self.aggregator = self._aggregator()
         self.trainer = self._trainer()
@@ -788,6 +798,8 @@ class Experiment:
             aggregator=self.aggregator, trainer=self.trainer, evaluate=self.evaluate, sampler=self.sampler,
             poisoning=self.poisoning, reference_clients=self.reference_clients,
         )
+        if trainer.serial_reason is not None and not any(a["option"] == "--workers" for a in self.adjustments):
+            self._adjust("workers", self.config.workers, 1, f"clients train in this process: {trainer.serial_reason}")
         t0 = time.perf_counter()
         try:
             history = trainer.run(on_round)
@@ -848,6 +860,9 @@ class Experiment:
         dense = 4 * (dim + 1)  # a float32 update and its weight
         out: dict[str, Any] = {"compress": self.config.compress, "rounds": len(rounds),
                                "float32_update_bytes": dense}
+        # plaintext and central DP: clients send the rows they touched; secure modes send every coordinate
+        # (masked or encrypted) so that which rows a client touched stays hidden, at the dense cost
+        out["sparse_updates"] = bool(rounds and rounds[-1].stats.get("sparse_updates"))
         if rounds:
             up = float(np.mean([r.bytes_up_per_client for r in rounds]))
             down = float(np.mean([r.bytes_down_per_client for r in rounds]))

@@ -18,7 +18,7 @@ import secrets
 import struct
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from fedsecure.ckks.errors import CKKSError, ContributionError
 from fedsecure.ckks.keys import ClientIdentity
 from fedsecure.ckks.params import CKKSParams, check_security, summation_params
 from fedsecure.ckks.roles import ClientEncryptor, KeyHolder
-from fedsecure.fl.aggregation import AggregationError, SumProtocol, SumResult
+from fedsecure.fl.aggregation import AggregationError, SumProtocol, SumResult, SumSession
 
 
 class CKKSSum(SumProtocol):
@@ -56,6 +56,7 @@ class CKKSSum(SumProtocol):
 
     name = "ckks"
     stages = ("encrypt", "upload")
+    streaming = True
 
     def __init__(
         self,
@@ -113,93 +114,31 @@ class CKKSSum(SumProtocol):
     def sum(
         self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None
     ) -> SumResult:
+        if not vectors:
+            raise AggregationError("ckks sum: no client vectors")
+        sizes = Counter(np.asarray(v).size for v in vectors.values())
+        session = self.open(sorted(vectors), dropouts=dropouts, length=sizes.most_common(1)[0][0])
+        for cid in sorted(vectors):
+            session.add(cid, vectors[cid])
+        return session.result()
+
+    def open(
+        self, clients: Sequence[int], *, dropouts: Mapping[int, str] | None = None, length: int | None = None
+    ) -> _CKKSSession:
+        """One round over ``clients``: each vector is encrypted and added to its group's aggregate as it
+        arrives (memory: one ciphertext sum per fault group, whatever the number of clients)."""
         dropouts = dict(dropouts or {})
         for cid, stage in dropouts.items():
             if stage not in self.stages:
                 raise ValueError(f"client {cid}: unknown dropout stage {stage!r} (stages are {self.stages})")
-        if not vectors:
+        if not clients:
             raise AggregationError("ckks sum: no client vectors")
-        if len(vectors) > self.max_clients:
-            raise AggregationError(f"ckks sum: {len(vectors)} clients exceed max_clients={self.max_clients}")
-        sizes = Counter(np.asarray(v).size for v in vectors.values())
-        length = sizes.most_common(1)[0][0]
-        keys = self._keys()
-        round_id = self._next_round_id()
-        for cid in vectors:
+        if len(clients) > self.max_clients:
+            raise AggregationError(f"ckks sum: {len(clients)} clients exceed max_clients={self.max_clients}")
+        for cid in clients:
             if not isinstance(cid, (int, np.integer)):
                 raise AggregationError(f"ckks sum: client id {cid!r} is not an integer")
-            self._client(int(cid))
-        groups = self._groups(sorted(vectors))
-        aggregators = [
-            StreamingAggregator(keys.aggregator_context(), length, round_id=round_id, clients=keys.registrations)
-            for _ in range(max(groups.values()) + 1)
-        ]
-        excluded: dict[int, str] = {}
-        enc_s = agg_s = 0.0
-        wire_bytes = 0
-        for cid in sorted(vectors):
-            if dropouts.get(cid) == "encrypt":
-                excluded[cid] = "dropped at encrypt"
-                continue
-            x = np.asarray(vectors[cid], dtype=np.float64)
-            problem = self._check_input(x, length)
-            if problem:
-                excluded[cid] = f"client {cid}: {problem}"
-                continue
-            t0 = time.perf_counter()
-            try:
-                contribution = self._client(int(cid)).encrypt(x, round_id=round_id)
-            except CKKSError as e:
-                excluded[cid] = str(e)
-                continue
-            enc_s += time.perf_counter() - t0
-            if dropouts.get(cid) == "upload":
-                excluded[cid] = "dropped at upload"
-                continue
-            wire_bytes += len(contribution)
-            t0 = time.perf_counter()
-            try:
-                aggregators[groups[cid]].add(contribution, sender=cid)
-            except ContributionError as e:
-                excluded[cid] = str(e)
-            agg_s += time.perf_counter() - t0
-        aggregators = [a for a in aggregators if a.count]
-        if not aggregators:
-            keys.abandon(round_id)
-            raise AggregationError(f"ckks sum: no contribution survived ({excluded})")
-        t0 = time.perf_counter()
-        aggregates = [a.aggregate() for a in aggregators]
-        agg_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        try:
-            release = keys.decrypt_groups(aggregates)
-        except CKKSError as e:
-            keys.abandon(round_id)
-            raise AggregationError(f"ckks sum: {e}") from None
-        dec_s = time.perf_counter() - t0
-        for i, why in release.failed.items():
-            for cid in aggregators[i].contributors:
-                excluded[cid] = f"in fault group {i}, whose sum failed the key holder's range check ({why})"
-        n = len(release.contributors)
-        stats: dict[str, Any] = {
-            "upload_bytes": wire_bytes,
-            "bytes_per_value": wire_bytes / (n * length),
-            "float32_ratio": wire_bytes / (n * length * 4),
-            "encrypt_seconds": enc_s,
-            "aggregate_seconds": agg_s,
-            "decrypt_seconds": dec_s,  # including the key holder's c1 and masks
-            "aggregate_bytes": sum(map(len, aggregates)),
-            "aggregator_download_bytes": wire_bytes,
-            "key_holder_download_bytes": sum(map(len, aggregates)),
-            "fault_groups": len(aggregates),
-            "failed_groups": len(release.failed),
-            "contributions": n,
-            "error_bound": keys.error_bound(n, length),
-            "flood_std": keys.flood_std,
-            "round_id": round_id.hex(),
-            "params": self.params.describe(),
-        }
-        return SumResult(total=release.total, included=release.contributors, excluded=excluded, stats=stats)
+        return _CKKSSession(self, sorted(int(c) for c in clients), dropouts, length)
 
     def _groups(self, ids: list[int]) -> dict[int, int]:
         """Client id -> fault group, at random (OS randomness), groups of at least ``min_group``."""
@@ -232,3 +171,97 @@ class CKKSSum(SumProtocol):
             "flood_std": self._keys().flood_std if self._key_holder else None,
             "params": self.params.describe(),
         }
+
+
+class _CKKSSession(SumSession):
+    """One CKKS round fed a vector at a time (see :meth:`CKKSSum.open`)."""
+
+    def __init__(self, owner: CKKSSum, clients: list[int], dropouts: dict[int, str], length: int | None) -> None:
+        self.owner, self.clients, self.dropouts = owner, clients, dropouts
+        self.keys = owner._keys()
+        self.round_id = owner._next_round_id()
+        for cid in clients:
+            owner._client(cid)
+        self.groups = owner._groups(clients)
+        self.length = length
+        self.aggregators: list[StreamingAggregator] | None = None
+        self.excluded: dict[int, str] = {}
+        self.enc_s = self.agg_s = 0.0
+        self.wire_bytes = 0
+
+    def add(self, client_id: int, vector: np.ndarray) -> None:
+        cid, owner = int(client_id), self.owner
+        if self.length is None:
+            self.length = int(np.asarray(vector).size)
+        if self.aggregators is None:
+            self.aggregators = [
+                StreamingAggregator(self.keys.aggregator_context(), self.length, round_id=self.round_id,
+                                    clients=self.keys.registrations)
+                for _ in range(max(self.groups.values()) + 1)
+            ]
+        if self.dropouts.get(cid) == "encrypt":
+            self.excluded[cid] = "dropped at encrypt"
+            return
+        x = np.asarray(vector, dtype=np.float64)
+        problem = owner._check_input(x, self.length)
+        if problem:
+            self.excluded[cid] = f"client {cid}: {problem}"
+            return
+        t0 = time.perf_counter()
+        try:
+            contribution = owner._client(cid).encrypt(x, round_id=self.round_id)
+        except CKKSError as e:
+            self.excluded[cid] = str(e)
+            return
+        self.enc_s += time.perf_counter() - t0
+        if self.dropouts.get(cid) == "upload":
+            self.excluded[cid] = "dropped at upload"
+            return
+        self.wire_bytes += len(contribution)
+        t0 = time.perf_counter()
+        try:
+            self.aggregators[self.groups[cid]].add(contribution, sender=cid)
+        except ContributionError as e:
+            self.excluded[cid] = str(e)
+        self.agg_s += time.perf_counter() - t0
+
+    def result(self) -> SumResult:
+        keys, round_id, excluded, length = self.keys, self.round_id, self.excluded, self.length
+        aggregators = [a for a in (self.aggregators or []) if a.count]
+        if not aggregators:
+            keys.abandon(round_id)
+            raise AggregationError(f"ckks sum: no contribution survived ({excluded})")
+        t0 = time.perf_counter()
+        aggregates = [a.aggregate() for a in aggregators]
+        self.agg_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            release = keys.decrypt_groups(aggregates)
+        except CKKSError as e:
+            keys.abandon(round_id)
+            raise AggregationError(f"ckks sum: {e}") from None
+        dec_s = time.perf_counter() - t0
+        for i, why in release.failed.items():
+            for cid in aggregators[i].contributors:
+                excluded[cid] = f"in fault group {i}, whose sum failed the key holder's range check ({why})"
+        n = len(release.contributors)
+        wire_bytes = self.wire_bytes
+        stats: dict[str, Any] = {
+            "upload_bytes": wire_bytes,
+            "bytes_per_value": wire_bytes / (n * length),
+            "float32_ratio": wire_bytes / (n * length * 4),
+            "encrypt_seconds": self.enc_s,
+            "aggregate_seconds": self.agg_s,
+            "decrypt_seconds": dec_s,  # including the key holder's c1 and masks
+            "aggregate_bytes": sum(map(len, aggregates)),
+            "aggregator_download_bytes": wire_bytes,
+            "key_holder_download_bytes": sum(map(len, aggregates)),
+            "fault_groups": len(aggregates),
+            "failed_groups": len(release.failed),
+            "contributions": n,
+            "error_bound": keys.error_bound(n, length),
+            "flood_std": keys.flood_std,
+            "round_id": round_id.hex(),
+            "params": self.owner.params.describe(),
+        }
+        return SumResult(total=release.total, included=release.contributors, excluded=excluded, stats=stats)

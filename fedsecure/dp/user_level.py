@@ -58,8 +58,11 @@ from fedsecure.fl.aggregation import (
     Aggregator,
     ClientUpdate,
     PlainSum,
+    RoundSession,
+    SparseRows,
     SumProtocol,
-    check_updates,
+    run_sessions,
+    vector_size,
 )
 
 
@@ -77,6 +80,65 @@ def clip_l2(delta: np.ndarray, clip: float) -> tuple[np.ndarray, bool]:
     if n2 > clip:
         y *= clip / n2 * (1 - 1e-15)
     return y, True
+
+
+def clip_l2_sparse(delta: SparseRows, clip: float) -> tuple[SparseRows, bool]:
+    """:func:`clip_l2` of the vector ``delta`` stands for, keeping it sparse (float64 values)."""
+    x = delta.map_values(lambda v: np.asarray(v, dtype=np.float64))
+    norm = x.norm()
+    if not math.isfinite(norm):
+        raise ValueError("update has a non-finite norm (NaN or inf coordinates)")
+    if norm <= clip:
+        return x, False
+    y = x.map_values(lambda v: v * (clip / norm))
+    n2 = y.norm()
+    if n2 > clip:
+        y = y.map_values(lambda v: v * (clip / n2 * (1 - 1e-15)))
+    return y, True
+
+
+class _DPRound(RoundSession):
+    """Streams a DP round: each update is clipped (and, distributed, noised) as it arrives."""
+
+    def __init__(self, agg: _UserLevelDPFedAvg, clients, round_index: int, dropouts) -> None:
+        self.agg, self.round_index, self.dropouts = agg, round_index, dict(dropouts or {})
+        self.n_clients = len(clients)
+        agg._check_round(self.n_clients, [c for c in clients if c not in self.dropouts], round_index)
+        t0 = time.perf_counter()
+        self.session = agg.protocol.open(clients, dropouts=self.dropouts)
+        self.protocol_seconds = time.perf_counter() - t0
+        self.n_clipped = 0
+        self.size: int | None = None
+        self.count = 0
+
+    def add(self, update: ClientUpdate) -> None:
+        r = self.round_index
+        n = vector_size(update.delta)
+        if self.size is None:
+            self.size = n
+        elif n != self.size:
+            raise AggregationError(f"round {r}: updates have different lengths {sorted({n, self.size})}")
+        try:
+            if isinstance(update.delta, SparseRows):
+                v, was = clip_l2_sparse(update.delta, self.agg.clip)
+            else:
+                v, was = clip_l2(update.delta, self.agg.clip)
+        except ValueError as exc:
+            raise AggregationError(f"round {r}: client {update.client_id}: {exc}") from None
+        self.n_clipped += was
+        self.count += 1
+        v = self.agg._prepare(v, r)
+        t0 = time.perf_counter()
+        self.session.add(update.client_id, v)
+        self.protocol_seconds += time.perf_counter() - t0
+
+    def result(self) -> AggregationResult:
+        if not self.count:
+            raise AggregationError(f"round {self.round_index}: no client updates to aggregate")
+        t0 = time.perf_counter()
+        result = self.session.result()
+        elapsed = self.protocol_seconds + time.perf_counter() - t0
+        return self.agg._finish(result, elapsed, self.n_clipped, self.round_index)
 
 
 class _UserLevelDPFedAvg(Aggregator):
@@ -114,16 +176,32 @@ class _UserLevelDPFedAvg(Aggregator):
     def stages(self) -> tuple[str, ...]:
         return self.protocol.stages
 
-    def _clipped(self, updates: Sequence[ClientUpdate], round_index: int) -> tuple[dict[int, np.ndarray], int]:
-        check_updates(updates, round_index)
-        out, n_clipped = {}, 0
-        for u in updates:
-            try:
-                out[u.client_id], was = clip_l2(u.delta, self.clip)
-            except ValueError as exc:
-                raise AggregationError(f"round {round_index}: client {u.client_id}: {exc}") from None
-            n_clipped += was
-        return out, n_clipped
+    @property
+    def streaming(self) -> bool:
+        return self.protocol.streaming
+
+    def open_round(self, clients: Sequence[int], *, round_index: int,
+                   dropouts: Mapping[int, str] | None = None) -> RoundSession:
+        return _DPRound(self, clients, round_index, dropouts)
+
+    def aggregate(
+        self,
+        updates: Sequence[ClientUpdate],
+        *,
+        round_index: int,
+        dropouts: Mapping[int, str] | None = None,
+    ) -> AggregationResult:
+        return run_sessions(self, updates, round_index=round_index, dropouts=dropouts)
+
+    def _check_round(self, n_clients: int, survivors: Sequence[int], round_index: int) -> None:
+        """Refuse a round before any update enters the sum (distributed DP: too few noises)."""
+
+    def _prepare(self, clipped: np.ndarray | SparseRows, round_index: int) -> np.ndarray | SparseRows:
+        """The clipped update as it enters the protocol."""
+        return clipped
+
+    def _finish(self, result: Any, elapsed: float, n_clipped: int, round_index: int) -> AggregationResult:
+        raise NotImplementedError
 
     def privacy_report(self) -> dict[str, Any]:
         return self.privacy()
@@ -183,22 +261,21 @@ class CentralDPFedAvg(_UserLevelDPFedAvg):
             delta=delta, population=population, accountant=accountant, noise=noise,
         )
 
-    def aggregate(
-        self,
-        updates: Sequence[ClientUpdate],
-        *,
-        round_index: int,
-        dropouts: Mapping[int, str] | None = None,
-    ) -> AggregationResult:
-        vectors, n_clipped = self._clipped(updates, round_index)
+    @property
+    def accepts_sparse(self) -> bool:
+        # The server adds the noise to the whole decoded sum: clients may send their touched rows only.
+        return self.protocol.accepts_sparse
+
+    def _prepare(self, clipped: np.ndarray | SparseRows, round_index: int) -> np.ndarray | SparseRows:
         bound = self.protocol.input_bound
         if bound is not None and bound < self.clip:
             # Coordinate clipping only shrinks the norm: the sensitivity stays <= C.
-            for v in vectors.values():
-                np.clip(v, -bound, bound, out=v)
-        t0 = time.perf_counter()
-        result = self.protocol.sum(vectors, dropouts=dropouts)
-        elapsed = time.perf_counter() - t0
+            if isinstance(clipped, SparseRows):
+                return clipped.map_values(lambda v: np.clip(v, -bound, bound))
+            np.clip(clipped, -bound, bound, out=clipped)
+        return clipped
+
+    def _finish(self, result: Any, elapsed: float, n_clipped: int, round_index: int) -> AggregationResult:
         noisy = np.asarray(result.total, dtype=np.float64) + self.noise.gaussian_np(
             result.total.size, self.noise_multiplier * self.clip
         )
@@ -327,46 +404,38 @@ class DistributedDPFedAvg(_UserLevelDPFedAvg):
         k += self.client_noise.sample(x.size, s)
         return k / s  # power-of-two s: exact, so the protocol sums exactly these integers / s
 
-    def aggregate(
-        self,
-        updates: Sequence[ClientUpdate],
-        *,
-        round_index: int,
-        dropouts: Mapping[int, str] | None = None,
-    ) -> AggregationResult:
-        dropouts = dropouts or {}
-        vectors, n_clipped = self._clipped(updates, round_index)
-        if next(iter(vectors.values())).size != self.dim:
-            raise AggregationError(
-                f"round {round_index}: updates have {next(iter(vectors.values())).size} coordinates, "
-                f"the noise was calibrated for {self.dim}"
-            )
-        survivors = [c for c in vectors if c not in dropouts]
+    def _check_round(self, n_clients: int, survivors: Sequence[int], round_index: int) -> None:
         if len(survivors) < self.min_clients:
             # Releasing a sum that carries fewer than min_clients noises would break the guarantee.
             raise AggregationError(
                 f"round {round_index}: {len(survivors)} clients would survive, fewer than min_clients="
                 f"{self.min_clients} whose noise the privacy guarantee needs; round aborted, nothing released"
             )
-        if not self._noise_in_protocol:
-            vectors = {c: self._encode_with_noise(v) for c, v in vectors.items()}
-        else:
-            bound = self.protocol.input_bound
-            if bound is not None and bound < self.clip:
-                for v in vectors.values():  # coordinate clipping only shrinks the norm
-                    np.clip(v, -bound, bound, out=v)
+        if self._noise_in_protocol:
             params_for = getattr(self.protocol, "params_for", None)
             if params_for is not None and getattr(self.protocol, "graph", None) == "complete":
-                t = params_for(len(vectors)).t
+                t = params_for(n_clients).t
                 if t < self.min_clients:
                     raise AggregationError(
-                        f"round {round_index}: the protocol's threshold t={t} for {len(vectors)} clients is below "
+                        f"round {round_index}: the protocol's threshold t={t} for {n_clients} clients is below "
                         f"min_clients={self.min_clients}: it could unmask a sum with too little noise; "
                         "raise the threshold or lower min_clients"
                     )
-        t0 = time.perf_counter()
-        result = self.protocol.sum(vectors, dropouts=dropouts)
-        elapsed = time.perf_counter() - t0
+
+    def _prepare(self, clipped: np.ndarray | SparseRows, round_index: int) -> np.ndarray:
+        v = clipped.dense() if isinstance(clipped, SparseRows) else clipped
+        if v.size != self.dim:
+            raise AggregationError(
+                f"round {round_index}: updates have {v.size} coordinates, the noise was calibrated for {self.dim}"
+            )
+        if not self._noise_in_protocol:
+            return self._encode_with_noise(v)
+        bound = self.protocol.input_bound
+        if bound is not None and bound < self.clip:
+            np.clip(v, -bound, bound, out=v)  # coordinate clipping only shrinks the norm
+        return v
+
+    def _finish(self, result: Any, elapsed: float, n_clipped: int, round_index: int) -> AggregationResult:
         n_in = len(result.included)
         if n_in < self.min_clients:
             raise AggregationError(

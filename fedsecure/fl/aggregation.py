@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,15 +36,125 @@ class AggregationError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class RowBlock:
+    """Rows ``rows`` (or every row when None) of a ``(-1, width)`` table that starts at ``offset`` of a flat vector.
+
+    ``values`` holds the rows' coordinates, row after row (``len(rows) * width`` of them).
+    """
+
+    offset: int
+    width: int
+    rows: np.ndarray | None
+    values: np.ndarray
+
+    def flat_index(self) -> np.ndarray | slice:
+        """Where ``values`` sit in the flat vector: a slice for a whole table, else an index array."""
+        if self.rows is None:
+            return slice(self.offset, self.offset + self.values.size)
+        base = self.offset + self.rows.astype(np.int64) * self.width
+        return (base[:, None] + np.arange(self.width, dtype=np.int64)).reshape(-1)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes + (0 if self.rows is None else self.rows.nbytes))
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """A flat vector of ``size`` coordinates, zero outside the touched rows it lists.
+
+    What a client of a sparse model sends in plaintext and central-DP modes:
+    the ids and values of the rows of each table its local training changed
+    (an item table: the rows of its own items), each other table whole.
+    ``nbytes`` is what travels; :meth:`dense` is the vector it stands for.
+    """
+
+    size: int
+    blocks: tuple[RowBlock, ...]
+    ndim = 1
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.blocks)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.blocks[0].values.dtype if self.blocks else np.dtype(np.float32)
+
+    def dense(self, dtype: Any = None) -> np.ndarray:
+        out = np.zeros(self.size, dtype=dtype or self.dtype)
+        for b in self.blocks:
+            out[b.flat_index()] = b.values
+        return out
+
+    def add_into(self, total: np.ndarray) -> None:
+        """``total += self`` touching only the listed coordinates (exactly what the dense sum adds there)."""
+        for b in self.blocks:
+            idx = b.flat_index()
+            if isinstance(idx, slice):
+                total[idx] += b.values
+            else:  # each listed coordinate appears once, so fancy-index += is an exact scatter-add
+                total[idx] += b.values
+
+    def map_values(self, fn: Callable[[np.ndarray], np.ndarray]) -> SparseRows:
+        """The same rows with ``fn`` applied to each block's values (elementwise functions only)."""
+        return SparseRows(self.size, tuple(RowBlock(b.offset, b.width, b.rows, fn(b.values)) for b in self.blocks))
+
+    def appended(self, value: float, dtype: Any) -> SparseRows:
+        """One more coordinate, ``value``, at the end (FedAvg's weight coordinate)."""
+        tail = RowBlock(self.size, 1, None, np.array([value], dtype=dtype))
+        return SparseRows(self.size + 1, (*self.blocks, tail))
+
+    def norm(self) -> float:
+        return float(np.sqrt(sum(float(np.dot(b.values.astype(np.float64), b.values.astype(np.float64)))
+                                 for b in self.blocks)))
+
+    @staticmethod
+    def from_dense(delta: np.ndarray, layout: Sequence[tuple[str, tuple[int, ...], int]]) -> SparseRows:
+        """The touched rows of ``delta`` over the tables of ``layout`` (``(name, shape, offset)``, as
+        :meth:`~fedsecure.fl.engine.SharedParameters.layout` gives it): a row is sent when any of its
+        coordinates is non-zero; a table whose rows are all touched is sent whole, without ids."""
+        blocks = []
+        for _, shape, offset in layout:
+            n = int(np.prod(shape)) if shape else 1
+            rows_n = int(shape[0]) if shape else 1
+            width = n // rows_n if rows_n else 1
+            seg = delta[offset : offset + n].reshape(rows_n, width)
+            touched = np.flatnonzero(np.any(seg != 0, axis=1))
+            if touched.size == rows_n:
+                blocks.append(RowBlock(offset, width, None, seg.reshape(-1).copy()))
+            elif touched.size:
+                ids = touched.astype(np.int32 if rows_n < 2**31 else np.int64)
+                blocks.append(RowBlock(offset, width, ids, seg[touched].reshape(-1).copy()))
+        return SparseRows(int(delta.size), tuple(blocks))
+
+
+Vector = np.ndarray | SparseRows
+
+
+def vector_size(v: Vector) -> int:
+    return v.size if isinstance(v, SparseRows) else int(np.asarray(v).size)
+
+
+def dense_of(v: Vector, dtype: Any = None) -> np.ndarray:
+    """The dense vector ``v`` stands for (``v`` itself when already dense and of that dtype)."""
+    if isinstance(v, SparseRows):
+        return v.dense(dtype)
+    return np.asarray(v, dtype=dtype) if dtype is not None else np.asarray(v)
+
+
+@dataclass(frozen=True)
 class ClientUpdate:
     """What one client sends: the change of the shared parameters, and its weight.
 
     ``delta`` is a flat float vector over the model's *shared* parameters only;
-    private (user-indexed) parameters never appear in it.
+    private (user-indexed) parameters never appear in it. It is a
+    :class:`SparseRows` (touched rows only) when the aggregator
+    ``accepts_sparse`` and the engine sends sparse updates.
     """
 
     client_id: int
-    delta: np.ndarray
+    delta: np.ndarray | SparseRows
     weight: float
 
     def __post_init__(self) -> None:
@@ -74,6 +184,43 @@ class AggregationResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+class SumSession(ABC):
+    """One round of a :class:`SumProtocol`, fed one client vector at a time.
+
+    The caller adds the vectors of the clients it named when it opened the
+    session, in increasing client id (the order the sum is formed in, so a
+    streamed sum is bit-identical to :meth:`SumProtocol.sum`), then asks for
+    the :meth:`result`. A streaming session keeps O(vector) memory whatever
+    the number of clients.
+    """
+
+    @abstractmethod
+    def add(self, client_id: int, vector: Vector) -> None:
+        """Feed one client's vector (a client in ``dropouts`` is accounted for, and left out of the sum)."""
+
+    @abstractmethod
+    def result(self) -> SumResult:
+        """Finish the round: the sum over the clients that completed it."""
+
+
+class CollectingSession(SumSession):
+    """Keeps every vector and runs :meth:`SumProtocol.sum` at the end: for protocols that cannot stream.
+
+    Memory grows with the number of clients (each vector is kept dense).
+    """
+
+    def __init__(self, protocol: SumProtocol, dropouts: Mapping[int, str] | None) -> None:
+        self.protocol, self.dropouts = protocol, dict(dropouts or {})
+        self.vectors: dict[int, np.ndarray] = {}
+
+    def add(self, client_id: int, vector: Vector) -> None:
+        self.vectors[client_id] = dense_of(vector)
+
+    def result(self) -> SumResult:
+        vectors, self.vectors = self.vectors, {}
+        return self.protocol.sum(vectors, dropouts=self.dropouts)
+
+
 class SumProtocol(ABC):
     """Lets a server learn the sum of the clients' vectors of one round.
 
@@ -91,6 +238,11 @@ class SumProtocol(ABC):
     #: FedAvg sends its weight ``w~`` in [0, 1] as ``w~ * weight_unit`` (a quantizing protocol sets it to its
     #: input bound, so that the weight needs no wider range than the update)
     weight_unit: float = 1.0
+    #: True when the server may learn which coordinates a client touched (plaintext): it then takes
+    #: :class:`SparseRows`; secure protocols hide that, so every client sends every coordinate
+    accepts_sparse: bool = False
+    #: True when :meth:`open` adds each vector as it arrives (memory O(vector), not O(clients x vector))
+    streaming: bool = False
 
     @abstractmethod
     def sum(
@@ -98,33 +250,75 @@ class SumProtocol(ABC):
     ) -> SumResult:
         """Return the sum of ``vectors`` over the clients that complete the protocol."""
 
+    def open(self, clients: Sequence[int], *, dropouts: Mapping[int, str] | None = None) -> SumSession:
+        """A session for one round of ``clients`` (default: collect the vectors, then :meth:`sum`)."""
+        return CollectingSession(self, dropouts)
+
     def describe(self) -> dict[str, Any]:
         """Parameters worth recording with a result."""
         return {"name": self.name}
 
 
+class _PlainSession(SumSession):
+    def __init__(self, clients: Sequence[int], dropouts: Mapping[int, str] | None) -> None:
+        self.dropouts = dict(dropouts or {})
+        self.clients = set(int(c) for c in clients)
+        self.total: np.ndarray | None = None
+        self.included: list[int] = []
+        self.seen: set[int] = set()
+        self.nbytes = 0
+
+    def add(self, client_id: int, vector: Vector) -> None:
+        self.seen.add(client_id)
+        if client_id in self.dropouts:
+            return
+        if self.total is None:
+            self.total = np.zeros(vector_size(vector), dtype=np.float64)
+        elif vector_size(vector) != self.total.size:
+            raise AggregationError(f"plaintext sum: client {client_id} sent {vector_size(vector)} values, "
+                                   f"others {self.total.size}")
+        if isinstance(vector, SparseRows):
+            vector.add_into(self.total)
+        else:
+            self.total += vector
+        self.included.append(client_id)
+        self.nbytes += int(vector.nbytes)
+
+    def result(self) -> SumResult:
+        if self.total is None:
+            raise AggregationError("plaintext sum: every client dropped out")
+        return SumResult(
+            total=self.total,
+            included=tuple(self.included),
+            excluded={c: f"dropped at {self.dropouts[c]}" for c in sorted(self.dropouts) if c in self.seen},
+            stats={"upload_bytes": self.nbytes},
+        )
+
+
 class PlainSum(SumProtocol):
-    """No protection: the server sees every vector. The floor of every benchmark."""
+    """No protection: the server sees every vector. The floor of every benchmark.
+
+    Streams (one running float64 sum) and takes :class:`SparseRows`, which it adds row by row.
+    """
 
     name = "plaintext"
+    accepts_sparse = True
+
+    @property  # type: ignore[override]
+    def streaming(self) -> bool:
+        # A subclass that overrides ``sum`` (to record or alter it) gets its ``sum`` called, on collected vectors.
+        return type(self).sum is PlainSum.sum
 
     def sum(
-        self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None
+        self, vectors: Mapping[int, Vector], *, dropouts: Mapping[int, str] | None = None
     ) -> SumResult:
-        dropouts = dropouts or {}
-        survivors = tuple(sorted(c for c in vectors if c not in dropouts))
-        if not survivors:
-            raise AggregationError("plaintext sum: every client dropped out")
-        total = np.zeros(np.asarray(vectors[survivors[0]]).size, dtype=np.float64)
-        for c in survivors:
-            total += vectors[c]
-        nbytes = sum(np.asarray(vectors[c]).nbytes for c in survivors)
-        return SumResult(
-            total=total,
-            included=survivors,
-            excluded={c: f"dropped at {dropouts[c]}" for c in sorted(dropouts) if c in vectors},
-            stats={"upload_bytes": nbytes},
-        )
+        session = _PlainSession(sorted(vectors), dropouts)
+        for c in sorted(vectors):
+            session.add(c, vectors[c])
+        return session.result()
+
+    def open(self, clients: Sequence[int], *, dropouts: Mapping[int, str] | None = None) -> SumSession:
+        return _PlainSession(clients, dropouts) if self.streaming else CollectingSession(self, dropouts)
 
 
 def check_updates(updates: Sequence[ClientUpdate], round_index: int) -> None:
@@ -136,8 +330,49 @@ def check_updates(updates: Sequence[ClientUpdate], round_index: int) -> None:
         raise AggregationError(f"round {round_index}: updates have different lengths {sorted(sizes)}")
 
 
+class RoundSession(ABC):
+    """One round of an :class:`Aggregator`, fed one client update at a time (in increasing client id)."""
+
+    @abstractmethod
+    def add(self, update: ClientUpdate) -> None:
+        """Feed one client's update."""
+
+    @abstractmethod
+    def result(self) -> AggregationResult:
+        """Finish the round: the update the server applies."""
+
+
+class CollectingRound(RoundSession):
+    """Keeps the round's updates and calls :meth:`Aggregator.aggregate` at the end.
+
+    The default for aggregators that must see every update (robust rules):
+    memory grows with the number of clients; the engine checks it against its
+    ``max_buffer_bytes`` before the round trains anybody.
+    """
+
+    def __init__(self, aggregator: Aggregator, round_index: int, dropouts: Mapping[int, str] | None) -> None:
+        self.aggregator, self.round_index, self.dropouts = aggregator, round_index, dropouts
+        self.updates: list[ClientUpdate] = []
+
+    def add(self, update: ClientUpdate) -> None:
+        if isinstance(update.delta, SparseRows):
+            update = ClientUpdate(update.client_id, update.delta.dense(), update.weight)
+        self.updates.append(update)
+
+    def result(self) -> AggregationResult:
+        updates, self.updates = self.updates, []
+        return self.aggregator.aggregate(updates, round_index=self.round_index, dropouts=self.dropouts)
+
+
 class Aggregator(ABC):
-    """Turns one round's client updates into the update the server applies."""
+    """Turns one round's client updates into the update the server applies.
+
+    The engine feeds a round through :meth:`open_round` (one update at a time,
+    so a streaming aggregator holds O(model) memory); :meth:`aggregate` takes
+    them all at once. Aggregators that must see every update together set
+    ``needs_individual_updates`` and keep the default :meth:`open_round`,
+    which collects them.
+    """
 
     name: str = "abstract"
     #: True for rules (robust aggregators) that must see each update
@@ -147,6 +382,16 @@ class Aggregator(ABC):
     def stages(self) -> tuple[str, ...]:
         """Stages at which a client can drop out (see :class:`SumProtocol`)."""
         return ("upload",)
+
+    @property
+    def accepts_sparse(self) -> bool:
+        """True when clients may send :class:`SparseRows` (the server may see which rows they touched)."""
+        return False
+
+    @property
+    def streaming(self) -> bool:
+        """True when :meth:`open_round` holds O(model) memory whatever the number of clients."""
+        return False
 
     @abstractmethod
     def aggregate(
@@ -158,12 +403,72 @@ class Aggregator(ABC):
     ) -> AggregationResult:
         """Aggregate ``updates``; clients in ``dropouts`` stop at the given stage."""
 
+    def open_round(
+        self, clients: Sequence[int], *, round_index: int, dropouts: Mapping[int, str] | None = None
+    ) -> RoundSession:
+        """A session for one round of ``clients`` (sorted); default: collect, then :meth:`aggregate`."""
+        return CollectingRound(self, round_index, dropouts)
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
     def privacy_report(self) -> dict[str, Any] | None:
         """Privacy spent so far (DP aggregators); None when the aggregator adds no DP noise."""
         return None
+
+
+def run_sessions(aggregator: Aggregator, updates: Sequence[ClientUpdate], *, round_index: int,
+                 dropouts: Mapping[int, str] | None) -> AggregationResult:
+    """``aggregate`` through :meth:`Aggregator.open_round`: the streamed path, for aggregators that stream."""
+    check_updates(updates, round_index)
+    ordered = sorted(updates, key=lambda u: u.client_id)
+    session = aggregator.open_round([u.client_id for u in ordered], round_index=round_index, dropouts=dropouts)
+    for u in ordered:
+        session.add(u)
+    return session.result()
+
+
+class _FedAvgRound(RoundSession):
+    def __init__(self, fedavg: FedAvg, clients: Sequence[int], round_index: int,
+                 dropouts: Mapping[int, str] | None) -> None:
+        self.fedavg, self.round_index = fedavg, round_index
+        t0 = time.perf_counter()
+        self.session = fedavg.protocol.open(clients, dropouts=dropouts)
+        self.protocol_seconds = time.perf_counter() - t0
+        self.clipped = 0
+        self.size: int | None = None
+        self.count = 0
+
+    def add(self, update: ClientUpdate) -> None:
+        n = vector_size(update.delta)
+        if self.size is None:
+            self.size = n
+        elif n != self.size:
+            raise AggregationError(f"round {self.round_index}: updates have different lengths {sorted({n, self.size})}")
+        vec, c = self.fedavg.client_vector(update)
+        self.clipped += c
+        self.count += 1
+        t0 = time.perf_counter()
+        self.session.add(update.client_id, vec)
+        self.protocol_seconds += time.perf_counter() - t0
+
+    def result(self) -> AggregationResult:
+        if not self.count:
+            raise AggregationError(f"round {self.round_index}: no client updates to aggregate")
+        t0 = time.perf_counter()
+        result = self.session.result()
+        elapsed = self.protocol_seconds + time.perf_counter() - t0
+        weight = float(result.total[-1]) / self.fedavg.protocol.weight_unit
+        if weight <= 0:
+            raise AggregationError(f"round {self.round_index}: the surviving clients carry no weight")
+        stats = dict(result.stats)
+        stats.update(protocol_seconds=elapsed, clipped_coordinates=self.clipped, total_weight=weight)
+        return AggregationResult(
+            delta=result.total[:-1] / weight,
+            included=result.included,
+            excluded=result.excluded,
+            stats=stats,
+        )
 
 
 class FedAvg(Aggregator):
@@ -174,6 +479,8 @@ class FedAvg(Aggregator):
     coordinate is clipped to ``[-clip, clip]`` before it enters the sum when
     the protocol has an input bound; ``stats['clipped_coordinates']`` counts
     how many were, so a too-small range is visible rather than silent.
+    Streams whenever its protocol does; takes sparse updates whenever its
+    protocol does (plaintext).
     """
 
     name = "fedavg"
@@ -188,12 +495,32 @@ class FedAvg(Aggregator):
     def stages(self) -> tuple[str, ...]:
         return self.protocol.stages
 
-    def client_vector(self, update: ClientUpdate) -> tuple[np.ndarray, int]:
+    @property
+    def accepts_sparse(self) -> bool:
+        return self.protocol.accepts_sparse
+
+    @property
+    def streaming(self) -> bool:
+        return self.protocol.streaming
+
+    def client_vector(self, update: ClientUpdate) -> tuple[Vector, int]:
         """The vector a client feeds the sum, ``[w~ * delta, w~]`` (float32), and how many coordinates were clipped."""
         w = min(float(update.weight), self.max_weight) / self.max_weight
+        bound = self.protocol.input_bound
+        if isinstance(update.delta, SparseRows):
+            clipped = 0
+            if bound is not None:
+                clipped = sum(int((np.abs(b.values) > bound).sum()) for b in update.delta.blocks)
+
+            def scale(v: np.ndarray) -> np.ndarray:
+                v = np.asarray(v, dtype=np.float32)
+                if bound is not None:
+                    v = np.clip(v, -bound, bound)
+                return np.multiply(v, w, dtype=np.float32)
+
+            return update.delta.map_values(scale).appended(w * self.protocol.weight_unit, np.float32), clipped
         delta = np.asarray(update.delta, dtype=np.float32)
         clipped = 0
-        bound = self.protocol.input_bound
         if bound is not None:
             over = np.abs(delta) > bound
             clipped = int(over.sum())
@@ -204,6 +531,11 @@ class FedAvg(Aggregator):
         vec[-1] = w * self.protocol.weight_unit
         return vec, clipped
 
+    def open_round(
+        self, clients: Sequence[int], *, round_index: int, dropouts: Mapping[int, str] | None = None
+    ) -> RoundSession:
+        return _FedAvgRound(self, clients, round_index, dropouts)
+
     def aggregate(
         self,
         updates: Sequence[ClientUpdate],
@@ -211,25 +543,7 @@ class FedAvg(Aggregator):
         round_index: int,
         dropouts: Mapping[int, str] | None = None,
     ) -> AggregationResult:
-        check_updates(updates, round_index)
-        vectors, clipped = {}, 0
-        for u in updates:
-            vectors[u.client_id], c = self.client_vector(u)
-            clipped += c
-        t0 = time.perf_counter()
-        result = self.protocol.sum(vectors, dropouts=dropouts)
-        elapsed = time.perf_counter() - t0
-        weight = float(result.total[-1]) / self.protocol.weight_unit
-        if weight <= 0:
-            raise AggregationError(f"round {round_index}: the surviving clients carry no weight")
-        stats = dict(result.stats)
-        stats.update(protocol_seconds=elapsed, clipped_coordinates=clipped, total_weight=weight)
-        return AggregationResult(
-            delta=result.total[:-1] / weight,
-            included=result.included,
-            excluded=result.excluded,
-            stats=stats,
-        )
+        return run_sessions(self, updates, round_index=round_index, dropouts=dropouts)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "max_weight": self.max_weight, "protocol": self.protocol.describe()}

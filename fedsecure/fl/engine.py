@@ -37,15 +37,21 @@ not, by design.
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing as mp
+import os
+import signal
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedsecure.fl.aggregation import AggregationError, Aggregator, ClientUpdate, FedAvg
+from fedsecure.fl.aggregation import AggregationError, Aggregator, ClientUpdate, FedAvg, SparseRows
 from fedsecure.fl.local import LocalTrainer, SGDTrainer
 from fedsecure.fl.sampling import ClientSampler, FixedSizeSampling
 from fedsecure.recsys.data import Interactions
@@ -71,6 +77,13 @@ class FederatedConfig:
     straggler: float = 0.0
     straggler_work: float = 0.5
     seed: int = 0
+    #: processes that train a round's clients (1: in this process); results are identical for any count
+    workers: int = 1
+    #: send touched rows only when the aggregator lets the server see them (plaintext, central DP)
+    sparse_updates: bool = True
+    #: most memory a round may hold for aggregators that must see every update at once (robust rules,
+    #: model poisoning, protocols that cannot stream); a larger round is refused before it trains
+    max_buffer_bytes: int = 4 << 30
 
     def __post_init__(self) -> None:
         checks = [
@@ -88,6 +101,8 @@ class FederatedConfig:
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.straggler <= 1, f"straggler must be in [0, 1], got {self.straggler}"),
             (0 < self.straggler_work <= 1, f"straggler_work must be in (0, 1], got {self.straggler_work}"),
+            (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
+            (self.max_buffer_bytes > 0, f"max_buffer_bytes must be > 0, got {self.max_buffer_bytes}"),
             (
                 self.server_optimizer in SERVER_OPTIMIZERS,
                 f"unknown server optimizer {self.server_optimizer!r}; choose one of: {', '.join(SERVER_OPTIMIZERS)}",
@@ -180,6 +195,121 @@ class SharedParameters:
             offset += p.numel()
 
 
+def client_torch_seed(seed: int, round_index: int, client_id: int) -> int:
+    """The torch seed of one client's local training (dropout): a function of (seed, round, client) only."""
+    return int(np.random.SeedSequence([seed, round_index, client_id, 0x70]).generate_state(1)[0])
+
+
+def train_client(
+    model: Recommender, shared: SharedParameters, trainer: LocalTrainer, train: Interactions, client: ClientData,
+    global_flat: np.ndarray, round_index: int, config: FederatedConfig, work: float = 1.0,
+) -> np.ndarray:
+    """One client's local step, a pure function of (client, global parameters, round, seed).
+
+    ``model`` must hold the client's private rows; its shared parameters are
+    overwritten with ``global_flat``. Returns the change of the shared
+    parameters (float32). Every random choice derives from
+    ``(config.seed, round_index, client.client_id)``, so the result does not
+    depend on which process runs it or on what ran before; the same function
+    is what a Flower ``ClientApp`` would call.
+    """
+    rng = np.random.default_rng([config.seed, round_index, client.client_id])
+    shared.set(global_flat)
+    examples = model.examples(train, client.rows, rng)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(client_torch_seed(config.seed, round_index, client.client_id))
+        trainer.train(
+            model, examples, client_id=client.client_id, epochs=config.local_epochs,
+            batch_size=config.batch_size, lr=config.lr, rng=rng, work_fraction=work,
+        )
+    delta = shared.get()
+    np.subtract(delta, global_flat, out=delta)
+    return delta
+
+
+def _private_tables(model: Recommender) -> list[np.ndarray] | None:
+    """Numpy views of the private tables when each is indexed by user (rows a client owns), else None."""
+    tables = [p.detach().numpy() for _, p in model.private_parameters()]
+    if any(t.ndim == 0 or t.shape[0] != model.n_users for t in tables):
+        return None
+    return tables
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(state: dict[str, Any], raw: Any, size: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the pool)
+    torch.set_num_threads(1)
+    _WORKER.clear()
+    _WORKER.update(state)
+    _WORKER["global"] = np.frombuffer(raw, dtype=np.float32, count=size)
+    _WORKER["shared"] = SharedParameters(state["model"])
+    _WORKER["tables"] = _private_tables(state["model"])
+
+
+def _run_client(task: tuple[int, int, float, list[np.ndarray], bool]) -> tuple[int, Any, float, list[np.ndarray]]:
+    cid, round_index, work, rows, sparse = task
+    w = _WORKER
+    client = w["clients"][cid]
+    for table, r in zip(w["tables"], rows):
+        table[client.users] = r
+    delta = train_client(w["model"], w["shared"], w["trainer"], w["train"], client, w["global"], round_index,
+                         w["config"], work)
+    new_rows = [table[client.users].copy() for table in w["tables"]]
+    if sparse:
+        delta = SparseRows.from_dense(delta, w["layout"])
+    return cid, delta, float(client.rows.size), new_rows
+
+
+class ClientPool:
+    """Worker processes that train clients, each started with a copy of the model and the data.
+
+    The global parameters of a round travel once, through shared memory
+    (:meth:`start_round`); a task carries a client id and its private rows,
+    a result its update and new private rows. :meth:`map` yields results in
+    the order of the tasks, keeping at most ``2 * workers`` in flight, so a
+    round holds a bounded number of updates whatever its number of clients.
+    """
+
+    def __init__(self, workers: int, state: dict[str, Any], size: int) -> None:
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+        self.raw = ctx.RawArray(ctypes.c_float, max(size, 1))
+        self.array = np.frombuffer(self.raw, dtype=np.float32, count=size)
+        self.workers = workers
+        self.window = 2 * workers
+        self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(state, self.raw, size))
+        self._finalizer = weakref.finalize(self, self.pool.terminate)
+
+    def start_round(self, global_flat: np.ndarray) -> None:
+        self.array[...] = global_flat
+
+    def map(self, tasks: Iterator[tuple]) -> Iterator[tuple]:
+        pending: deque = deque()
+        tasks = iter(tasks)
+
+        def submit() -> None:
+            task = next(tasks, None)
+            if task is not None:
+                pending.append(self.pool.apply_async(_run_client, (task,)))
+
+        for _ in range(self.window):
+            submit()
+        while pending:
+            result = pending.popleft().get()
+            submit()
+            yield result
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def default_workers() -> int:
+    """All the cores this process may run on."""
+    return os.cpu_count() or 1
+
+
 @dataclass
 class RoundRecord:
     round: int
@@ -251,6 +381,33 @@ class FederatedTrainer:
         self.reference = {c.client_id: c for c in reference_clients}
         if set(self.reference) & set(self.clients):
             raise ValueError("reference (root data) clients must not also be sampled clients")
+        self.layout = self.shared.layout()
+        self._pool: ClientPool | None = None
+        #: why clients train in this process although ``config.workers`` > 1 (None: they do not)
+        self.serial_reason: str | None = None
+        if self.config.workers > 1:
+            if not getattr(self.trainer, "parallel_safe", False):
+                self.serial_reason = f"the local trainer {self.trainer.name!r} keeps per-client state in this process"
+            elif _private_tables(model) is None:
+                self.serial_reason = "the model has private parameters that are not rows of a user table"
+
+    @property
+    def workers(self) -> int:
+        """Processes that train clients (1 when they train in this process)."""
+        return 1 if self.serial_reason is not None else self.config.workers
+
+    def _ensure_pool(self) -> ClientPool:
+        if self._pool is None:
+            state = {"model": self.model, "train": self.train, "clients": {**self.clients, **self.reference},
+                     "trainer": self.trainer, "config": self.config, "layout": self.layout}
+            self._pool = ClientPool(self.workers, state, self.shared.size)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes (a later round starts new ones)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _plan(self, round_index: int) -> tuple[np.ndarray, dict[int, str], set[int]]:
         """Sampled clients (sorted), who drops at which stage, and who straggles."""
@@ -265,19 +422,58 @@ class FederatedTrainer:
         return sampled, dropouts, {int(c) for c in sampled[slow]}
 
     def client_update(self, client_id: int, global_flat: np.ndarray, round_index: int, work: float = 1.0) -> ClientUpdate:
-        """Train one client from the global shared parameters; return its update."""
-        cfg = self.config
+        """Train one client from the global shared parameters (in this process); return its update."""
         client = self.clients[client_id] if client_id in self.clients else self.reference[client_id]
-        rng = np.random.default_rng([cfg.seed, round_index, client_id])
-        self.shared.set(global_flat)
-        examples = self.model.examples(self.train, client.rows, rng)
-        self.trainer.train(
-            self.model, examples, client_id=client_id, epochs=cfg.local_epochs,
-            batch_size=cfg.batch_size, lr=cfg.lr, rng=rng, work_fraction=work,
-        )
-        delta = self.shared.get()
-        np.subtract(delta, global_flat, out=delta)
+        delta = train_client(self.model, self.shared, self.trainer, self.train, client, global_flat, round_index,
+                             self.config, work)
         return ClientUpdate(client_id, delta, float(client.rows.size))
+
+    def client_updates(
+        self, ids: Sequence[int], global_flat: np.ndarray, round_index: int, stragglers: set[int] = frozenset(),
+        *, sparse: bool = False,
+    ) -> Iterator[ClientUpdate]:
+        """The updates of ``ids``, in that order, each as soon as it is ready (trained over the workers)."""
+        cfg = self.config
+
+        def work(c: int) -> float:
+            return cfg.straggler_work if c in stragglers else 1.0
+
+        if self.workers == 1:
+            for c in ids:
+                u = self.client_update(int(c), global_flat, round_index, work(int(c)))
+                if sparse:
+                    u = ClientUpdate(u.client_id, SparseRows.from_dense(u.delta, self.layout), u.weight)
+                yield u
+            return
+        pool = self._ensure_pool()
+        pool.start_round(global_flat)
+        tables = _private_tables(self.model)
+        everyone = {**self.clients, **self.reference}
+        tasks = ((int(c), round_index, work(int(c)), [t[everyone[int(c)].users] for t in tables], sparse) for c in ids)
+        for cid, delta, weight, rows in pool.map(tasks):
+            for table, r in zip(tables, rows):
+                table[everyone[cid].users] = r
+            yield ClientUpdate(cid, delta, weight)
+
+    def _check_buffer(self, n: int, round_index: int) -> None:
+        """Refuse, before training, a round whose updates must all be held and would not fit the buffer."""
+        why = None
+        if self.poisoning is not None:
+            why = "model poisoning crafts its updates from all the round's updates"
+        elif not self.aggregator.streaming:
+            why = (f"aggregator {self.aggregator.name!r} must see every update at once"
+                   if self.aggregator.needs_individual_updates
+                   else f"aggregator {self.aggregator.name!r} runs a protocol simulation that holds every client's input")
+        if why is None:
+            return
+        need = n * (self.shared.size + 1) * 4
+        if need > self.config.max_buffer_bytes:
+            raise ValueError(
+                f"round {round_index}: {why}: {n} clients x {self.shared.size:,} float32 values = "
+                f"{need / 2**30:.3g} GiB, above --max-buffer-gib {self.config.max_buffer_bytes / 2**30:.3g}; "
+                "lower --clients-per-round, use --groups G (robust rules over streamed group sums), "
+                "or raise --max-buffer-gib"
+            )
 
     def run_round(self, round_index: int) -> RoundRecord:
         cfg = self.config
@@ -285,36 +481,72 @@ class FederatedTrainer:
         if sampled.size == 0:  # Poisson sampling can draw nobody: nothing to aggregate, nothing released
             return RoundRecord(round=round_index, sampled=0, included=0, excluded={}, stragglers=0,
                                train_seconds=0.0, aggregate_seconds=0.0, error="no client sampled")
+        ids = [int(c) for c in sampled]
+        self._check_buffer(len(ids), round_index)
         global_flat = self.shared.get()
         t0 = time.perf_counter()
-        updates = [
-            self.client_update(int(c), global_flat, round_index, cfg.straggler_work if int(c) in stragglers else 1.0)
-            for c in sampled
-        ]
-        if self.poisoning is not None:
-            updates = self.poisoning.apply(updates, round_index, seed=cfg.seed, global_params=global_flat)
         if self.reference and hasattr(self.aggregator, "set_reference"):
             ref = [self.client_update(c, global_flat, round_index).delta for c in sorted(self.reference)]
             self.aggregator.set_reference(np.mean(ref, axis=0))
+        collect = self.poisoning is not None
+        sparse = cfg.sparse_updates and self.aggregator.accepts_sparse and not collect
+        agg_s = 0.0
+        error: AggregationError | None = None
+        session = None
+        try:
+            session = self.aggregator.open_round(ids, round_index=round_index, dropouts=dropouts)
+        except AggregationError as exc:
+            error = exc
+        t_open = time.perf_counter()
+        agg_s += t_open - t0
+        collected: list[ClientUpdate] = []
+        # Each update enters the aggregation as it arrives; after an aggregation error the remaining clients
+        # still train (their private state moves on, as it would on their devices) but nothing is added.
+        for update in self.client_updates(ids, global_flat, round_index, stragglers, sparse=sparse):
+            if collect:
+                collected.append(update)
+                continue
+            if session is not None:
+                ta = time.perf_counter()
+                try:
+                    session.add(update)
+                except AggregationError as exc:
+                    error, session = exc, None
+                agg_s += time.perf_counter() - ta
+            del update
+        if collect:
+            collected = self.poisoning.apply(collected, round_index, seed=cfg.seed, global_params=global_flat)
+            ta = time.perf_counter()
+            for update in collected if session is not None else ():
+                try:
+                    session.add(update)
+                except AggregationError as exc:
+                    error, session = exc, None
+                    break
+            collected = []
+            agg_s += time.perf_counter() - ta
         t1 = time.perf_counter()
         record = RoundRecord(
             round=round_index, sampled=int(sampled.size), included=0, excluded={},
-            stragglers=len(stragglers), train_seconds=t1 - t0, aggregate_seconds=0.0,
+            stragglers=len(stragglers), train_seconds=(t1 - t0) - agg_s, aggregate_seconds=0.0,
         )
-        try:
-            result = self.aggregator.aggregate(updates, round_index=round_index, dropouts=dropouts)
-        except AggregationError as exc:
+        result = None
+        if session is not None:
+            try:
+                result = session.result()
+            except AggregationError as exc:
+                error = exc
+        record.aggregate_seconds = agg_s + time.perf_counter() - t1
+        if result is None:
             # The round is lost, never applied wrongly: the model stays at the global state.
             self.shared.set(global_flat)
-            record.error = str(exc)
+            record.error = str(error)
             record.excluded = dict(dropouts)
-            record.aggregate_seconds = time.perf_counter() - t1
             return record
         self.shared.set(self.server_opt.step(global_flat, result.delta))
-        record.aggregate_seconds = time.perf_counter() - t1
         record.included = len(result.included)
         record.excluded = result.excluded
-        record.stats = result.stats
+        record.stats = {**result.stats, "sparse_updates": sparse}
         record.bytes_up_per_client, record.bytes_down_per_client = self._bytes_per_client(
             result.stats, int(sampled.size), global_flat)
         return record
@@ -330,14 +562,17 @@ class FederatedTrainer:
 
     def run(self, on_round: RoundCallback | None = None) -> History:
         torch.manual_seed(self.config.seed)
-        for r in range(1, self.config.rounds + 1):
-            record = self.run_round(r)
-            if self.evaluate is not None and (r % self.config.eval_every == 0 or r == self.config.rounds):
-                self.model.eval()
-                record.metrics = self.evaluate(self.model)
-            self.history.rounds.append(record)
-            if on_round is not None:
-                on_round(record)
+        try:
+            for r in range(1, self.config.rounds + 1):
+                record = self.run_round(r)
+                if self.evaluate is not None and (r % self.config.eval_every == 0 or r == self.config.rounds):
+                    self.model.eval()
+                    record.metrics = self.evaluate(self.model)
+                self.history.rounds.append(record)
+                if on_round is not None:
+                    on_round(record)
+        finally:
+            self.close()
         return self.history
 
 

@@ -91,6 +91,8 @@ class LocalTrainer(ABC):
     """Trains a model in place on one client's examples."""
 
     name: str = "abstract"
+    #: True when ``train`` keeps no state across calls, so clients may train in other processes
+    parallel_safe: bool = False
 
     @abstractmethod
     def train(
@@ -123,6 +125,7 @@ class SGDTrainer(LocalTrainer):
     """Plain minibatch training with a fresh optimizer per client and round."""
 
     name = "plain"
+    parallel_safe = True
 
     def __init__(self, optimizer: str = "sgd", *, threads: int = 1) -> None:
         if optimizer not in OPTIMIZERS:

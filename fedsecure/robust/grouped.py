@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from fedsecure.fl.aggregation import AggregationError, AggregationResult, Aggregator, ClientUpdate, FedAvg, SumProtocol, check_updates
+from fedsecure.fl.aggregation import (
+    AggregationError, AggregationResult, Aggregator, ClientUpdate, FedAvg, RoundSession, SumProtocol, check_updates,
+)
 
 from .base import RobustConfigError, RobustRule, byzantine_count
 
@@ -84,6 +86,14 @@ class GroupedRobustAggregator(Aggregator):
         if hasattr(self.rule, "set_reference"):
             self.rule.set_reference(reference)
 
+    @property
+    def streaming(self) -> bool:
+        return self.fedavg.streaming
+
+    def open_round(self, clients: Sequence[int], *, round_index: int,
+                   dropouts: Mapping[int, str] | None = None) -> RoundSession:
+        return _GroupedRound(self, list(clients), round_index, dict(dropouts or {}))
+
     def aggregate(
         self,
         updates: Sequence[ClientUpdate],
@@ -92,22 +102,16 @@ class GroupedRobustAggregator(Aggregator):
         dropouts: Mapping[int, str] | None = None,
     ) -> AggregationResult:
         check_updates(updates, round_index)
-        dropouts = dict(dropouts or {})
-        n = len(updates)
-        g = min(self.groups, n)
-        rng = np.random.default_rng([self.seed, round_index, 0x6A0])
-        order = rng.permutation(n)
-        members = [sorted(order[i::g].tolist()) for i in range(g)]
+        session = self.open_round([u.client_id for u in updates], round_index=round_index, dropouts=dropouts)
+        for u in updates:
+            session.add(u)
+        return session.result()
+
+    def _combine(self, outcomes: list[Any], round_index: int, protocol_seconds: float) -> AggregationResult:
         means, weights, included, excluded, sizes, stats = [], [], [], {}, [], {}
-        t0 = time.perf_counter()
-        for j, rows in enumerate(members):
-            group = [updates[i] for i in rows]
-            drop = {u.client_id: dropouts[u.client_id] for u in group if u.client_id in dropouts}
-            try:
-                res = self.fedavg.aggregate(group, round_index=round_index, dropouts=drop)
-            except AggregationError as e:  # a failed group is left out, the round goes on with the others
-                for u in group:
-                    excluded[u.client_id] = f"group {j} failed: {e}"
+        for j, (res, failed) in enumerate(outcomes):
+            if failed is not None:
+                excluded.update(failed)
                 continue
             means.append(res.delta)
             weights.append(float(res.stats.get("total_weight", len(res.included))))
@@ -117,7 +121,6 @@ class GroupedRobustAggregator(Aggregator):
             for key in ("upload_bytes", "download_bytes", "protocol_seconds"):
                 if key in res.stats:
                     stats[key] = stats.get(key, 0) + res.stats[key]
-        protocol_seconds = time.perf_counter() - t0
         if not means:
             raise AggregationError(f"round {round_index}: every group failed")
         self.rule.f = byzantine_count(self.rule, self.byzantine, len(means))
@@ -145,3 +148,61 @@ class GroupedRobustAggregator(Aggregator):
         return {"name": self.name, "groups": self.groups, "rule": self.rule.describe(),
                 "protocol": self.fedavg.protocol.describe(), "byzantine": self.byzantine,
                 "mode": "robust rule over securely summed group means"}
+
+
+class _GroupedRound(RoundSession):
+    """One grouped round: each update streams into its group's FedAvg session as it arrives."""
+
+    def __init__(self, agg: GroupedRobustAggregator, clients: list[int], round_index: int,
+                 dropouts: dict[int, str]) -> None:
+        self.agg, self.round_index = agg, round_index
+        n = len(clients)
+        g = min(agg.groups, n)
+        rng = np.random.default_rng([agg.seed, round_index, 0x6A0])
+        order = rng.permutation(n)
+        members = [sorted(order[i::g].tolist()) for i in range(g)]
+        self.group_of = {clients[i]: j for j, rows in enumerate(members) for i in rows}
+        self.members = [[clients[i] for i in rows] for rows in members]
+        self.failed: list[dict[int, str] | None] = [None] * g
+        self.sessions: list[RoundSession | None] = []
+        self.seconds = 0.0
+        t0 = time.perf_counter()
+        for j, group in enumerate(self.members):
+            drop = {c: dropouts[c] for c in group if c in dropouts}
+            try:
+                self.sessions.append(agg.fedavg.open_round(group, round_index=round_index, dropouts=drop))
+            except AggregationError as e:  # a failed group is left out, the round goes on with the others
+                self._fail(j, e)
+                self.sessions.append(None)
+        self.seconds += time.perf_counter() - t0
+
+    def _fail(self, j: int, e: Exception) -> None:
+        self.failed[j] = {c: f"group {j} failed: {e}" for c in self.members[j]}
+
+    def add(self, update: ClientUpdate) -> None:
+        j = self.group_of[update.client_id]
+        session = self.sessions[j]
+        if session is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            session.add(update)
+        except AggregationError as e:
+            self._fail(j, e)
+            self.sessions[j] = None
+        self.seconds += time.perf_counter() - t0
+
+    def result(self) -> AggregationResult:
+        outcomes = []
+        t0 = time.perf_counter()
+        for j, session in enumerate(self.sessions):
+            if session is None:
+                outcomes.append((None, self.failed[j]))
+                continue
+            try:
+                outcomes.append((session.result(), None))
+            except AggregationError as e:
+                self._fail(j, e)
+                outcomes.append((None, self.failed[j]))
+        self.seconds += time.perf_counter() - t0
+        return self.agg._combine(outcomes, self.round_index, self.seconds)
