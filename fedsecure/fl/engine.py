@@ -461,9 +461,10 @@ class FederatedTrainer:
         if self.poisoning is not None:
             why = "model poisoning crafts its updates from all the round's updates"
         elif not self.aggregator.streaming:
+            protocol = getattr(getattr(self.aggregator, "protocol", None), "name", None)
             why = (f"aggregator {self.aggregator.name!r} must see every update at once"
-                   if self.aggregator.needs_individual_updates
-                   else f"aggregator {self.aggregator.name!r} runs a protocol simulation that holds every client's input")
+                   if self.aggregator.needs_individual_updates or protocol is None
+                   else f"protocol {protocol!r} holds every client's input until the round's sum")
         if why is None:
             return
         need = n * (self.shared.size + 1) * 4
