@@ -182,7 +182,9 @@ def main() -> int:
                                         "loadavg_at_end": os.getloadavg()},
                             "versions": library_versions()}
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(result, indent=2))
+            # re-read before writing: another invocation may have written its part meanwhile
+            latest = json.loads(args.out.read_text()) if args.out.exists() else {}
+            args.out.write_text(json.dumps({**latest, part: result[part]}, indent=2))
     print(f"wrote {args.out}")
     return 0
 
