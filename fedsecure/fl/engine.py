@@ -471,7 +471,7 @@ class FederatedTrainer:
         if need > self.config.max_buffer_bytes:
             raise ValueError(
                 f"round {round_index}: {why}: {n} clients x {self.shared.size:,} float32 values = "
-                f"{need / 2**30:.3g} GiB, above --max-buffer-gib {self.config.max_buffer_bytes / 2**30:.3g}; "
+                f"{need / 2**30:.3g} GiB at least, above --max-buffer-gib {self.config.max_buffer_bytes / 2**30:.3g}; "
                 "lower --clients-per-round, use --groups G (robust rules over streamed group sums), "
                 "or raise --max-buffer-gib"
             )
