@@ -66,8 +66,9 @@ def peak_rss(run_args: list[str], pythonpath: str) -> dict[str, Any]:
         report, out_json = Path(tmp) / "rusage.json", Path(tmp) / "run.json"
         args = [*run_args, "--quiet", "--json", str(out_json)]
         env = {**os.environ, "PYTHONPATH": pythonpath}
+        # cwd: the temporary folder, so that PYTHONPATH alone decides which tree runs (``-m`` puts cwd first)
         subprocess.run([sys.executable, "-c", WRAPPER, str(report), *fedsecure_cmd(args)], env=env, check=False,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, cwd=tmp)
         out = json.loads(report.read_text())
         if out_json.exists():
             run = json.loads(out_json.read_text())
@@ -91,7 +92,7 @@ def part_rss(args: argparse.Namespace) -> dict[str, Any]:
                     "--eval-every", "1", "--workers", str(args.workers)]
         for name, tree in trees.items():
             a = list(run_args)
-            if name == "baseline":  # an older tree may predate --workers
+            if name == "baseline":  # an older tree may predate --workers (it trains in one process)
                 a = a[: a.index("--workers")]
             res = peak_rss(a, tree)
             rows.setdefault(model, {})[name] = res
