@@ -920,8 +920,8 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
         *([("communication", communication_line(result))] if result.get("communication") else []),
         ("privacy", privacy_line(result["privacy"])),
         ("time", f"setup {t['setup_seconds']:.1f}s, training {t['train_seconds']:.1f}s "
-                 f"({result.get('rounds_completed', '?')}/{result['config']['rounds']} rounds, "
-                 f"{result['config'].get('workers', 1)} worker(s))"),
+                 f"({result.get('rounds_completed', '?')}/{result['config']['rounds']} rounds), "
+                 f"{result['config'].get('workers', 1)} worker(s)"),
     ]
     for label, text in lines:
         print(f"{label}: {text}", flush=True)
