@@ -118,6 +118,12 @@ class Recorder:
     def __init__(self, inner: Any) -> None:
         self.inner, self.updates, self.results = inner, [], []
 
+    def open_round(self, clients, *, round_index, dropouts=None):
+        # the round loop streams updates into open_round's session: collect them and call aggregate below
+        from fedsecure.fl.aggregation import CollectingRound
+
+        return CollectingRound(self, round_index, dropouts)
+
     def aggregate(self, updates, **kwargs):
         self.updates.append([(u.client_id, u.delta.copy(), u.weight) for u in updates])
         result = self.inner.aggregate(updates, **kwargs)
