@@ -82,6 +82,14 @@ def peak_rss(run_args: list[str], pythonpath: str) -> dict[str, Any]:
     return out
 
 
+def save_partial(out: Path, part: str, key: str, value: Any) -> None:
+    """Record one finished measurement at once (a long part interrupted keeps what it measured)."""
+    latest = json.loads(out.read_text()) if out.exists() else {}
+    latest.setdefault(f"{part}_by_model", {})[key] = value
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(latest, indent=2))
+
+
 def part_rss(args: argparse.Namespace) -> dict[str, Any]:
     trees = {"this": str(ROOT)}
     if args.baseline:
@@ -101,6 +109,7 @@ def part_rss(args: argparse.Namespace) -> dict[str, Any]:
         if "baseline" in rows[model]:
             rows[model]["ratio_this_over_baseline"] = (rows[model]["this"]["maxrss_bytes"]
                                                        / rows[model]["baseline"]["maxrss_bytes"])
+        save_partial(args.out, "rss", model, {**rows[model], "command": shlex.join(["python", *sys.argv])})
     worst = max(r["this"]["maxrss_bytes"] for r in rows.values())
     return {"models": rows, "target": "every model under 1 GiB", "worst_gib": worst / GIB,
             "meets_target": worst < GIB and all(r["this"]["rc"] == 0 for r in rows.values())}
