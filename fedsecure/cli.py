@@ -904,8 +904,15 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
         table.add_column("metric")
         table.add_column(f"{result['config']['model']} (federated)", justify="right")
         table.add_column("popularity", justify="right")
+        private = result.get("private_popularity") or {}
+        if private and "error" not in private:
+            # the DP run's private comparator: popularity released under the same (epsilon, delta)
+            table.add_column(f"private popularity (ε {_sig(private['epsilon'])})", justify="right")
         for k in keys:
-            table.add_row(k, _with_interval(final, k), _with_interval(pop, k))
+            cells = [_with_interval(final, k), _with_interval(pop, k)]
+            if private and "error" not in private:
+                cells.append(_with_interval(private, k))
+            table.add_row(k, *cells)
         console.print(table)
         lines = [("evaluation", evaluation_line(result))]
     else:

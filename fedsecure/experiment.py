@@ -374,6 +374,7 @@ class Experiment:
         self._poison_data()
         self.canaries = self._insert_canaries()
         self._canary_audit: dict[str, Any] | None = None
+        self._private_pop: dict[str, Any] | None = None
         train = self.split.train
         if cfg.setting == "cross-device":
             self.clients = cross_device(train)
@@ -840,6 +841,9 @@ class Experiment:
             "n_negatives": self.n_negatives,
             "final": evaluations[-1] if evaluations else {},
             "popularity": self._popularity() if evaluations or status == "complete" else {},
+            # DP runs: the popularity ranking released under the accountant's (epsilon, delta), the private
+            # comparator a deployment could release instead of the DP model
+            "private_popularity": self._private_popularity(privacy) if status == "complete" else None,
             "evaluations": evaluations,
             "rounds": history.to_dict(),
             "aggregator": self.aggregator.describe(),
@@ -876,6 +880,34 @@ class Experiment:
             return self.evaluator.popularity()
         except Exception as exc:  # noqa: BLE001 - the run's own metrics are kept whatever the baseline does
             return {"error": f"popularity baseline failed: {exc}"}
+
+    def _private_popularity(self, privacy: dict[str, Any]) -> dict[str, Any] | None:
+        """DP ranking runs: :class:`~fedsecure.recsys.baselines.PrivatePopularity` at the run's spent epsilon.
+
+        One Gaussian release with user-level L2 sensitivity 1, its noise
+        multiplier the smallest whose epsilon (RDP, sampling rate 1, one step)
+        is at or under the accountant's epsilon at the same delta. User-level
+        DP implies example-level DP at the same epsilon, so the comparator is
+        also valid beside an example-level DP-SGD run. None without DP.
+        """
+        if self.config.dp == "none" or self.evaluator.task != "ranking":
+            return None
+        if self._private_pop is not None:
+            return self._private_pop
+        import math
+
+        from fedsecure.dp.accounting import noise_multiplier_for
+
+        eps, delta = privacy.get("epsilon"), privacy.get("delta")
+        try:
+            if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0 and delta):
+                return {"error": f"no finite epsilon to match (epsilon {eps}, delta {delta})"}
+            sigma = noise_multiplier_for(float(eps), float(delta), 1.0, 1)
+            pop = self.evaluator.private_popularity(sigma, self._noise())
+        except Exception as exc:  # noqa: BLE001 - the run's own record is kept whatever the baseline does
+            return {"error": f"private popularity baseline failed: {exc}"}
+        self._private_pop = {**pop, "epsilon": float(eps), "delta": float(delta)}
+        return self._private_pop
 
     def _poisoning_report(self) -> dict[str, Any] | None:
         cfg = self.config

@@ -556,3 +556,32 @@ def test_sweep_refuses_a_bad_grid_in_one_line(tmp_path, capsys):
                          (["--models", "gpt"], "--models")):
         rc, _, stderr = cli(["sweep", *argv, "--out", tmp_path / "s"], capsys)
         assert rc == 2 and option in stderr and "Traceback" not in stderr, (argv, stderr)
+
+
+@pytest.mark.parametrize("dp", [["--dp", "user-central", "--target-epsilon", "4"],
+                                ["--setting", "cross-silo", "--silos", "4", "--dp", "dpsgd", "--target-epsilon", "8"]])
+def test_a_dp_run_reports_the_accountant_the_audited_bound_and_private_popularity_side_by_side(tmp_path, capsys, dp):
+    out = tmp_path / "r.json"
+    rc, stdout, _ = cli(["run", "--data", write_layout(tmp_path, "ml-100k"), *QUICK, *dp, "--json", out], capsys)
+    assert rc == 0
+    result = strict_load(out)
+    privacy, private = result["privacy"], result["private_popularity"]
+    assert 0 < privacy["epsilon"] <= float(dp[-1]) + 1e-9
+    assert isinstance(privacy["epsilon_lower_bound"], float) and privacy["epsilon_lower_bound"] <= privacy["epsilon"]
+    # the private comparator is released at the accountant's own (epsilon, delta), evaluated like the model
+    assert (private["epsilon"], private["delta"]) == (privacy["epsilon"], privacy["delta"])
+    assert 0 <= private["hr@10"] <= 1 and len(private["hr@10_ci95"]) == 2 and private["baseline"]["noise_multiplier"] > 0
+    assert private["n_eval_rows"] == result["final"]["n_eval_rows"]
+    lines = stdout.splitlines()
+    at = next(j for j, line in enumerate(lines) if line.strip("│┃ ").startswith("hr@10 "))
+    header = " ".join(lines[:at])  # the table's header (rich may wrap a column title over lines)
+    assert "private" in header and f"{privacy['epsilon']:.3g})" in header
+    hr_row = lines[at]
+    assert f"{private['hr@10']:.4f}" in hr_row
+    assert "audited lower bound" in _summary(stdout)["privacy"]
+
+
+def test_a_run_without_dp_has_no_private_comparator(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc, stdout, _ = cli(["run", "--data", write_layout(tmp_path, "ml-100k"), *QUICK, "--json", out], capsys)
+    assert rc == 0 and strict_load(out)["private_popularity"] is None and "private popularity" not in stdout
