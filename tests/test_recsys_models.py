@@ -97,3 +97,27 @@ def test_sasrec_sequences_are_the_latest_items_right_aligned():
 def test_unknown_model_lists_the_valid_ones():
     with pytest.raises(ValueError, match="choose one of: mf, mf-implicit, ncf, sasrec"):
         build_model("bert4rec", 3, 3)
+
+
+def test_fit_private_fits_only_the_users_own_embeddings_and_leaves_the_model_alone(data):
+    from fedsecure.recsys.models import fit_private
+
+    torch.manual_seed(0)
+    model = build_model("mf-implicit", data.n_users, data.n_items, dim=8)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    users = np.array([1, 4, 7])
+    fitted = fit_private(model, data, users, steps=40, lr=0.05, seed=3)
+    for n, p in model.named_parameters():  # the model passed in is untouched
+        assert torch.equal(p, before[n])
+    for n, p in fitted.named_parameters():  # shared parameters frozen; only the chosen users' rows move
+        if not fitted.is_private(n):
+            assert torch.equal(p, before[n])
+    moved = (fitted.user_factors.weight - fit_private(model, data, users, steps=0, seed=3).user_factors.weight)
+    assert set(np.flatnonzero(moved.abs().sum(1).detach().numpy() > 0)) == set(users.tolist())
+    rows = np.flatnonzero(np.isin(data.users, users))
+    batch = model.examples(data, rows, np.random.default_rng(0))
+    start = fit_private(model, data, users, steps=0, seed=3)
+    assert float(fitted.loss(batch)) < float(start.loss(batch))  # the fit lowers the users' own loss
+    # warm start keeps the trained embeddings as the starting point
+    kept = fit_private(model, data, users, steps=0, seed=3, reinit=False)
+    assert torch.equal(kept.user_factors.weight, before["user_factors.weight"])

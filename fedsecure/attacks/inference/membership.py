@@ -51,7 +51,6 @@ the ROC curve on a log-spaced FPR grid, and an empirical epsilon lower bound
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
@@ -66,7 +65,7 @@ import torch
 from torch.nn import functional as F
 
 from fedsecure.recsys.data import Interactions
-from fedsecure.recsys.models import MatrixFactorization, Recommender
+from fedsecure.recsys.models import MatrixFactorization, Recommender, fit_private
 
 __all__ = [
     "ATTACKS",
@@ -243,27 +242,12 @@ def fit_user_losses(
     are scored as they are. Returns ``nan`` for a user without rows.
     """
     users = np.asarray(users, dtype=np.int64)
-    fitted = copy.deepcopy(model)
-    private = [p for n, p in fitted.named_parameters() if fitted.is_private(n)]
-    for n, p in fitted.named_parameters():
-        p.requires_grad_(fitted.is_private(n))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in private:
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    fitted = fit_private(model, data, users, steps=steps, lr=lr, seed=seed)
     rows = np.flatnonzero(np.isin(data.users, users))
     out = np.full(users.size, np.nan)
     if rows.size == 0:
         return out
     batch = fitted.examples(data, rows, np.random.default_rng([seed, 0xF17]))
-    fitted.train()
-    if private and steps:
-        opt = torch.optim.Adam(private, lr=lr)
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            fitted.loss(batch).backward()
-            opt.step()
-    fitted.eval()
     position = {int(u): j for j, u in enumerate(users)}
     with torch.no_grad():
         if "users" in batch:
