@@ -875,6 +875,8 @@ def privacy_line(privacy: dict[str, Any]) -> str:
         if privacy.get(key) is not None:  # an audit's empirical lower bound on epsilon, when the run has one
             parts.append(f"audited lower bound {_sig(privacy[key])}")
             break
+    if privacy.get("aggregator_epsilon_lower_bound") is not None:  # white-box audit of the run's own aggregator
+        parts.append(f"aggregator audit lower bound {_sig(privacy['aggregator_epsilon_lower_bound'])}")
     if privacy.get("privacy_claim_void"):
         parts.append("PRIVACY CLAIM VOID (--insecure-seeded-noise)")
     if privacy.get("error"):

@@ -375,6 +375,7 @@ class Experiment:
         self.canaries = self._insert_canaries()
         self._canary_audit: dict[str, Any] | None = None
         self._private_pop: dict[str, Any] | None = None
+        self._aggregator_audit: dict[str, Any] | None = None
         train = self.split.train
         if cfg.setting == "cross-device":
             self.clients = cross_device(train)
@@ -647,6 +648,26 @@ class Experiment:
         self.split, canaries = insert_canaries(self.split, m, kind, cfg.seed)
         return canaries
 
+    def aggregator_audit(self, canaries: int = 1000) -> dict[str, Any]:
+        """White-box one-run audit of this run's own central DP aggregator, as configured, over the run's rounds.
+
+        A twin of the aggregator (same clip, noise multiplier, sampling rate,
+        delta and *the same noise source*, a fresh accountant) aggregates
+        ``canaries`` Dirac gradient canaries for ``rounds`` rounds
+        (:func:`~fedsecure.attacks.inference.dp_audit.audit_dp_aggregator`), so
+        its claimed epsilon is the run's own. The model-level canary audit
+        rarely separates one user in a full run; this one catches a run whose
+        aggregator adds too little noise for its claim (e.g. noise switched off).
+        """
+        from fedsecure.attacks.inference.dp_audit import audit_dp_aggregator
+        from fedsecure.dp.user_level import CentralDPFedAvg
+
+        agg = self.aggregator
+        twin = CentralDPFedAvg(PlainSum(), clip=agg.clip, noise_multiplier=agg.noise_multiplier,
+                               expected_clients=agg.expected_clients, sample_rate=agg.sample_rate, delta=agg.delta,
+                               population=agg.population, accountant=agg.accountant.accountant, noise=agg.noise)
+        return audit_dp_aggregator(twin, canaries=canaries, rounds=self.config.rounds, seed=self.config.seed)
+
     def canary_audit(self) -> dict[str, Any] | None:
         """The one-run audit (Steinke, Nasr & Jagielski 2023) of the model as it stands; None without canaries."""
         if self.canaries is None:
@@ -821,6 +842,11 @@ class Experiment:
                 self._canary_audit = self.canary_audit()
             except Exception as exc:  # noqa: BLE001 - the run's record is kept whatever the audit does
                 self._canary_audit = {"error": f"canary audit failed: {exc}"}
+        if self.config.dp == "user-central" and self._aggregator_audit is None and status == "complete":
+            try:
+                self._aggregator_audit = self.aggregator_audit()
+            except Exception as exc:  # noqa: BLE001 - the run's record is kept whatever the audit does
+                self._aggregator_audit = {"error": f"aggregator audit failed: {exc}"}
         try:
             privacy = self.privacy()
         except Exception as exc:  # noqa: BLE001 - a partial record is worth more than the exception
@@ -927,6 +953,9 @@ class Experiment:
             return {"mechanism": "none", "epsilon": float("inf")}
         if self.config.dp.startswith("user"):
             report["client_sampling"] = self.sampler.describe()
+        if self._aggregator_audit is not None:
+            report["aggregator_audit"] = self._aggregator_audit
+            report["aggregator_epsilon_lower_bound"] = self._aggregator_audit.get("epsilon_lb")
         if self.canaries is not None:
             # the audited lower bound beside the accountant's epsilon (absent until the run completes)
             audit = self._canary_audit or {"note": "computed when the run completes"}

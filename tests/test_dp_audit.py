@@ -174,9 +174,12 @@ def data():
     return generate(n_users=40, n_items=60, mean_interactions=12, seed=2)
 
 
+BASE = dict(model="mf-implicit", setting="cross-device", rounds=2, eval_every=2, batch_size=32, lr=0.5,
+            server_optimizer="avg", server_lr=1.0, n_negatives=20, model_args={"dim": 8})
+
+
 def run(data, **overrides):
-    base = dict(model="mf-implicit", setting="cross-device", rounds=2, eval_every=2, batch_size=32, lr=0.5,
-                server_optimizer="avg", server_lr=1.0, n_negatives=20, model_args={"dim": 8})
+    base = dict(BASE)
     base.update(overrides)
     exp = Experiment(RunConfig(**base), data=data)
     return exp, exp.run()
@@ -217,3 +220,17 @@ def test_a_run_without_dp_is_unchanged(data):
         RunConfig(audit_canaries=10)
     with pytest.raises(ValueError, match="audit-canaries must be >= 0"):
         RunConfig(dp="user-central", noise_multiplier=1.0, audit_canaries=-1)
+
+
+def test_a_full_run_with_its_noise_switched_off_is_caught_by_its_own_aggregator_audit(data):
+    """The broken configuration in a whole run: the accountant claims epsilon 2, the aggregator adds nothing."""
+    config = dict(dp="user-central", target_epsilon=2.0, clip=0.5, clients_per_round=0.5, delta=1e-5,
+                  audit_canaries=0)
+    honest = Experiment(RunConfig(**{**BASE, **config}), data=data)
+    broken = Experiment(RunConfig(**{**BASE, **config}), data=data)
+    broken.aggregator.noise = ZeroNoise()  # the accountant is not told
+    for exp, caught in ((honest, False), (broken, True)):
+        privacy = exp.run()["privacy"]
+        claim, bound = privacy["epsilon"], privacy["aggregator_epsilon_lower_bound"]
+        assert claim <= 2.0 and privacy["aggregator_audit"]["claimed_epsilon"] == pytest.approx(claim)
+        assert (bound > claim) is caught, (claim, bound)
