@@ -884,6 +884,16 @@ def privacy_line(privacy: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def private_popularity_line(private: dict[str, Any]) -> str:
+    """A DP run's private comparator: the popularity ranking released under the run's (ε, δ), beside the model."""
+    if private.get("error"):
+        return private["error"]
+    metrics = [k for k in private if k.startswith(("hr@", "ndcg@")) and "sampled" not in k and isinstance(
+        private[k], float)]
+    shown = ", ".join(f"{k} {_with_interval(private, k)}" for k in metrics)
+    return f"{shown} (popularity released under ε {_sig(private.get('epsilon'))}, δ {_sig(private.get('delta'))})"
+
+
 def evaluation_line(result: dict[str, Any]) -> str:
     final = result.get("final", {})
     cfg = result["config"]
@@ -906,15 +916,8 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
         table.add_column("metric")
         table.add_column(f"{result['config']['model']} (federated)", justify="right")
         table.add_column("popularity", justify="right")
-        private = result.get("private_popularity") or {}
-        if private and "error" not in private:
-            # the DP run's private comparator: popularity released under the same (epsilon, delta)
-            table.add_column(f"private popularity (ε {_sig(private['epsilon'])})", justify="right")
         for k in keys:
-            cells = [_with_interval(final, k), _with_interval(pop, k)]
-            if private and "error" not in private:
-                cells.append(_with_interval(private, k))
-            table.add_row(k, *cells)
+            table.add_row(k, _with_interval(final, k), _with_interval(pop, k))
         console.print(table)
         lines = [("evaluation", evaluation_line(result))]
     else:
@@ -928,6 +931,8 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
         *([("robustness", robust)] if robust else []),
         *([("communication", communication_line(result))] if result.get("communication") else []),
         ("privacy", privacy_line(result["privacy"])),
+        *([("private popularity", private_popularity_line(result["private_popularity"]))]
+          if result.get("private_popularity") else []),
         ("time", f"setup {t['setup_seconds']:.1f}s, training {t['train_seconds']:.1f}s "
                  f"({result.get('rounds_completed', '?')}/{result['config']['rounds']} rounds), "
                  f"{result['config'].get('workers', 1)} worker(s)"),

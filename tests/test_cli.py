@@ -572,13 +572,12 @@ def test_a_dp_run_reports_the_accountant_the_audited_bound_and_private_popularit
     assert (private["epsilon"], private["delta"]) == (privacy["epsilon"], privacy["delta"])
     assert 0 <= private["hr@10"] <= 1 and len(private["hr@10_ci95"]) == 2 and private["baseline"]["noise_multiplier"] > 0
     assert private["n_eval_rows"] == result["final"]["n_eval_rows"]
-    lines = stdout.splitlines()
-    at = next(j for j, line in enumerate(lines) if line.strip("│┃ ").startswith("hr@10 "))
-    header = " ".join(lines[:at])  # the table's header (rich may wrap a column title over lines)
-    assert "private" in header and f"{privacy['epsilon']:.3g})" in header
-    hr_row = lines[at]
-    assert f"{private['hr@10']:.4f}" in hr_row
+    (line,) = [line for line in stdout.splitlines() if line.startswith("private popularity: ")]
+    assert f"hr@10 {private['hr@10']:.4f} [" in line and f"under ε {privacy['epsilon']:.3g}," in line
     assert "audited lower bound" in _summary(stdout)["privacy"]
+    if dp[1] == "user-central":  # the white-box audit of the run's own aggregator, beside the accountant too
+        assert privacy["aggregator_epsilon_lower_bound"] <= privacy["epsilon"]
+        assert "aggregator audit lower bound" in _summary(stdout)["privacy"]
 
 
 def test_a_run_without_dp_has_no_private_comparator(tmp_path, capsys):
