@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names from SETTINGS")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS / "compression.json")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[],
+                    help="also take the runs (and commands) of these result files, e.g. of a parallel invocation")
+    ap.add_argument("--no-run", action="store_true", help="only (re)write the summary of the runs already recorded")
     args = ap.parse_args(argv)
     if not Path(args.data).exists():
         print(f"{args.data}: ml-latest-small not found; nothing run", file=sys.stderr)
@@ -170,7 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     runs = [r for r in previous.get("runs", []) if r["setting"] in SETTINGS]
     done = {(r["setting"], r["seed"]) for r in runs}
-    tasks = [(n, s, args.data, BASE) for s in seeds for n in names if (n, s) not in done]
+    merged_commands = set(previous.get("commands", []))
+    for path in args.merge:
+        other = json.loads(path.read_text())
+        merged_commands |= set(other.get("commands", [other.get("command")]))
+        for r in other.get("runs", []):
+            if r["setting"] in SETTINGS and (r["setting"], r["seed"]) not in done:
+                runs.append(r)
+                done.add((r["setting"], r["seed"]))
+    tasks = [] if args.no_run else [(n, s, args.data, BASE) for s in seeds for n in names if (n, s) not in done]
     command = "python benchmarks/bench_compression.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
 
@@ -178,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(runs)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "command": command, "commands": sorted(set(previous.get("commands", [])) | {command}),
+            "command": command, "commands": sorted(merged_commands | {command}),
             "what": "HR@10 (full catalogue) against measured upload bytes per client and round, per --compress "
                     "setting, plaintext and SecAgg+; paired over seeds against float32 plaintext",
             "data": args.data, "base_config": BASE, "clip_ranges": CLIP, "settings": SETTINGS,

@@ -86,7 +86,8 @@ def test_cli_prints_and_records_the_bytes(tmp_path, capsys):
     from fedsecure.cli import main
 
     out = tmp_path / "r.json"
-    rc = main(["run", "--rounds", "1", "--dim", "8", "--clients-per-round", "20", "--compress", "q4",
+    rc = main(["run", "--users", "80", "--items", "100", "--rounds", "1", "--dim", "8", "--clients-per-round", "20",
+               "--compress", "q4",
                "--json", str(out)])
     stdout = capsys.readouterr().out
     assert rc == 0
