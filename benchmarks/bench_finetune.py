@@ -126,6 +126,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             "rounds_failed": errors, "cpu_seconds": time.process_time() - t0, "overrides": overrides,
         }
         v = out["variants"][name]
+        with open(args.out.with_suffix(".partial.jsonl"), "a") as log:  # kept if the run is stopped early
+            log.write(json.dumps({"seed": seed, "variant": name, **{k: v[k] for k in (
+                "hr@10", "hr@10_ci95", "bytes_up_per_client", "values_sent_per_client", "cpu_seconds")}}) + "\n")
         print(f"seed {seed} {name}: HR@10 {v['hr@10']:.4f}, up {v['bytes_up_per_client']:.0f} B/client/round, "
               f"{v['cpu_seconds']:.0f} cpu s" + (f", {len(errors)} rounds failed" if errors else ""), flush=True)
     ckpt.unlink()
