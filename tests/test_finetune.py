@@ -38,7 +38,7 @@ def _inputs(n_items: int, seed: int = 0) -> torch.Tensor:
 def _scores(model: SASRec, x: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        return model.output(model.encode(x))
+        return model.encode(x) @ model.item_emb.weight[1:].T  # the output is tied to the item table
 
 
 def _perturb_adapter(model: torch.nn.Module, seed: int) -> None:
