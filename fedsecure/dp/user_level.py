@@ -35,7 +35,6 @@ noise source, noise multiplier and clip.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,11 +57,11 @@ from fedsecure.fl.aggregation import (
     Aggregator,
     ClientUpdate,
     PlainSum,
+    ProtocolRound,
     RoundSession,
     SparseRows,
     SumProtocol,
     run_sessions,
-    vector_size,
 )
 
 
@@ -97,47 +96,30 @@ def clip_l2_sparse(delta: SparseRows, clip: float) -> tuple[SparseRows, bool]:
     return y, True
 
 
-class _DPRound(RoundSession):
+class _DPRound(ProtocolRound):
     """Streams a DP round: each update is clipped (and, distributed, noised) as it arrives."""
 
     def __init__(self, agg: _UserLevelDPFedAvg, clients, round_index: int, dropouts) -> None:
-        self.agg, self.round_index, self.dropouts = agg, round_index, dict(dropouts or {})
-        self.n_clients = len(clients)
-        agg._check_round(self.n_clients, [c for c in clients if c not in self.dropouts], round_index)
-        t0 = time.perf_counter()
-        self.session = agg.protocol.open(clients, dropouts=self.dropouts)
-        self.protocol_seconds = time.perf_counter() - t0
+        dropouts = dict(dropouts or {})
+        agg._check_round(len(clients), [c for c in clients if c not in dropouts], round_index)
+        super().__init__(agg.protocol, clients, round_index, dropouts)
+        self.agg = agg
         self.n_clipped = 0
-        self.size: int | None = None
-        self.count = 0
 
     def add(self, update: ClientUpdate) -> None:
-        r = self.round_index
-        n = vector_size(update.delta)
-        if self.size is None:
-            self.size = n
-        elif n != self.size:
-            raise AggregationError(f"round {r}: updates have different lengths {sorted({n, self.size})}")
+        self._check_size(update)
         try:
             if isinstance(update.delta, SparseRows):
                 v, was = clip_l2_sparse(update.delta, self.agg.clip)
             else:
                 v, was = clip_l2(update.delta, self.agg.clip)
         except ValueError as exc:
-            raise AggregationError(f"round {r}: client {update.client_id}: {exc}") from None
+            raise AggregationError(f"round {self.round_index}: client {update.client_id}: {exc}") from None
         self.n_clipped += was
-        self.count += 1
-        v = self.agg._prepare(v, r)
-        t0 = time.perf_counter()
-        self.session.add(update.client_id, v)
-        self.protocol_seconds += time.perf_counter() - t0
+        self._send(update.client_id, self.agg._prepare(v, self.round_index))
 
     def result(self) -> AggregationResult:
-        if not self.count:
-            raise AggregationError(f"round {self.round_index}: no client updates to aggregate")
-        t0 = time.perf_counter()
-        result = self.session.result()
-        elapsed = self.protocol_seconds + time.perf_counter() - t0
+        result, elapsed = self._sum()
         return self.agg._finish(result, elapsed, self.n_clipped, self.round_index)
 
 

@@ -428,36 +428,59 @@ def run_sessions(aggregator: Aggregator, updates: Sequence[ClientUpdate], *, rou
     return session.result()
 
 
-class _FedAvgRound(RoundSession):
-    def __init__(self, fedavg: FedAvg, clients: Sequence[int], round_index: int,
+class ProtocolRound(RoundSession):
+    """A round streamed into a :class:`SumProtocol` session: one length for every update, the protocol's time kept.
+
+    Subclasses turn an update into the vector they send (:meth:`add`) and the
+    protocol's sum into the round's result (:meth:`result`).
+    """
+
+    def __init__(self, protocol: SumProtocol, clients: Sequence[int], round_index: int,
                  dropouts: Mapping[int, str] | None) -> None:
-        self.fedavg, self.round_index = fedavg, round_index
+        self.round_index = round_index
         t0 = time.perf_counter()
-        self.session = fedavg.protocol.open(clients, dropouts=dropouts)
+        self.session = protocol.open(clients, dropouts=dropouts)
         self.protocol_seconds = time.perf_counter() - t0
-        self.clipped = 0
         self.size: int | None = None
         self.count = 0
 
-    def add(self, update: ClientUpdate) -> None:
+    def _check_size(self, update: ClientUpdate) -> None:
         n = vector_size(update.delta)
         if self.size is None:
             self.size = n
         elif n != self.size:
             raise AggregationError(f"round {self.round_index}: updates have different lengths {sorted({n, self.size})}")
-        vec, c = self.fedavg.client_vector(update)
-        self.clipped += c
+
+    def _send(self, client_id: int, vector: Any) -> None:
         self.count += 1
         t0 = time.perf_counter()
-        self.session.add(update.client_id, vec)
+        self.session.add(client_id, vector)
         self.protocol_seconds += time.perf_counter() - t0
 
-    def result(self) -> AggregationResult:
+    def _sum(self) -> tuple[Any, float]:
+        """The protocol's result and the seconds the protocol took over the whole round."""
         if not self.count:
             raise AggregationError(f"round {self.round_index}: no client updates to aggregate")
         t0 = time.perf_counter()
         result = self.session.result()
-        elapsed = self.protocol_seconds + time.perf_counter() - t0
+        return result, self.protocol_seconds + time.perf_counter() - t0
+
+
+class _FedAvgRound(ProtocolRound):
+    def __init__(self, fedavg: FedAvg, clients: Sequence[int], round_index: int,
+                 dropouts: Mapping[int, str] | None) -> None:
+        super().__init__(fedavg.protocol, clients, round_index, dropouts)
+        self.fedavg = fedavg
+        self.clipped = 0
+
+    def add(self, update: ClientUpdate) -> None:
+        self._check_size(update)
+        vec, c = self.fedavg.client_vector(update)
+        self.clipped += c
+        self._send(update.client_id, vec)
+
+    def result(self) -> AggregationResult:
+        result, elapsed = self._sum()
         weight = float(result.total[-1]) / self.fedavg.protocol.weight_unit
         if weight <= 0:
             raise AggregationError(f"round {self.round_index}: the surviving clients carry no weight")
