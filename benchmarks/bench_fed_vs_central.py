@@ -152,7 +152,13 @@ def main() -> int:
     parser.add_argument("--models", default="mf-implicit,ncf,sasrec")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=RESULTS / "fed_vs_central.json")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override a RunConfig field of every model's setting (e.g. clients_per_round=0.1 rounds=400)")
     args = parser.parse_args()
+    try:
+        overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    except ValueError:
+        parser.error(f"--set takes KEY=VALUE pairs with JSON values, got {args.set}")
     if not Path(args.data).exists():
         print(f"data not found: {args.data}", file=sys.stderr)
         return 2
@@ -184,8 +190,9 @@ def main() -> int:
     for model in args.models.split(","):
         runs: list[dict[str, Any]] = []
         for seed in seeds:
-            runs.append(run_one(model, seed, args.data, SETTINGS.get(model, {})))
-            results[model] = {"command": command, "settings": SETTINGS.get(model, {}), "runs": list(runs),
+            settings = {**SETTINGS.get(model, {}), **overrides}
+            runs.append(run_one(model, seed, args.data, settings))
+            results[model] = {"command": command, "settings": settings, "runs": list(runs),
                               "seeds_planned": seeds, "summary": summarise(runs)}
             write(False)
     md = write(True)
