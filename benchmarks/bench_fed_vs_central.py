@@ -154,6 +154,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "fed_vs_central.json")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override a RunConfig field of every model's setting (e.g. clients_per_round=0.1 rounds=400)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in --out for a model with the same setting and run only the "
+                             "seeds it lacks (the model's command then lists every invocation)")
     args = parser.parse_args()
     try:
         overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -188,12 +191,20 @@ def main() -> int:
         return md
 
     for model in args.models.split(","):
+        settings = {**SETTINGS.get(model, {}), **overrides}
         runs: list[dict[str, Any]] = []
+        model_command, planned = command, seeds
+        old = results.get(model)
+        if args.resume and old is not None:
+            if old["settings"] != settings:
+                parser.error(f"--resume: {model}'s runs in {args.out} have setting {old['settings']}, not {settings}")
+            runs = [r for r in old["runs"] if r["seed"] not in seeds]
+            model_command = f"{old['command']}; then {command}"
+            planned = sorted({*old.get("seeds_planned", []), *seeds})
         for seed in seeds:
-            settings = {**SETTINGS.get(model, {}), **overrides}
             runs.append(run_one(model, seed, args.data, settings))
-            results[model] = {"command": command, "settings": settings, "runs": list(runs),
-                              "seeds_planned": seeds, "summary": summarise(runs)}
+            results[model] = {"command": model_command, "settings": settings, "runs": list(runs),
+                              "seeds_planned": planned, "summary": summarise(runs)}
             write(False)
     md = write(True)
     print(md)
