@@ -148,7 +148,8 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="MovieLens folder (default: ../shared/data/ml-latest-small)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="MovieLens folder (default: ../shared/data/ml-latest-small), a data file, or 'synthetic' "
+                             "(its size through --set users=N items=M interactions_per_user=K)")
     parser.add_argument("--models", default="mf-implicit,ncf,sasrec")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=RESULTS / "fed_vs_central.json")
@@ -162,7 +163,7 @@ def main() -> int:
         overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     except ValueError:
         parser.error(f"--set takes KEY=VALUE pairs with JSON values, got {args.set}")
-    if not Path(args.data).exists():
+    if args.data != "synthetic" and not Path(args.data).exists():
         print(f"data not found: {args.data}", file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",")]
