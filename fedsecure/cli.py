@@ -335,9 +335,14 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
                    help="secagg: per-coordinate clip range of updates")
     p.add_argument("--active", action="store_true", help="secagg: signatures and consistency check (active server)")
     p.add_argument("--compress", type=_compress, default="none", metavar="none|q8|q4|q2|rotate-q8|topk:FRACTION",
-                   help="compress uploads: stochastic b-bit quantization (with secagg: straight into the ring, over "
-                        "--clip-range), rotated first (randomized Hadamard), or top-k with error feedback "
+                   help="compress uploads: stochastic b-bit quantization (plaintext: over each client's own range; "
+                        "with secagg/secagg+: rotated, clipped to L2 norm --compress-clip and masked in a ring of "
+                        "exactly b "
+                        "bits per coordinate), rotated first (randomized Hadamard), or top-k with error feedback "
                         "(plaintext only)")
+    p.add_argument("--compress-clip", type=_positive_float, default=1.0, metavar="NORM",
+                   help="--compress qB with secagg/secagg+: each client's FedAvg vector is clipped to this L2 norm "
+                        "(a clipped client keeps its direction, with a smaller weight)")
     p.add_argument("--dp", default="none", choices=DP_MODES, help="differential privacy mechanism")
     p.add_argument("--noise-multiplier", type=_positive_float,
                    help="DP noise std / clip norm (one of this or --target-epsilon with --dp)")
@@ -433,7 +438,8 @@ def _config_from(args: argparse.Namespace) -> Any:
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         server_optimizer=args.server_optimizer, server_lr=args.server_lr, eval_every=args.eval_every, k=args.k, n_negatives=args.negatives,
         dropout=args.dropout, straggler=args.straggler, seed=args.seed, model_args=model_args, secure=args.secure,
-        clip_range=args.clip_range, secagg_active=args.active, compress=args.compress, dp=args.dp, noise_multiplier=args.noise_multiplier,
+        clip_range=args.clip_range, secagg_active=args.active, compress=args.compress, compress_clip=args.compress_clip,
+        dp=args.dp, noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon, clip=args.clip, delta=args.delta,
         insecure_seeded_noise=args.insecure_seeded_noise, workers=args.workers,
         sparse_updates=not args.dense_updates, max_buffer_gib=args.max_buffer_gib, **_robustness_from(args),

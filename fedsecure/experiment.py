@@ -96,8 +96,11 @@ class RunConfig:
     clip_range: float = 1.0
     secagg_active: bool = False
     # what a client's upload is compressed to (fedsecure.compress.parse_compression): none, q8, q4, q2,
-    # rotate-q8 (-q4, -q2), topk:FRACTION (plaintext only)
+    # rotate-q8 (-q4, -q2), topk:FRACTION (plaintext only); under secagg/secagg+ qB is the modular b-bit ring
+    # (fedsecure.fl.compression.SecAggRingSum, always rotated), each client's vector clipped to L2 norm
+    # compress_clip (a public bound every client knows; it also caps the ring's scale range)
     compress: str = "none"
+    compress_clip: float = 1.0
     dp: str = "none"
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
@@ -291,6 +294,8 @@ class RunConfig:
             (finite(self.clip_range) and self.clip_range > 0, "--clip-range must be a finite number > 0",
              self.clip_range),
             (finite(self.clip) and self.clip > 0, "--clip must be a finite number > 0", self.clip),
+            (finite(self.compress_clip) and self.compress_clip > 0, "--compress-clip must be a finite number > 0",
+             self.compress_clip),
             (self.noise_multiplier is None or (finite(self.noise_multiplier) and self.noise_multiplier > 0),
              "--noise-multiplier must be a finite number > 0", self.noise_multiplier),
             (self.target_epsilon is None or (finite(self.target_epsilon) and self.target_epsilon > 0),
@@ -573,20 +578,19 @@ class Experiment:
         return CKKSSum(max_clients=len(self.clients) if poisson else max(self.clients_per_round, 1))
 
     def _compressed_protocol(self, spec: Any) -> SumProtocol:
-        """--compress: a quantized or top-k plaintext sum, or a quantized SecAgg(+) ring; rotated when asked."""
+        """--compress: a quantized or top-k plaintext sum (rotated when asked), or the modular b-bit SecAgg(+) ring."""
         from fedsecure.fl import compression
 
         cfg = self.config
         if spec.kind == "topk":
             return compression.TopKPlainSum(spec.fraction)
-        if cfg.secure == "none":
-            inner: SumProtocol = compression.QuantizedPlainSum(spec.bits)
-        else:
-            from fedsecure.secagg.sum import SecAggSum
-
-            inner = SecAggSum(clip_range=cfg.clip_range, graph="complete" if cfg.secure == "secagg" else "sparse",
-                              dropout_rate=max(cfg.dropout, 0.05), active=cfg.secagg_active,
-                              quantize_bits=spec.bits)
+        if cfg.secure != "none":
+            # q<b> and rotate-q<b> are the same here: the ring always rotates (its scale relies on it)
+            return compression.SecAggRingSum(
+                spec.bits, norm_bound=cfg.compress_clip, context=f"fedsecure-run seed={cfg.seed}".encode(),
+                graph="complete" if cfg.secure == "secagg" else "sparse", dropout_rate=max(cfg.dropout, 0.05),
+                active=cfg.secagg_active)
+        inner: SumProtocol = compression.QuantizedPlainSum(spec.bits)
         if not spec.rotate:
             return inner
         # the rotation seed is public shared randomness: both sides know the run's seed and the round number

@@ -1,5 +1,5 @@
 """Compression codecs: the rotation is exact, quantization is unbiased (and a biased rounding is caught),
-top-k with error feedback loses nothing over rounds, quantization lands in a ring that cannot wrap."""
+top-k with error feedback loses nothing over rounds, the modular b-bit ring sums exactly when it does not wrap."""
 
 from __future__ import annotations
 
@@ -147,45 +147,172 @@ def test_topk_plain_sum_counts_its_bytes():
     assert res.stats["upload_bytes"] == 3 * (4 + 8 * 10 + 4)
 
 
-# -- quantization straight into the ring ------------------------------------------
+# -- quantization in a modular b-bit ring (SecAgg / SecAgg+) -------------------------
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 5000), st.integers(2, 16), st.floats(1e-6, 1e3))
-def test_ring_for_levels_holds_the_worst_case_sum(n, bits, clip):
-    levels = 2 ** (bits - 1) - 1
-    enc = FixedPointEncoding.for_levels(n, clip, levels)
-    assert enc.stochastic and enc.scale == levels / clip
-    assert n * (levels + 1) <= 2 ** (enc.bits - 1) - 1  # no wrap even if every client is at the edge
-    assert enc.bits <= bits + math.ceil(math.log2(n)) + 2  # and no wider than b + log2 n + 2
-    x = np.array([clip, -clip])
-    ring = sum(enc.encode(x).astype(np.uint64) for _ in range(min(n, 50))) & np.uint64(enc.modulus_mask)
-    m = min(n, 50)
-    np.testing.assert_array_equal(enc.signed(ring), [m * levels, -m * levels])
-    with pytest.raises(Exception, match="ring"):
-        FixedPointEncoding.for_levels(n, clip, levels, bits=enc.bits - 1)
+@given(st.integers(2, 16), st.integers(1, 12), st.integers(1, 40), st.integers(0, 2**32 - 1), st.integers(-8, 8))
+def test_modular_ring_recovers_the_sum_exactly_when_it_does_not_wrap(bits, n, d, seed, exp):
+    """Inputs on the grid (x = q / scale, scale a power of two) round to themselves even stochastically: the
+    centred residue of the ring sum is then exactly the sum when |sum q| < 2^(b-1), and the sum mod 2^b
+    (centred) when it wraps."""
+    rng = np.random.default_rng(seed)
+    scale = 2.0**exp
+    half = 2 ** (bits - 1)
+    qs = rng.integers(-half, half, size=(n, d))
+    norm = float(np.sqrt((qs.astype(float) ** 2).sum(axis=1)).max() / scale) or 1.0
+    enc = FixedPointEncoding(bits=bits, scale=scale, clip=norm, stochastic=True, modular=True)
+    ring = np.zeros(d, dtype=np.uint64)
+    for q in qs:
+        r = enc.encode(q / scale)
+        assert r.dtype == enc.dtype and int(r.max(initial=0)) < 2**bits
+        ring = (ring + r.astype(np.uint64)) & np.uint64(enc.modulus_mask)
+    total = qs.sum(axis=0)
+    centred = (total + half) % (2 * half) - half
+    np.testing.assert_array_equal(enc.signed(ring), centred)
+    np.testing.assert_array_equal(enc.decode(ring) * scale, centred)
+    fits = np.abs(total + 0.5) < half  # [-2^(b-1), 2^(b-1)): no wrap
+    np.testing.assert_array_equal(enc.decode(ring)[fits], total[fits] / scale)
 
 
-def test_q8_ring_width_at_100_clients():
-    assert FixedPointEncoding.for_levels(100, 1.0, 127).bits == 15  # 2.13x below float32, not 4x
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([2, 4, 8]), arrays(np.float64, 6, elements=st.floats(-1, 1, allow_nan=False)))
+def test_modular_ring_rounding_is_unbiased(bits, x):
+    scale = 0.93 * (2 ** (bits - 1) - 1)  # |x * scale| < 2^(b-1) - 1: no wrap; most values between levels
+    enc = FixedPointEncoding(bits=bits, scale=scale, clip=10.0, stochastic=True, modular=True)
+    draws = 4000
+    q = np.stack([enc.signed(enc.encode(x)) for _ in range(draws)]).astype(float)
+    y = x * scale
+    frac = y - np.floor(y)
+    assert np.all((q == np.floor(y)) | (q == np.floor(y) + 1))  # one level either side
+    sd = np.sqrt(np.maximum(frac * (1 - frac), 1e-12) / draws)
+    z = (q.mean(axis=0) - y) / sd
+    assert np.all(np.abs(z[frac > 1e-9]) < 5.5)  # six coordinates; false alarm ~ 2e-7
+    assert np.all(q[:, frac <= 1e-9] == np.round(y[frac <= 1e-9]))
 
 
-def test_quantized_secagg_round_sums_in_a_narrow_ring():
+def test_modular_ring_refuses_a_vector_above_its_norm_bound_and_a_wide_scale():
+    enc = FixedPointEncoding(bits=8, scale=10.0, clip=1.0, stochastic=True, modular=True)
+    enc.encode(np.array([0.6, 0.8]))  # norm 1: at the bound
+    with pytest.raises(ValueError, match="norm"):
+        enc.encode(np.array([0.6, 0.81]))
+    with pytest.raises(ValueError, match="NaN"):
+        enc.encode(np.array([0.1, np.nan]))
+    with pytest.raises(Exception, match="stochastic"):
+        FixedPointEncoding(bits=8, scale=10.0, clip=1.0, stochastic=False, modular=True)
+    lo, hi = FixedPointEncoding.ring_scale_range(8, 10, 1.0, 4096)
+    for scale, ok in ((lo, True), (hi, True), (lo * 0.99, False), (hi * 1.01, False)):
+        e = FixedPointEncoding(bits=8, scale=scale, clip=1.0, stochastic=True, modular=True)
+        if ok:
+            e.check_capacity(10, length=4096)
+        else:
+            with pytest.raises(Exception, match="outside"):
+                e.check_capacity(10, length=4096)
+    # for_ring clamps the sum's norm bound to [clip, n clip], so its scale is always one a client accepts
+    for s in (1e-9, 0.5, 3.0, 1e9):
+        FixedPointEncoding.for_ring(8, 10, 1.0, 4096, s).check_capacity(10, length=4096)
+
+
+def test_rotation_with_its_permutation_is_an_orthogonal_matrix():
+    rot = RandomizedHadamard(70, rotation_seed(b"ctx", 1), block=16)
+    assert rot.blocks == 5 and rot.perm is not None and sorted(rot.perm.tolist()) == list(range(rot.padded))
+    assert not np.array_equal(rot.perm, np.arange(rot.padded))
+    r = np.stack([rot.forward(e) for e in np.eye(70)], axis=1)  # padded x 70: the columns R e_i
+    np.testing.assert_allclose(r.T @ r, np.eye(70), atol=1e-12)
+    inv = np.stack([rot.inverse(e) for e in np.eye(rot.padded)], axis=1)  # 70 x padded
+    np.testing.assert_allclose(inv, r.T, atol=1e-12)  # the inverse is the transpose, exactly
+
+
+def test_permutation_spreads_a_block_of_mass_over_all_blocks():
+    x = np.zeros(64 * 1024)
+    x[:1024] = 1.0  # all the mass in the first 1024 coordinates, as the popular items' rows
+    y = RandomizedHadamard(x.size, rotation_seed(b"r", 0), block=1024).forward(x)
+    per_block = (y.reshape(64, 1024) ** 2).sum(axis=1)
+    assert per_block.max() < 2 * per_block.mean()  # without the permutation one block would hold it all
+
+
+def _ring_vectors(rng, n, d):
+    return {c: np.append(rng.standard_normal(d) * 0.05 * (rng.random(d) < 0.1), 0.02 * (c + 1)) for c in range(n)}
+
+
+def test_secagg_ring_sum_is_unbiased_and_sends_b_bits_per_coordinate():
+    from fedsecure.fl.compression import SecAggRingSum
+
+    rng = np.random.default_rng(3)
+    n, d = 4, 300
+    vectors = _ring_vectors(rng, n, d)
+    true = sum(vectors.values())
+    proto = SecAggRingSum(4, norm_bound=2.0, context=b"test", graph="complete")
+    draws = []
+    for _ in range(40):
+        res = proto.sum(vectors)
+        draws.append(res.total)
+    draws = np.stack(draws)
+    assert res.stats["bits"] == 4 and res.stats["modular_ring"]
+    padded = res.stats["rotation_padded_length"]
+    assert padded == 512 and res.stats["upload_bytes_by_stage"]["masked_input"] == n * (58 + padded * 4 // 8)
+    assert res.stats["ring_overflow_coordinates"] == 0 and res.stats["clipped_clients"] == 0
+    err = draws - true
+    z = err.mean() / (err.std() / math.sqrt(err.size))
+    assert abs(z) < 5 and np.abs(err).mean() > 0  # unbiased, and quantized
+    # the second round's scale follows the first round's decoded sum, inside the range a client accepts
+    assert res.stats["ring_sum_norm_bound"] < n * 2.0
+
+
+def test_secagg_ring_recovers_a_fedavg_mean_at_8_bits_and_counts_wraps():
     from fedsecure.fl.aggregation import ClientUpdate, FedAvg
-    from fedsecure.secagg.sum import SecAggSum
+    from fedsecure.fl.compression import SecAggRingSum
 
-    rng = np.random.default_rng(1)
-    d, n, clip = 200, 5, 0.01
-    proto = SecAggSum(clip_range=clip, quantize_bits=8, graph="complete")
-    # weights at FedAvg's cap (w~ = 1): the sum's error is then at most n levels over a total weight of n
-    updates = [ClientUpdate(c, rng.uniform(-clip, clip, d).astype(np.float32), 1000.0) for c in range(n)]
-    res = FedAvg(proto).aggregate(updates, round_index=1)
-    w = np.array([u.weight for u in updates])
+    rng = np.random.default_rng(4)
+    n, d = 6, 2000
+    updates = [ClientUpdate(c, (rng.standard_normal(d) * 0.01).astype(np.float32), 100.0 * (c + 1)) for c in range(n)]
+    w = np.array([u.weight for u in updates]) / 1000
     exact = sum(wi * u.delta.astype(np.float64) for wi, u in zip(w, updates)) / w.sum()
-    assert res.stats["bits"] == 11  # 5 * 128 = 640 < 2^10
-    step = clip / 127  # each client's coordinate is within one level of its input
-    err = np.abs(res.delta - exact)
-    assert err.max() < 1.01 * step and err.mean() > 0.01 * step  # quantized, within its bound
-    masked = res.stats["upload_bytes_by_stage"]["masked_input"]
-    assert masked == n * (58 + math.ceil((d + 1) * 11 / 8))
+    proto = SecAggRingSum(8, norm_bound=0.3, context=b"fedavg", graph="complete")  # above every norm here
+    agg = FedAvg(proto)
+    for r in range(1, 4):
+        res = agg.aggregate(updates, round_index=r)
+        assert res.stats["clipped_clients"] == 0 and res.stats["ring_overflow_coordinates"] == 0
+    # expected relative errors (sd): ~5% on the update sum, ~1% on the total weight
+    rel = np.linalg.norm(res.delta - exact) / np.linalg.norm(exact)
+    assert rel < 0.15 and res.stats["total_weight"] == pytest.approx(w.sum(), rel=0.05)
+    assert res.stats["ring_sum_norm_bound"] < 2 * np.linalg.norm(sum(wi * u.delta for wi, u in zip(w, updates)))
+    # a scale far too fine for the sum (an estimate from a tiny previous sum; six aligned clients at the
+    # bound now): coordinates wrap, the simulation counts them, and the sum is off
+    proto._previous = (1e-6, n)
+    same = np.append(updates[0].delta, 0.0)
+    same *= 0.3 / np.linalg.norm(same)
+    res = proto.sum({c: same for c in range(n)})
+    assert res.stats["ring_overflow_coordinates"] > 0.1 * res.stats["ring_coordinates"]
+    assert np.linalg.norm(res.total - n * same) > 0.5 * np.linalg.norm(n * same)
+
+
+def test_a_client_refuses_a_modular_ring_scale_outside_its_range():
+    import dataclasses
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fedsecure.secagg import messages as m
+    from fedsecure.secagg.client import SecAggClient
+    from fedsecure.secagg.errors import PolicyViolation
+    from fedsecure.secagg.params import evaluate
+    from fedsecure.secagg.policy import ClientPolicy
+    from fedsecure.secagg.server import SecAggServer
+
+    n, d = 5, 64
+    key = Ed25519PrivateKey.generate()
+    enc = FixedPointEncoding.for_ring(8, n, 1.0, d, 2.0)
+    server = SecAggServer(range(n), d, evaluate(n, n - 1, 2, graph="complete", dropout_rate=0.0), enc, signing_key=key)
+    policy = ClientPolicy(dropout_rate=0.0, server_key=server.public_key)
+    x = np.full(d, 0.1)  # norm 0.8
+    assert len(SecAggClient(0, x, policy=policy).receive(server.config_message)) == 1
+    with pytest.raises(PolicyViolation, match="norm"):
+        SecAggClient(0, np.full(d, 0.2), policy=policy).receive(server.config_message)  # norm 1.6 > 1
+    _, hi = FixedPointEncoding.ring_scale_range(8, n, 1.0, d)
+    cfg = server.config
+    assert cfg.modular and m.RoundConfig.parse(cfg.body()).modular
+    bad = dataclasses.replace(cfg, scale=hi * 4).body()
+    header = m.Header(m.RoundConfig.TYPE, server.round_id, m.SERVER, m.SERVER)
+    with pytest.raises(PolicyViolation, match="outside"):
+        SecAggClient(0, x, policy=policy).receive(m.sign_broadcast(header, bad, key, config=True))
 
 
 def test_parse_compression():

@@ -56,17 +56,20 @@ def test_topk_and_rotation_report_their_bytes(data):
     assert padded >= d and result["rounds"][0]["bytes_up_per_client"] == 4 + padded + 4
 
 
-def test_q8_under_secagg_plus_sends_the_ring_width_plus_protocol_messages(data):
-    exp, result = run(data, compress="q8", secure="secagg+", clip_range=0.05)
+@pytest.mark.parametrize("compress, bits", [("q8", 8), ("rotate-q4", 4)])
+def test_quantized_secagg_plus_sends_exactly_b_bits_per_coordinate_plus_protocol_messages(data, compress, bits):
+    exp, result = run(data, compress=compress, secure="secagg+", compress_clip=0.5)
     d = _dim(exp)
-    r = result["rounds"][0]
+    # (a round whose decoded total weight is not positive -- possible at 4 bits -- is lost, never misapplied)
+    r = next(x for x in result["rounds"] if not x.get("error"))
     n = r["sampled"]
-    bits = r["stats"]["bits"]
-    assert bits == (n * 128).bit_length() + 1  # the narrowest ring that holds n values of 127 levels
+    padded = r["stats"]["rotation_padded_length"]  # the update and its weight, rotated, padded to whole blocks
+    assert r["stats"]["bits"] == bits and r["stats"]["modular_ring"] and d + 1 <= padded < d + 1 + 4096
     masked = r["stats"]["upload_bytes_by_stage"]["masked_input"]
-    assert masked == n * (58 + math.ceil((d + 1) * bits / 8))
+    assert masked == n * (58 + math.ceil(padded * bits / 8))  # b bits per coordinate, whatever n is
     assert r["bytes_up_per_client"] == r["stats"]["upload_bytes"] / n > masked / n  # key agreement counted too
     assert r["bytes_down_per_client"] > 4 * d
+    assert all(x["stats"]["ring_coordinates"] == padded for x in result["rounds"] if not x.get("error"))
 
 
 @pytest.mark.parametrize("overrides, needle", [

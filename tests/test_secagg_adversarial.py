@@ -947,7 +947,7 @@ def _raw_config(cfg: m.RoundConfig, **raw) -> bytes:
     (dict(vector_length=0), "out of range"),
     (dict(graph_byte=2), "out of range"),
     (dict(active=2), "out of range"),
-    (dict(stochastic=2), "out of range"),
+    (dict(stochastic=4), "out of range"),  # flags: bit 0 stochastic, bit 1 modular, nothing else
     (dict(roster=[0]), "2 <= n"),
     (dict(roster=[0, 1, 1, 2, 3, 4]), "strictly increasing"),
     (dict(roster=[0, 1, 2, 3, 4, 2**31]), "strictly increasing client ids"),
@@ -955,7 +955,7 @@ def _raw_config(cfg: m.RoundConfig, **raw) -> bytes:
 def test_inadmissible_signed_configuration_is_refused_by_name(change, reason):
     """Refused with a named protocol error: a configuration the pinned server signed but whose values are
     inadmissible (odd or out-of-range sparse k, k != n-1 for complete, t outside [1, k], zero, negative or
-    non-finite scale or clip, bits outside [2, 64], flags > 1, bad rosters)."""
+    non-finite scale or clip, bits outside [2, 64], flags > 3, bad rosters)."""
     rnd = Round(n=6)
     data = rnd.config(body=_raw_config(rnd.server.config, **change))
     with pytest.raises(MessageRejected, match=reason):

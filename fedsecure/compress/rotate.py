@@ -1,12 +1,19 @@
 """Randomized Hadamard rotation (DRIVE / EDEN, Vargaftik et al. 2021, 2022), blockwise.
 
-``R = H D`` with ``D`` a diagonal of random signs and ``H`` the orthonormal
-Walsh-Hadamard matrix (``H H^T = I``), applied to consecutive blocks of
-``block`` coordinates (a power of two; the vector is zero-padded to a whole
-number of blocks). ``R`` is orthogonal, so ``inverse(forward(x)) = x`` up to
+``R = H D P`` with ``P`` a random permutation of the (zero-padded) coordinates,
+``D`` a diagonal of random signs and ``H`` the orthonormal Walsh-Hadamard
+matrix (``H H^T = I``), applied to consecutive blocks of ``block``
+coordinates (a power of two; the vector is zero-padded to a whole number of
+blocks, so the padding costs less than one block, not up to the next power of
+two of the whole length). The permutation spreads the coordinates over the
+blocks at random, so that no block holds more than its share of the energy
+of a vector whose mass sits in a few neighbouring coordinates (the popular
+items' embedding rows); without it, each block's coordinates would have the
+variance of *that block's* energy. ``R`` is orthogonal, so ``inverse(forward(x)) = x`` up to
 float rounding, norms are preserved, and -- the reason to rotate -- each
 rotated coordinate of a block is a sum of its ``block`` inputs with random
-signs: close to ``N(0, |x_block|^2 / block)`` whatever ``x`` looks like, so
+signs: close to ``N(0, |x_block|^2 / block)`` whatever ``x`` looks like
+(``|x_block|^2 ~ |x|^2 block / padded`` after the permutation), so
 its largest coordinate is about ``|x_block| sqrt(2 ln(block) / block)``
 instead of up to ``|x_block|``. A quantizer whose range is set by the largest
 coordinate (or a clip that must hold most coordinates) then resolves the
@@ -81,6 +88,11 @@ class RandomizedHadamard:
         bits = np.unpackbits(np.frombuffer(hashlib.shake_256(seed).digest((self.padded + 7) // 8), dtype=np.uint8),
                              bitorder="little")[: self.padded]
         self.signs = 1.0 - 2.0 * bits.astype(np.float64)  # +1 for bit 0, -1 for bit 1
+        # the permutation: coordinates sorted by 64-bit keys from the same public seed (another domain)
+        self.perm: np.ndarray | None = None
+        if self.blocks > 1:
+            keys = np.frombuffer(hashlib.shake_256(b"perm" + seed).digest(8 * self.padded), dtype="<u8")
+            self.perm = np.argsort(keys, kind="stable")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``R x``: ``length`` coordinates in, ``padded`` rotated coordinates out (float64)."""
@@ -89,14 +101,20 @@ class RandomizedHadamard:
             raise ValueError(f"expected a vector of {self.length} values, got shape {x.shape}")
         y = np.zeros(self.padded, dtype=np.float64)
         y[: self.length] = x
+        if self.perm is not None:
+            y = y[self.perm]
         y *= self.signs
         return fwht(y.reshape(self.blocks, self.block)).reshape(-1)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        """``R^T y = D H y`` (``H`` is its own inverse): ``padded`` coordinates in, the first ``length`` out."""
+        """``R^T y = P^T D H y`` (``H`` is its own inverse): ``padded`` coordinates in, the first ``length`` out."""
         y = np.asarray(y)
         if y.shape != (self.padded,):
             raise ValueError(f"expected a vector of {self.padded} values, got shape {y.shape}")
         x = fwht(y.reshape(self.blocks, self.block)).reshape(-1)
         x *= self.signs
+        if self.perm is not None:
+            back = np.empty_like(x)
+            back[self.perm] = x
+            x = back
         return x[: self.length]

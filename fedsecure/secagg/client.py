@@ -240,8 +240,10 @@ class SecAggClient:
             raise self._violation(f"round expects vectors of length {cfg.vector_length}, this client holds "
                                   f"{self._vector.size}")
         try:
-            enc = FixedPointEncoding(bits=cfg.bits, scale=cfg.scale, clip=cfg.clip, stochastic=cfg.stochastic)
-            enc.check_capacity(cfg.roster.size, self._noise)  # never help build a sum that can wrap
+            enc = FixedPointEncoding(bits=cfg.bits, scale=cfg.scale, clip=cfg.clip, stochastic=cfg.stochastic,
+                                     modular=cfg.modular)
+            # never help build a sum that can wrap (a modular ring: a scale outside the range its bounds allow)
+            enc.check_capacity(cfg.roster.size, self._noise, length=cfg.vector_length)
             encoded = None if self._vector is None else self._encode(enc, self._vector)
         except (ConfigurationError, ValueError) as e:
             raise self._violation(str(e)) from None

@@ -13,6 +13,17 @@ differs from the true sum of the inputs by at most ``n / (2 * scale)`` per
 coordinate with deterministic rounding, or ``n / scale`` with stochastic
 rounding (plus the noise, when there is noise).
 
+The *modular* ring (``modular=True``, :meth:`FixedPointEncoding.for_ring`) is
+the compressed one: exactly ``b`` bits per coordinate on the wire whatever the
+number of clients, as in the distributed discrete Gaussian mechanism (Kairouz,
+Liu, Steinke, ICML 2021) without its noise. ``clip`` bounds the L2 norm of a
+client's (rotated) vector, rounding is stochastic, and the scale is set from a
+bound on the norm of the *sum* so that the sum's coordinates stay inside
+``[-2^(b-1), 2^(b-1))`` with high probability; a coordinate outside wraps (its
+decoded value is off by a multiple of ``2^b / scale``). The masks are uniform
+mod ``2^b`` either way, so a wrap, or any scale, costs accuracy, never
+privacy.
+
 Ring elements live in ``uint32`` arrays when ``b <= 32`` and ``uint64``
 otherwise, so that numpy's wrapping arithmetic *is* arithmetic mod 2^32 or
 2^64; the final reduction mod 2^b is one ``&``.
@@ -30,6 +41,9 @@ import numpy as np
 from .errors import ConfigurationError
 
 MIN_BITS, MAX_BITS = 2, 64
+#: modular rings: how many standard deviations of a rotated sum's coordinate the ring holds (by default, and
+#: at most: a client refuses a scale coarser than MAX_SIGMAS for the worst-case sum)
+DEFAULT_SIGMAS, MAX_SIGMAS = 4.0, 8.0
 
 
 @runtime_checkable
@@ -48,6 +62,16 @@ class IntegerNoise(Protocol):
     def max_abs_sum(self, n_clients: int, scale: float) -> float: ...
 
 
+def ring_scale(bits: int, length: int, sum_norm: float, sigmas: float) -> float:
+    """``(2^(bits-1) - 1) sqrt(length) / (sigmas * sum_norm)``: levels per unit value in a modular ring."""
+    if not (MIN_BITS <= bits <= MAX_BITS):
+        raise ConfigurationError(f"bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}")
+    if not (length >= 1 and math.isfinite(sum_norm) and sum_norm > 0 and math.isfinite(sigmas) and sigmas > 0):
+        raise ConfigurationError(f"ring scale needs length >= 1, sum_norm > 0 and sigmas > 0, got {length}, "
+                                 f"{sum_norm}, {sigmas}")
+    return (2 ** (bits - 1) - 1) * math.sqrt(length) / (sigmas * sum_norm)
+
+
 def ring_dtype(bits: int) -> type[np.unsignedinteger]:
     """The numpy dtype whose wrapping arithmetic covers Z_{2^bits}."""
     return np.uint32 if bits <= 32 else np.uint64
@@ -55,12 +79,19 @@ def ring_dtype(bits: int) -> type[np.unsignedinteger]:
 
 @dataclass(frozen=True)
 class FixedPointEncoding:
-    """Quantize ``[-clip, clip]`` to integers (``scale`` levels per unit) inside Z_{2^bits}."""
+    """Quantize ``[-clip, clip]`` to integers (``scale`` levels per unit) inside Z_{2^bits}.
+
+    ``modular=True`` is the compressed ring (Kairouz, Liu, Steinke 2021): ``clip`` bounds the L2 *norm* of a
+    client's vector (which the caller has rotated, so its coordinates are about ``N(0, |x|^2 / length)``),
+    rounding is stochastic, and the sum is allowed to wrap: the scale (:meth:`for_ring`) keeps it inside
+    the ring with high probability, not always, and the decoder reads the centred residue.
+    """
 
     bits: int
     scale: float
     clip: float
     stochastic: bool = False
+    modular: bool = False
 
     def __post_init__(self) -> None:
         if not (MIN_BITS <= self.bits <= MAX_BITS):
@@ -69,6 +100,8 @@ class FixedPointEncoding:
             raise ConfigurationError(f"scale must be finite and > 0, got {self.scale}")
         if not (math.isfinite(self.clip) and self.clip > 0):
             raise ConfigurationError(f"clip must be finite and > 0, got {self.clip}")
+        if self.modular and not self.stochastic:
+            raise ConfigurationError("a modular ring needs stochastic rounding (its sum must be unbiased)")
 
     # -- construction ---------------------------------------------------
     @classmethod
@@ -108,33 +141,35 @@ class FixedPointEncoding:
         )
 
     @classmethod
-    def for_levels(cls, n_clients: int, clip: float, levels: int, *, bits: int | None = None) -> FixedPointEncoding:
-        """Quantization to ``b`` bits straight into the ring: ``scale = levels / clip``, stochastic rounding.
+    def for_ring(cls, bits: int, n_clients: int, norm_bound: float, length: int, sum_norm: float,
+                 sigmas: float = DEFAULT_SIGMAS) -> FixedPointEncoding:
+        """The modular ``bits``-bit ring for ``n_clients`` rotated vectors of L2 norm at most ``norm_bound``.
 
-        A client's value in ``[-clip, clip]`` becomes an integer in ``[-levels, levels]``
-        (``levels = 2^(b-1) - 1`` for ``b`` bits), rounded up or down at random so
-        that it is unbiased. The ring is the narrowest that holds the sum of
-        ``n_clients`` of them without wrapping, ``bits = bitlen(n (levels + 1)) + 1``
-        (``b + ceil(log2 n) + 1`` roughly), unless ``bits`` asks for more; fewer is
-        refused. So what travels per coordinate is that ring width, not ``b``.
+        ``scale = (2^(bits-1) - 1) sqrt(length) / (sigmas * sum_norm)``: a rotated vector whose sum has norm
+        ``sum_norm`` has coordinates of standard deviation about ``sum_norm / sqrt(length)``, so the sum of
+        the encodings stays inside ``[-2^(bits-1), 2^(bits-1))`` unless a coordinate lies ``sigmas`` standard
+        deviations out (then it wraps). ``sum_norm`` is clamped to ``[norm_bound, n_clients * norm_bound]``
+        (one client alone; every client at the bound and aligned), the range a client accepts
+        (:meth:`ring_scale_range`).
         """
-        if n_clients < 1:
-            raise ConfigurationError(f"need at least one client, got {n_clients}")
-        if not (isinstance(levels, int) and levels >= 1):
-            raise ConfigurationError(f"levels must be an integer >= 1, got {levels!r}")
-        if not (math.isfinite(clip) and clip > 0):
-            raise ConfigurationError(f"clip must be finite and > 0, got {clip}")
-        scale = levels / clip
-        need = int(cls._worst_case(n_clients, clip, scale, None, True))
-        least = need.bit_length() + 1
-        if bits is not None and bits < least:
-            raise ConfigurationError(f"a {bits}-bit ring cannot hold the sum of {n_clients} values of "
-                                     f"{levels} levels each; it needs at least {least} bits")
-        ring = least if bits is None else int(bits)
-        if ring > MAX_BITS:
-            raise ConfigurationError(f"the sum of {n_clients} values of {levels} levels needs a {ring}-bit ring, "
-                                     f"above the {MAX_BITS}-bit maximum")
-        return cls(bits=max(ring, MIN_BITS), scale=scale, clip=float(clip), stochastic=True)
+        lo, hi = float(norm_bound), float(n_clients) * float(norm_bound)
+        sum_norm = min(max(float(sum_norm), lo), hi)
+        scale = ring_scale(bits, length, sum_norm, sigmas)
+        return cls(bits=int(bits), scale=scale, clip=float(norm_bound), stochastic=True, modular=True)
+
+    @staticmethod
+    def ring_scale_range(bits: int, n_clients: int, norm_bound: float, length: int) -> tuple[float, float]:
+        """The scales a client accepts in a modular ring (:meth:`check_capacity`).
+
+        Lowest: every client at the bound, all aligned (sum norm ``n * norm_bound``), held to
+        :data:`MAX_SIGMAS` standard deviations -- a coarser scale only throws resolution away. Highest:
+        one client alone at the bound filling the ring at one standard deviation -- a finer scale makes even
+        a single client's encoding wrap. Neither bound protects privacy (the masks hide a client's input
+        at any scale; the server learns the sum mod 2^bits and nothing else); they bound how far a server
+        can spoil the sum's accuracy.
+        """
+        return (ring_scale(bits, length, n_clients * norm_bound, MAX_SIGMAS) * (1 - 1e-9),
+                ring_scale(bits, length, norm_bound, 1.0) * (1 + 1e-9))
 
     @staticmethod
     def _worst_case(n: int, clip: float, scale: float, noise: IntegerNoise | None, stochastic: bool) -> float:
@@ -144,8 +179,23 @@ class FixedPointEncoding:
             bound += float(noise.max_abs_sum(n, scale))
         return bound
 
-    def check_capacity(self, n_clients: int, noise: IntegerNoise | None = None) -> None:
-        """Refuse (ConfigurationError) if ``n_clients`` inputs plus noise could wrap this ring."""
+    def check_capacity(self, n_clients: int, noise: IntegerNoise | None = None, *, length: int | None = None) -> None:
+        """Refuse (ConfigurationError) if ``n_clients`` inputs plus noise could wrap this ring.
+
+        A modular ring may wrap by design; it is refused instead when its scale lies outside
+        :meth:`ring_scale_range` for vectors of ``length`` coordinates, or when DP noise is asked for.
+        """
+        if self.modular:
+            if noise is not None:
+                raise ConfigurationError("a modular ring takes no DP noise (its scale is not calibrated to it)")
+            if length is None:
+                raise ConfigurationError("checking a modular ring needs the vector length")
+            lo, hi = self.ring_scale_range(self.bits, n_clients, self.clip, length)
+            if not lo <= self.scale <= hi:
+                raise ConfigurationError(
+                    f"modular {self.bits}-bit ring: scale {self.scale:.6g} is outside [{lo:.6g}, {hi:.6g}], the "
+                    f"range for {n_clients} clients with vectors of norm <= {self.clip} over {length} coordinates")
+            return
         need = self._worst_case(n_clients, self.clip, self.scale, noise, self.stochastic)
         if need > 2 ** (self.bits - 1) - 1:
             raise ConfigurationError(
@@ -173,6 +223,13 @@ class FixedPointEncoding:
             raise ValueError(f"input must be a 1-D vector, got shape {x.shape}")
         if x.dtype.kind != "f":
             x = x.astype(np.float64)
+        if self.modular:
+            norm = float(np.sqrt(np.dot(x.astype(np.float64), x.astype(np.float64))))
+            if not math.isfinite(norm):
+                raise ValueError("input has a NaN or infinite coordinate")
+            if norm > self.clip * (1 + 2.0**-20):  # float32 rounding of a vector clipped to the bound
+                raise ValueError(f"input norm {norm!r} is above the ring's norm bound {self.clip}")
+            return x
         # max and -min instead of max(|x|): two reductions, no temporary array
         top = max(float(x.max()), -float(x.min())) if x.size else 0.0
         if not top <= self.clip:  # also catches NaN (max/min propagate it) and infinity

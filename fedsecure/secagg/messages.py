@@ -209,10 +209,12 @@ def open_sealed(data: bytes, mac_key: bytes | None) -> tuple[Header, bytes | mem
 # --- bodies -------------------------------------------------------------------
 @dataclass(frozen=True)
 class RoundConfig:
-    """Server -> all, signed. ``vector_length:u32 bits:u8 stochastic:u8 scale:f64 clip:f64 graph:u8 k:u32 t:u32
+    """Server -> all, signed. ``vector_length:u32 bits:u8 flags:u8 scale:f64 clip:f64 graph:u8 k:u32 t:u32
     active:u8 server_pk:32 server_sign_pk:32 n:u32 roster:u32[n]``.
 
-    ``stochastic`` = 1: clients round ``x * scale`` up or down at random (unbiased), not to nearest.
+    ``flags`` bit 0 (``stochastic``): clients round ``x * scale`` up or down at random (unbiased), not to
+    nearest. Bit 1 (``modular``): the compressed ring of :meth:`FixedPointEncoding.for_ring` -- ``clip`` bounds
+    a client's L2 norm and the sum may wrap. Other bits must be 0.
     ``server_pk`` is the server's X25519 key for this round, ``server_sign_pk`` its long-term Ed25519
     key (clients that pin a key require it to be this one). ``graph`` 0 = complete (``k = n - 1``),
     1 = sparse (``k`` even, ``2 <= k < n - 1``).
@@ -231,10 +233,12 @@ class RoundConfig:
     server_pk: bytes
     server_sign_pk: bytes
     roster: np.ndarray
+    modular: bool = False
 
     def body(self) -> bytes:
+        flags = int(self.stochastic) | (int(self.modular) << 1)
         return (
-            struct.pack("<IBBddBIIB", self.vector_length, self.bits, int(self.stochastic), self.scale, self.clip,
+            struct.pack("<IBBddBIIB", self.vector_length, self.bits, flags, self.scale, self.clip,
                         0 if self.graph == "complete" else 1, self.k, self.t, int(self.active))
             + self.server_pk + self.server_sign_pk + _ids_bytes(self.roster)
         )
@@ -248,7 +252,7 @@ class RoundConfig:
         spk, sign_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
         roster = r.ids(r.count(4), view=True)
         r.end()
-        if d < 1 or not (MIN_BITS <= bits <= MAX_BITS) or sto > 1 or active > 1 or g > 1:
+        if d < 1 or not (MIN_BITS <= bits <= MAX_BITS) or sto > 3 or active > 1 or g > 1:
             raise ParseError("config field out of range (vector length, bits or a flag)")
         if not (np.isfinite(scale) and scale > 0 and np.isfinite(clip) and clip > 0):
             raise ParseError("config scale and clip must be finite and positive")
@@ -261,8 +265,8 @@ class RoundConfig:
             raise ParseError(f"sparse graph needs an even k in [2, n-2] = [2, {n - 2}], got {k}")
         if keys.weak_public_key(spk):
             raise ParseError("the server's round key is not a valid X25519 public key (small order)")
-        return cls(d, bits, bool(sto), scale, clip, "complete" if g == 0 else "sparse", k, t, bool(active), spk,
-                   sign_pk, roster)
+        return cls(d, bits, bool(sto & 1), scale, clip, "complete" if g == 0 else "sparse", k, t, bool(active), spk,
+                   sign_pk, roster, bool(sto & 2))
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ class SecAggServer:
                 "an active-security round needs parameters chosen for an active server (threat_model='active': "
                 f"2t > k + c); these were chosen for {params.threat_model!r} (k={params.k}, t={params.t})"
             )
-        encoding.check_capacity(ids.size)
+        encoding.check_capacity(ids.size, length=int(vector_length))
         if signing_key is not None and not isinstance(signing_key, Ed25519PrivateKey):
             raise ConfigurationError("signing_key must be an Ed25519PrivateKey (the server's long-term key)")
         rand = self._rand = _unsafe_randbytes_for_test_vectors or os.urandom
@@ -162,7 +162,7 @@ class SecAggServer:
         self.config = m.RoundConfig(
             int(vector_length), encoding.bits, encoding.stochastic, encoding.scale, encoding.clip, params.graph,
             params.k, params.t, active, self._server_sk.public_key().public_bytes_raw(),
-            self._signing_key.public_key().public_bytes_raw(), ids,
+            self._signing_key.public_key().public_bytes_raw(), ids, encoding.modular,
         )
         header = m.Header(m.RoundConfig.TYPE, self.round_id, m.SERVER, m.SERVER)
         self.config_message = m.sign_broadcast(header, self.config.body(), self._signing_key, config=True)

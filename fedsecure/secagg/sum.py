@@ -17,17 +17,12 @@ float32 rounding of clipped inputs). Error: ``|returned - true sum| <=
 n / (2 * scale)`` per coordinate (``n / scale`` with stochastic rounding),
 plus the distributed-DP noise when ``client_noise`` is set.
 
-Quantized mode (``quantize_bits=b``): each client's value in ``[-clip_range,
-clip_range]`` is rounded stochastically (unbiased) to one of ``2L + 1`` levels,
-``L = 2^(b-1) - 1``, straight into the ring (``scale = L / clip_range``; no
-float32 step in between), and the ring is the narrowest that holds the sum of
-the round's ``n`` values without wrapping (:meth:`FixedPointEncoding.for_levels`:
-15 bits for ``b = 8`` at ``n = 100``). ``input_bound`` is then ``clip_range``
-for every coordinate, the FedAvg weight included: ``weight_unit =
-clip_range`` tells the aggregator to send its weight in ``[0, 1]`` scaled by
-it. Error per coordinate of the sum: zero mean, variance at most ``n (clip_range
-/ L)^2 / 4``. Not combinable with ``client_noise`` (distributed DP calibrates
-its own encoding).
+Compressed mode: :meth:`SecAggSum.sum` takes an ``encoding`` for the round --
+the modular ``b``-bit ring of :meth:`FixedPointEncoding.for_ring`, built by
+:class:`fedsecure.fl.compression.SecAggRingSum`, which rotates and clips the
+clients' vectors and picks the scale. The masks, the packing and every
+protocol message work in that ring as in any other (``bits`` bits per
+coordinate on the wire).
 
 Distributed-DP contract (``client_noise``, built in :mod:`fedsecure.dp`):
 
@@ -83,7 +78,6 @@ class SecAggSum(SumProtocol):
         failure_target: float = DEFAULT_FAILURE_TARGET,
         privacy_target: float = DEFAULT_PRIVACY_TARGET,
         workers: int = 1,
-        quantize_bits: int | None = None,
     ) -> None:
         if graph not in ("complete", "sparse"):
             raise ConfigurationError(f"graph must be 'complete' (SecAgg) or 'sparse' (SecAgg+), got {graph!r}")
@@ -91,15 +85,6 @@ class SecAggSum(SumProtocol):
             raise ConfigurationError(f"clip_range must be finite and > 0, got {clip_range}")
         if client_noise is not None and not isinstance(client_noise, IntegerNoise):
             raise ConfigurationError("client_noise must provide sample(size, scale) and max_abs_sum(n_clients, scale)")
-        if quantize_bits is not None:
-            if not (isinstance(quantize_bits, int) and 2 <= quantize_bits <= 16):
-                raise ConfigurationError(f"quantize_bits must be an integer in [2, 16], got {quantize_bits!r}")
-            if client_noise is not None:
-                raise ConfigurationError("quantize_bits with client_noise (distributed DP) is not supported: the DP "
-                                         "noise is calibrated to the protocol's own fixed-point encoding")
-        self.quantize_bits = quantize_bits
-        #: what the FedAvg weight coordinate (in [0, 1]) is multiplied by so that it fits ``input_bound``
-        self.weight_unit = float(clip_range) if quantize_bits is not None else 1.0
         self.name = "secagg" if graph == "complete" else "secagg+"
         self.graph = graph
         self.input_bound = float(clip_range)
@@ -135,15 +120,13 @@ class SecAggSum(SumProtocol):
     def encoding_for(self, n_clients: int) -> FixedPointEncoding:
         """The fixed-point encoding a round of ``n_clients`` uses (its ``scale``, ``bits``, ``encode``, ``decode``)."""
         # 1 + 2^-20 of slack: inputs clipped to the bound in float32 may round a hair above it.
-        if self.quantize_bits is not None:
-            return FixedPointEncoding.for_levels(n_clients, self.input_bound * (1 + 2.0**-20),
-                                                 2 ** (self.quantize_bits - 1) - 1, bits=self.bits)
         return FixedPointEncoding.for_sum(
             n_clients, max(self.input_bound, 1.0) * (1 + 2.0**-20), bits=self.bits, noise=self.client_noise, stochastic=self.stochastic_rounding
         )
 
-    def sum(self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None) -> SumResult:
-        """One protocol round over ``vectors``.
+    def sum(self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None,
+            encoding: FixedPointEncoding | None = None) -> SumResult:
+        """One protocol round over ``vectors`` (in ``encoding`` when given, else :meth:`encoding_for` the round).
 
         Active mode: a client whose dealt shares are inconsistent with its own commitment or masking key is
         excluded from the round by a verifiable proof (its dealer-signed shares; see ``protocols/secagg.md``
@@ -163,7 +146,7 @@ class SecAggSum(SumProtocol):
             raise AggregationError(f"{self.name}: client vectors have different lengths {sorted(sizes)}")
         n = len(vectors)
         params = self.params_for(n)
-        enc = self.encoding_for(n)
+        enc = self.encoding_for(n) if encoding is None else encoding
         try:
             report = run_round(vectors, params, enc, dropouts=dropouts, active=self.active,
                                noise=self.client_noise, workers=self.workers)
@@ -178,7 +161,7 @@ class SecAggSum(SumProtocol):
             excluded={**report.excluded, **blocked},
             stats={
                 "protocol": self.name, "threat_model": params.threat_model, "n": n, "k": params.k, "t": params.t,
-                "bits": enc.bits, "scale": enc.scale,
+                "bits": enc.bits, "scale": enc.scale, "modular_ring": enc.modular,
                 "quantization_error_bound": bound,
                 "failure_probability": params.failure_probability,
                 "privacy_failure_probability": params.privacy_failure_probability,
@@ -195,5 +178,4 @@ class SecAggSum(SumProtocol):
             "dropout_rate": self.dropout_rate, "corrupt_fraction": self.corrupt_fraction, "k": self.k, "t": self.t,
             "active": self.active, "threat_model": self.threat_model, "stochastic_rounding": self.stochastic_rounding,
             "failure_target": self.failure_target, "privacy_target": self.privacy_target,
-            "quantize_bits": self.quantize_bits,
         }
