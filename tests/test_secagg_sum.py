@@ -133,3 +133,83 @@ def test_active_a_client_dealing_inconsistent_shares_is_excluded_and_the_round_s
     assert "verified proof" in res.excluded[4] and "inconsistent" in res.excluded[4]
     assert np.allclose(res.total, sum(vecs[u] for u in res.included), atol=1e-5)
     assert proto.blocked == {}
+
+
+def _streamed(proto, vecs, dropouts=None, keep=None):
+    """One round through ``proto.open`` (the engine's path), vector by vector in client order."""
+    session = proto.open(sorted(vecs), dropouts=dropouts)
+    for u in sorted(vecs):
+        session.add(u, vecs[u] if keep is None else keep(u))
+    return session.result()
+
+
+@pytest.mark.parametrize("graph,active,dropouts", [
+    ("complete", False, {}),
+    ("sparse", False, {1: "advertise_keys", 4: "share_keys", 9: "masked_input", 13: "unmasking"}),
+    ("sparse", True, {3: "seed_reveal", 8: "masked_input", 10: "consistency_check", 14: "unmasking"}),
+])
+def test_a_streamed_round_gives_exactly_the_round_over_all_vectors(graph, active, dropouts):
+    """Inputs given one at a time after the key exchange (late input) sum to exactly what the round over all
+    vectors at once gives, with the same clients in and out, whoever drops where."""
+    rng = np.random.default_rng(5)
+    vecs = {u: rng.uniform(-0.9, 0.9, 40).astype(np.float32) for u in range(16)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = SecAggSum(graph=graph, active=active, dropout_rate=0.3)
+        assert proto.streaming and FedAvg(proto).streaming
+        whole = proto.sum(vecs, dropouts=dropouts)
+        streamed = _streamed(proto, vecs, dropouts)
+    np.testing.assert_array_equal(streamed.total, whole.total)
+    assert streamed.included == whole.included and set(streamed.excluded) == set(whole.excluded)
+    assert set(dropouts) - {u for u, s in dropouts.items() if s in ("unmasking", "consistency_check")} \
+        <= set(streamed.excluded)
+    expect = sum(np.float64(vecs[u]) for u in streamed.included)
+    np.testing.assert_allclose(streamed.total, expect, atol=proto.encoding_for(16).max_error(16))
+    assert streamed.stats["upload_bytes"] == whole.stats["upload_bytes"]
+    assert streamed.stats["download_bytes"] == whole.stats["download_bytes"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_streamed_round_lets_go_of_each_input_once_added(workers):
+    """The server keeps a running masked sum: no client's input (nor a copy the round could reach) outlives
+    its ``add``, so a round holds O(d) of inputs whatever its n."""
+    import gc
+    import weakref
+
+    refs = []
+
+    def fresh(u):
+        v = np.full(30, 0.01 * u, dtype=np.float32)
+        refs.append(weakref.ref(v))
+        return v
+
+    alive = []
+    proto = SecAggSum(graph="sparse", workers=workers)
+    session = proto.open(list(range(12)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for u in range(12):
+            session.add(u, fresh(u))
+            gc.collect()
+            alive.append(sum(r() is not None for r in refs))
+        res = session.result()
+    assert alive == [0] * 12
+    np.testing.assert_allclose(res.total, sum(0.01 * u for u in range(12)), atol=1e-4)
+
+
+def test_a_streamed_round_blocks_a_client_caught_dealing_inconsistent_shares(monkeypatch):
+    """Semi-honest, streamed: the cheater's round aborts naming it (never a wrong sum) and the next round
+    leaves it out."""
+    from fedsecure.secagg import ReconstructionError
+
+    _cheater(monkeypatch, 4, "mask_key")
+    proto = SecAggSum(graph="complete")
+    vecs = {u: np.full(6, 0.1 * u) for u in range(8)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ReconstructionError, match="client 4"):
+            _streamed(proto, vecs, {4: "masked_input"})
+        assert 4 in proto.blocked
+        res = _streamed(proto, vecs, {4: "masked_input"})
+    assert 4 not in res.included and "inconsistent" in res.excluded[4]
+    assert np.allclose(res.total, sum(vecs[u] for u in res.included), atol=1e-5)

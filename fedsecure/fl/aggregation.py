@@ -84,17 +84,22 @@ class SparseRows:
     def dense(self, dtype: Any = None) -> np.ndarray:
         out = np.zeros(self.size, dtype=dtype or self.dtype)
         for b in self.blocks:
-            out[b.flat_index()] = b.values
+            if b.rows is None:
+                out[b.offset : b.offset + b.values.size] = b.values
+            elif b.rows.size:
+                end = b.offset + (int(b.rows.max()) + 1) * b.width
+                out[b.offset : end].reshape(-1, b.width)[b.rows] = b.values.reshape(-1, b.width)
         return out
 
     def add_into(self, total: np.ndarray) -> None:
         """``total += self`` touching only the listed coordinates (exactly what the dense sum adds there)."""
         for b in self.blocks:
-            idx = b.flat_index()
-            if isinstance(idx, slice):
-                total[idx] += b.values
-            else:  # each listed coordinate appears once, so fancy-index += is an exact scatter-add
-                total[idx] += b.values
+            if b.rows is None:
+                total[b.offset : b.offset + b.values.size] += b.values
+            elif b.rows.size:  # each listed row appears once, so row-indexed += is an exact scatter-add
+                end = b.offset + (int(b.rows.max()) + 1) * b.width
+                table = total[b.offset : end].reshape(-1, b.width)
+                table[b.rows] += b.values.reshape(-1, b.width)
 
     def map_values(self, fn: Callable[[np.ndarray], np.ndarray]) -> SparseRows:
         """The same rows with ``fn`` applied to each block's values (elementwise functions only)."""

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsecure.fl.aggregation import AggregationError, Aggregator, ClientUpdate, FedAvg, SparseRows
+from fedsecure.fl.aggregation import AggregationError, Aggregator, ClientUpdate, FedAvg, RowBlock, SparseRows
 from fedsecure.fl.local import LocalTrainer, SGDTrainer
 from fedsecure.fl.sampling import ClientSampler, FixedSizeSampling
 from fedsecure.recsys.data import Interactions
@@ -194,6 +194,65 @@ class SharedParameters:
             view[...] = flat[offset : offset + p.numel()].reshape(view.shape)
             offset += p.numel()
 
+    def take_update(self, global_flat: np.ndarray) -> SparseRows:
+        """The change since ``global_flat`` as the rows it touched; those rows are put back.
+
+        Afterwards the parameters equal ``global_flat`` again, bit for bit, so
+        the next client starts from them without a full copy. A row counts as
+        changed when any of its bits differs from ``global_flat``'s (exact
+        whatever the trainer did); the result lists, like
+        :meth:`SparseRows.from_dense` of the dense difference, the rows with a
+        non-zero difference (a table whose rows all changed, whole). One
+        comparison pass over the parameters plus work on the touched rows,
+        instead of a full copy in, a full copy out, a subtraction and a scan.
+        """
+        if global_flat.shape != (self.size,):
+            raise ValueError(f"expected a flat vector of {self.size} values, got shape {global_flat.shape}")
+        blocks = []
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            shape = tuple(p.shape)
+            rows_n = int(shape[0]) if shape else 1
+            width = n // rows_n if rows_n else 1
+            view = p.detach().numpy()
+            if not n:
+                continue
+            if not view.flags.c_contiguous:  # reshape would copy: compare and restore through the dense path
+                raise ValueError("shared parameters must be contiguous")
+            v = view.reshape(rows_n, width)
+            g = global_flat[offset : offset + n].reshape(rows_n, width)
+            bits = np.dtype(f"u{v.itemsize}")
+            changed = np.flatnonzero(_any_per_row(v.view(bits) != g.view(bits)))
+            if changed.size:
+                d = v[changed] - g[changed]
+                v[changed] = g[changed]
+                keep = _any_per_row(d != 0)
+                if not keep.all():
+                    changed, d = changed[keep], d[keep]
+                if changed.size == rows_n:
+                    blocks.append(RowBlock(offset, width, None, d.reshape(-1)))
+                elif changed.size:
+                    ids = changed.astype(np.int32 if rows_n < 2**31 else np.int64)
+                    blocks.append(RowBlock(offset, width, ids, d.reshape(-1)))
+            offset += n
+        return SparseRows(self.size, tuple(blocks))
+
+
+def _any_per_row(mask: np.ndarray) -> np.ndarray:
+    """``mask.any(axis=1)`` for a C-contiguous 2-D bool array, faster for narrow rows (numpy's reduction
+    along a short inner axis costs several times the comparison that made ``mask``)."""
+    rows, width = mask.shape
+    if width == 1:
+        return mask[:, 0]
+    words = mask.view(np.uint64) if width % 8 == 0 else mask
+    if words.shape[1] > 16:
+        return words.any(axis=1)
+    acc = words[:, 0].copy()
+    for j in range(1, words.shape[1]):
+        acc |= words[:, j]
+    return acc.astype(bool, copy=False)
+
 
 def client_torch_seed(seed: int, round_index: int, client_id: int) -> int:
     """The torch seed of one client's local training (dropout): a function of (seed, round, client) only."""
@@ -207,24 +266,41 @@ def train_client(
     """One client's local step, a pure function of (client, global parameters, round, seed).
 
     ``model`` must hold the client's private rows; its shared parameters are
-    overwritten with ``global_flat``. Returns the change of the shared
-    parameters (float32). Every random choice derives from
-    ``(config.seed, round_index, client.client_id)``, so the result does not
-    depend on which process runs it or on what ran before; the same function
-    is what a Flower ``ClientApp`` would call.
+    overwritten with ``global_flat`` (and are ``global_flat`` again on
+    return). Returns the change of the shared parameters (float32). Every
+    random choice derives from ``(config.seed, round_index,
+    client.client_id)``, so the result does not depend on which process runs
+    it or on what ran before; the same function is what a Flower
+    ``ClientApp`` would call.
+    """
+    return train_client_rows(model, shared, trainer, train, client, global_flat, round_index, config, work).dense()
+
+
+def train_client_rows(
+    model: Recommender, shared: SharedParameters, trainer: LocalTrainer, train: Interactions, client: ClientData,
+    global_flat: np.ndarray, round_index: int, config: FederatedConfig, work: float = 1.0, *,
+    holds_global: bool = False,
+) -> SparseRows:
+    """:func:`train_client`, returning the change as the rows it touched (:meth:`SharedParameters.take_update`).
+
+    ``holds_global``: the caller guarantees the shared parameters already
+    equal ``global_flat`` (as they do after a previous call with the same
+    ``global_flat``), which saves a full copy per client; on an exception
+    they are left as training left them.
     """
     rng = np.random.default_rng([config.seed, round_index, client.client_id])
-    shared.set(global_flat)
+    if not holds_global:
+        shared.set(global_flat)
     examples = model.examples(train, client.rows, rng)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(client_torch_seed(config.seed, round_index, client.client_id))
+        # the CPU generator only: torch.manual_seed also queues a seed for every lazily initialised
+        # accelerator, capturing a Python stack trace each time (a third of a round's overhead on MF)
+        torch.default_generator.manual_seed(client_torch_seed(config.seed, round_index, client.client_id))
         trainer.train(
             model, examples, client_id=client.client_id, epochs=config.local_epochs,
             batch_size=config.batch_size, lr=config.lr, rng=rng, work_fraction=work,
         )
-    delta = shared.get()
-    np.subtract(delta, global_flat, out=delta)
-    return delta
+    return shared.take_update(global_flat)
 
 
 def _private_tables(model: Recommender) -> list[np.ndarray] | None:
@@ -248,18 +324,19 @@ def _init_worker(state: dict[str, Any], raw: Any, size: int) -> None:
     _WORKER["tables"] = _private_tables(state["model"])
 
 
-def _run_client(task: tuple[int, int, float, list[np.ndarray], bool]) -> tuple[int, Any, float, list[np.ndarray]]:
-    cid, round_index, work, rows, sparse = task
+def _run_client(task: tuple[int, int, float, list[np.ndarray], bool, int]) -> tuple[int, Any, float, list[np.ndarray]]:
+    cid, round_index, work, rows, sparse, generation = task
     w = _WORKER
     client = w["clients"][cid]
     for table, r in zip(w["tables"], rows):
         table[client.users] = r
-    delta = train_client(w["model"], w["shared"], w["trainer"], w["train"], client, w["global"], round_index,
-                         w["config"], work)
+    holds = w.get("generation") == generation  # this process's model holds this round's global parameters
+    w["generation"] = None  # until this client has put its rows back
+    delta = train_client_rows(w["model"], w["shared"], w["trainer"], w["train"], client, w["global"], round_index,
+                              w["config"], work, holds_global=holds)
+    w["generation"] = generation
     new_rows = [table[client.users].copy() for table in w["tables"]]
-    if sparse:
-        delta = SparseRows.from_dense(delta, w["layout"])
-    return cid, delta, float(client.rows.size), new_rows
+    return cid, (delta if sparse else delta.dense()), float(client.rows.size), new_rows
 
 
 class ClientPool:
@@ -281,8 +358,11 @@ class ClientPool:
         self.window = 2 * workers
         self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(state, self.raw, size))
         self._finalizer = weakref.finalize(self, self.pool.terminate)
+        #: bumped whenever the global parameters change: a worker whose model holds this generation's skips a copy
+        self.generation = 0
 
     def start_round(self, global_flat: np.ndarray) -> None:
+        self.generation += 1
         self.array[...] = global_flat
 
     def map(self, tasks: Iterator[tuple]) -> Iterator[tuple]:
@@ -383,6 +463,9 @@ class FederatedTrainer:
             raise ValueError("reference (root data) clients must not also be sampled clients")
         self.layout = self.shared.layout()
         self._pool: ClientPool | None = None
+        #: the round's global parameters (read-only) while its clients train, and whether the model holds them
+        self._round_global: np.ndarray | None = None
+        self._holding: np.ndarray | None = None
         #: why clients train in this process although ``config.workers`` > 1 (None: they do not)
         self.serial_reason: str | None = None
         if self.config.workers > 1:
@@ -423,9 +506,20 @@ class FederatedTrainer:
 
     def client_update(self, client_id: int, global_flat: np.ndarray, round_index: int, work: float = 1.0) -> ClientUpdate:
         """Train one client from the global shared parameters (in this process); return its update."""
+        rows = self._client_rows(client_id, global_flat, round_index, work)
+        return ClientUpdate(rows.client_id, rows.delta.dense(), rows.weight)
+
+    def _client_rows(self, client_id: int, global_flat: np.ndarray, round_index: int, work: float) -> ClientUpdate:
+        """:meth:`client_update` with the change as touched rows (:class:`SparseRows`)."""
         client = self.clients[client_id] if client_id in self.clients else self.reference[client_id]
-        delta = train_client(self.model, self.shared, self.trainer, self.train, client, global_flat, round_index,
-                             self.config, work)
+        # Inside a round the model holds the round's (read-only) global parameters between clients: each client
+        # puts back the rows it changed, so the next one needs no full copy.
+        holds = self._holding is not None and global_flat is self._holding
+        self._holding = None
+        delta = train_client_rows(self.model, self.shared, self.trainer, self.train, client, global_flat, round_index,
+                                  self.config, work, holds_global=holds)
+        if global_flat is self._round_global:  # read-only for the round: the model holds it until the next client
+            self._holding = global_flat
         return ClientUpdate(client_id, delta, float(client.rows.size))
 
     def client_updates(
@@ -440,16 +534,15 @@ class FederatedTrainer:
 
         if self.workers == 1:
             for c in ids:
-                u = self.client_update(int(c), global_flat, round_index, work(int(c)))
-                if sparse:
-                    u = ClientUpdate(u.client_id, SparseRows.from_dense(u.delta, self.layout), u.weight)
-                yield u
+                u = self._client_rows(int(c), global_flat, round_index, work(int(c)))
+                yield u if sparse else ClientUpdate(u.client_id, u.delta.dense(), u.weight)
             return
         pool = self._ensure_pool()
         pool.start_round(global_flat)
         tables = _private_tables(self.model)
         everyone = {**self.clients, **self.reference}
-        tasks = ((int(c), round_index, work(int(c)), [t[everyone[int(c)].users] for t in tables], sparse) for c in ids)
+        tasks = ((int(c), round_index, work(int(c)), [t[everyone[int(c)].users] for t in tables], sparse,
+                  pool.generation) for c in ids)
         for cid, delta, weight, rows in pool.map(tasks):
             for table, r in zip(tables, rows):
                 table[everyone[cid].users] = r
@@ -485,6 +578,8 @@ class FederatedTrainer:
         ids = [int(c) for c in sampled]
         self._check_buffer(len(ids), round_index)
         global_flat = self.shared.get()
+        global_flat.flags.writeable = False  # clients train from it: nothing may change it during the round
+        self._round_global, self._holding = global_flat, global_flat
         t0 = time.perf_counter()
         if self.reference and hasattr(self.aggregator, "set_reference"):
             ref = [self.client_update(c, global_flat, round_index).delta for c in sorted(self.reference)]
@@ -515,6 +610,7 @@ class FederatedTrainer:
                     error, session = exc, None
                 agg_s += time.perf_counter() - ta
             del update
+        self._round_global = self._holding = None  # the model's parameters change below (the server's step)
         if collect:
             collected = self.poisoning.apply(collected, round_index, seed=cfg.seed, global_params=global_flat)
             ta = time.perf_counter()

@@ -46,21 +46,26 @@ Distributed-DP contract (``client_noise``, built in :mod:`fedsecure.dp`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from fedsecure.fl.aggregation import AggregationError, SumProtocol, SumResult
+from fedsecure.fl.aggregation import AggregationError, SumProtocol, SumResult, SumSession
 
 from .encoding import FixedPointEncoding, IntegerNoise
 from .errors import ConfigurationError, ReconstructionError
 from .params import DEFAULT_FAILURE_TARGET, DEFAULT_PRIVACY_TARGET, SecAggParams, choose_params
-from .simulator import run_round
+from .simulator import SimulatedRound, run_round
 
 
 class SecAggSum(SumProtocol):
-    """Pairwise-mask secure summation (SecAgg / SecAgg+) for the federated engine."""
+    """Pairwise-mask secure summation (SecAgg / SecAgg+) for the federated engine.
+
+    The engine's rounds stream (:meth:`open`); :meth:`sum` runs a round over vectors given all at once.
+    """
+
+    streaming = True
 
     def __init__(
         self,
@@ -151,26 +156,35 @@ class SecAggSum(SumProtocol):
             report = run_round(vectors, params, enc, dropouts=dropouts, active=self.active,
                                noise=self.client_noise, workers=self.workers)
         except ReconstructionError as e:
-            if isinstance(e.sender, int):
-                self.blocked[e.sender] = f"dealt shares inconsistent with its commitment ({e.reason})"
+            self._blocked_by(e)
             raise
-        bound = enc.max_error(len(report.included))
-        return SumResult(
-            total=report.total,
-            included=report.included,
-            excluded={**report.excluded, **blocked},
-            stats={
-                "protocol": self.name, "threat_model": params.threat_model, "n": n, "k": params.k, "t": params.t,
-                "bits": enc.bits, "scale": enc.scale, "modular_ring": enc.modular,
-                "quantization_error_bound": bound,
-                "failure_probability": params.failure_probability,
-                "privacy_failure_probability": params.privacy_failure_probability,
-                "upload_bytes": report.upload_bytes, "download_bytes": report.download_bytes,
-                "upload_bytes_by_stage": report.upload_bytes_by_stage,
-                "stage_seconds": report.stage_seconds, "client_seconds": report.client_seconds,
-                "server_seconds": report.server_seconds, "rejected_messages": len(report.rejected),
-            },
-        )
+        return SumResult(total=report.total, included=report.included, excluded={**report.excluded, **blocked},
+                         stats=self._stats(report, n, params, enc))
+
+    def open(self, clients: Sequence[int], *, dropouts: Mapping[int, str] | None = None) -> SumSession:
+        """A streamed round over ``clients``: the key exchange runs when the first vector arrives, then each
+        client masks its vector as it is added and the server adds the masked vector into its running sum
+        (:class:`~fedsecure.secagg.simulator.SimulatedRound`). Memory: one masked sum on the server, plus the
+        keys and shares the unmasking needs (O(n k)); the clients' inputs are never held together."""
+        return _SecAggSession(self, clients, dropouts)
+
+    def _stats(self, report: Any, n: int, params: SecAggParams, enc: FixedPointEncoding) -> dict[str, Any]:
+        return {
+            "protocol": self.name, "threat_model": params.threat_model, "n": n, "k": params.k, "t": params.t,
+            "bits": enc.bits, "scale": enc.scale, "modular_ring": enc.modular,
+            "quantization_error_bound": enc.max_error(len(report.included)),
+            "failure_probability": params.failure_probability,
+            "privacy_failure_probability": params.privacy_failure_probability,
+            "upload_bytes": report.upload_bytes, "download_bytes": report.download_bytes,
+            "upload_bytes_by_stage": report.upload_bytes_by_stage,
+            "download_bytes_by_stage": report.download_bytes_by_stage,
+            "stage_seconds": report.stage_seconds, "client_seconds": report.client_seconds,
+            "server_seconds": report.server_seconds, "rejected_messages": len(report.rejected),
+        }
+
+    def _blocked_by(self, e: ReconstructionError) -> None:
+        if isinstance(e.sender, int):
+            self.blocked[e.sender] = f"dealt shares inconsistent with its commitment ({e.reason})"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -179,3 +193,54 @@ class SecAggSum(SumProtocol):
             "active": self.active, "threat_model": self.threat_model, "stochastic_rounding": self.stochastic_rounding,
             "failure_target": self.failure_target, "privacy_target": self.privacy_target,
         }
+
+
+class _SecAggSession(SumSession):
+    """One streamed SecAgg(+) round of the engine (see :meth:`SecAggSum.open`)."""
+
+    def __init__(self, owner: SecAggSum, clients: Sequence[int], dropouts: Mapping[int, str] | None) -> None:
+        self.owner = owner
+        ids = sorted(int(c) for c in clients)
+        self.blocked = {c: f"excluded: {owner.blocked[c]}" for c in ids if c in owner.blocked}
+        self.ids = [c for c in ids if c not in owner.blocked]
+        self.dropouts = {c: s for c, s in (dropouts or {}).items() if c not in owner.blocked}
+        if len(self.ids) < 2:
+            raise AggregationError(f"{owner.name}: secure aggregation needs at least 2 clients, got {len(self.ids)}")
+        self.n = len(self.ids)
+        self.params = owner.params_for(self.n)
+        self.encoding = owner.encoding_for(self.n)
+        self.round: SimulatedRound | None = None
+        self.length: int | None = None
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except ReconstructionError as e:
+            self.owner._blocked_by(e)
+            raise
+        except BaseException:
+            if self.round is not None:
+                self.round.close()
+            raise
+
+    def add(self, client_id: int, vector: Any) -> None:
+        if client_id in self.owner.blocked:
+            return
+        x = np.asarray(vector)
+        if self.length is None:  # the round's length is the first vector's: the key exchange starts now
+            self.length = int(x.size)
+            self.round = SimulatedRound(self.ids, self.length, self.params, self.encoding, dropouts=self.dropouts,
+                                        active=self.owner.active, noise=self.owner.client_noise,
+                                        workers=self.owner.workers)
+            self._guard(self.round.open)
+        elif x.size != self.length:
+            raise AggregationError(f"{self.owner.name}: client vectors have different lengths "
+                                   f"{sorted({self.length, int(x.size)})}")
+        self._guard(self.round.add, int(client_id), x)
+
+    def result(self) -> SumResult:
+        if self.round is None:
+            raise AggregationError(f"{self.owner.name}: no client vectors")
+        report = self._guard(self.round.finish)
+        return SumResult(total=report.total, included=report.included, excluded={**report.excluded, **self.blocked},
+                         stats=self.owner._stats(report, self.n, self.params, self.encoding))
