@@ -285,3 +285,38 @@ def test_an_aggregation_error_mid_stream_loses_the_round_but_every_client_still_
     np.testing.assert_array_equal(t.shared.get(), before_shared)
     moved = (t.model.user_factors.weight != before_users).any(1).sum().item()
     assert moved == len(t.clients)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), touched=st.floats(0.0, 1.0), signed_zero=st.booleans())
+def test_take_update_is_the_dense_difference_as_rows_and_puts_the_parameters_back(seed, touched, signed_zero):
+    """What a client sends and where it leaves the model: the touched rows of (trained - global), exactly
+    what ``SparseRows.from_dense`` of the dense difference lists, and the parameters equal to the global ones
+    again, bit for bit (a -0.0 written over a 0.0 too), so the next client may start without a full copy."""
+    from fedsecure.fl.engine import SharedParameters
+
+    rng = np.random.default_rng(seed)
+    model = build_model("ncf", 5, 9, dim=4)  # item embeddings, Linear weights and biases
+    shared = SharedParameters(model)
+    with torch.no_grad():
+        model.item_gmf.weight[0] = 0.0  # a row of zeros, to write -0.0 over
+    start = shared.get()
+    start.flags.writeable = False
+    with torch.no_grad():
+        for _, p in model.shared_parameters():
+            view = p.detach().numpy().reshape(p.shape[0] if p.dim() else 1, -1)
+            rows = rng.random(view.shape[0]) < touched
+            view[rows] += rng.normal(size=(int(rows.sum()), view.shape[1])).astype(np.float32)
+        if signed_zero:
+            model.item_gmf.weight[0] = -0.0
+    trained = shared.get()
+    expected = SparseRows.from_dense(trained - start, shared.layout())
+    got = shared.take_update(start)
+    assert [(b.offset, b.width) for b in got.blocks] == [(b.offset, b.width) for b in expected.blocks]
+    for a, b in zip(got.blocks, expected.blocks):
+        assert (a.rows is None) == (b.rows is None)
+        if a.rows is not None:
+            np.testing.assert_array_equal(a.rows, b.rows)
+        np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(got.dense(), trained - start)
+    assert shared.get().view(np.uint32).tolist() == start.view(np.uint32).tolist()

@@ -251,18 +251,26 @@ class SimulatedRound:
             self.download_by_stage[nxt] = self.download_by_stage.get(nxt, 0) + sent
 
     def step(self) -> None:
-        """Run the current stage: deliver the inbox to the clients still answering, close the stage."""
+        """Run the current stage: deliver the inbox to the clients still answering, close the stage.
+
+        Masked inputs go to the server a few clients at a time (``4 x workers``), so this process never
+        holds more than that many masked vectors whatever the round's n."""
         server = self.server
         stage = server.stage
-        live = {u: msg for u, msg in self.inbox.items() if self._live(u)}
-        replies, errors, csec = self.pool.deliver(live)
-        self.client_errors.update(errors)
-        self.client_s += csec
-        t0 = time.process_time()
-        self._receive(stage, replies)
-        ssec = time.process_time() - t0
-        self.server_s += ssec
-        self._account(stage, csec + ssec)
+        live = [(u, msg) for u, msg in self.inbox.items() if self._live(u)]
+        chunk = 4 * len(self.pool.shards) if isinstance(self.pool, _Pool) else 1
+        batches = ([dict(live[i : i + chunk]) for i in range(0, len(live), chunk)] if stage == "masked_input"
+                   else [dict(live)])
+        for batch in batches:
+            replies, errors, csec = self.pool.deliver(batch)
+            self.client_errors.update(errors)
+            self.client_s += csec
+            t0 = time.process_time()
+            self._receive(stage, replies)
+            del replies
+            ssec = time.process_time() - t0
+            self.server_s += ssec
+            self._account(stage, csec + ssec)
         self._advance(stage)
 
     def open(self) -> None:
