@@ -58,11 +58,19 @@ def _must_succeed(graph, t, n, dropouts):
     u3 = {v for v in u2 if alive(v, "masked_input") and len(f[v]) >= t}
     if len(u3) < t:
         return False
+    # Unusable dealers (section 9 step 5; nobody complains here): needed by the unmasking (in U3, or dropped
+    # with a neighbour in U3) but with fewer than t neighbours in U3 to hold their shares. They are excluded
+    # through their neighbours' pairwise seeds; the sum released must still cover t inputs.
+    x = {d for d in u2 if (d in u3 or f[d] & u3) and len(f[d] & u3) < t}
+    if len(u3 - x) < t:
+        return False
     s = {u: f[u] & u3 for u in u3}
     u5 = {u for u in u3 if alive(u, "unmasking") and len(s[u]) >= t}
-    if any(len(s[u] & u5) < t for u in u3):
+    if any(len(s[u] & u5) < t for u in u3 - x):  # t self-mask shares of each input in the sum
         return False
-    return all(len(f[v] & u5) >= t for v in u2 - u3 if f[v] & u3)
+    if not all(len(f[v] & u5) >= t for v in u2 - u3 - x if f[v] & u3):  # t masking-key shares of a dropout
+        return False
+    return all(f[d] & (u3 - x) <= u5 for d in x)  # each neighbour in the sum reveals its seed with d
 
 
 def _drive(vecs, p, enc, dropouts):
@@ -250,3 +258,20 @@ def test_input_given_after_the_keys_gives_the_same_sum_and_is_checked():
         clients[1].set_input(vecs[1])  # after the masked input: never again this round
     total = enc.decode(server.result.ring_sum)
     assert np.all(np.abs(total - sum(vecs.values())) <= enc.max_error(n) + 1e-12)
+
+
+def test_a_round_whose_inputs_cannot_be_unmasked_aborts_instead_of_releasing_a_smaller_sum():
+    """Complete graph, t = 3, exactly t inputs arrive: each has only t - 1 neighbours in the sum to hold its
+    shares, so every input is unusable. The round must abort by name, not 'finish' with an empty sum."""
+    n, d = 6, 4
+    p = _params(n, "complete", n - 1, 3)
+    enc = FixedPointEncoding.for_sum(n, 1.0)
+    vecs = {u: np.full(d, 0.25) for u in range(n)}
+    drops = {u: "masked_input" for u in range(3)}
+    server, err = _drive(vecs, p, enc, drops)
+    assert isinstance(err, TooFewSurvivors) and "can be unmasked" in str(err) and "t=3" in str(err)
+    assert server.result is None
+    # One more input in the sum: each has t neighbours there, nobody is unusable, the sum is exact.
+    server, err = _drive(vecs, p, enc, {u: "masked_input" for u in range(2)})
+    assert err is None and server.result.included == (2, 3, 4, 5) and not server.unusable
+    assert np.allclose(enc.decode(server.result.ring_sum), 4 * vecs[0], atol=enc.max_error(4))

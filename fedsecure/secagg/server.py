@@ -468,6 +468,8 @@ class SecAggServer:
         u3 = self._u3  # set membership: O(k) per client, not O(n)
         self._surv_of = {u: np.array([v for v in self._u2_of[u].tolist() if v in u3], dtype=np.int64) for u in u3}
         self._classify_unusable()
+        # The released sum covers only the inputs that can be unmasked: at least t of them, as U3 must.
+        self._need(len(u3 - set(self.unusable)), "sent masked inputs that can be unmasked (the others are unusable)")
         if self.active:
             req = m.ConsistencyRequest(self._u3_array)
             return {u: self._out(u, req) for u in self._u3_array.tolist()}
@@ -593,6 +595,7 @@ class SecAggServer:
         ex = MaskExpander(cfg.vector_length, cfg.bits)
         total = self._total
         accused = set(self._accused) | (set(self.unusable) & self._u3)  # out of the sum
+        self._need(len(self._u3 - accused), "remain in the sum after the exclusions")
         for u in self._u3_array.tolist():
             if u in accused:  # an excluded dealer's whole masked input comes back out
                 np.subtract(total, self._read_spilled(u), out=total)
