@@ -174,6 +174,19 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
                     "note": "paired bootstrap over users of this cell minus clean FedAvg of the same seed; pooled: "
                             "every shared seed's rows together, users resampled (training noise enters only through "
                             "the rows)"}
+        own = cells.get((agg, "none"), {})
+        if attack != "none" and agg != "fedavg" and own:
+            # the rule's own clean run of the same seed: what the attack costs under this rule
+            vs_own = {}
+            for m in ROW_METRICS:
+                seeds = sorted(s for s in set(by_seed) & set(own)
+                               if m in by_seed[s].get("rows", {}) and m in own[s].get("rows", {}))
+                if seeds:
+                    c = _pooled_users([by_seed[s] for s in seeds], [own[s] for s in seeds], m)
+                    base = float(np.mean([np.mean(own[s]["rows"][m]) for s in seeds]))
+                    vs_own[m] = {**c.as_dict(), "seeds": seeds, "relative_ci95": [x / base for x in c.ci95]}
+            if vs_own:
+                row["vs_own_clean_by_user"] = vs_own
         if any(r.get("er@10") is not None for r in by_seed.values()):
             row["er@10_per_seed"] = {str(s): [r.get("er@10"), r.get("er@10_ci95")] for s, r in sorted(by_seed.items())}
         if any(r.get("target_er@10") is not None for r in by_seed.values()):
