@@ -51,6 +51,7 @@ from fedsecure.attacks.promotion import ItemPromotion, choose_targets
 from fedsecure.audit import aggregator_label, aggregator_spec
 from fedsecure.experiment import Experiment, RunConfig, library_versions
 from fedsecure.recsys.metrics import ranking_rows
+from fedsecure.results import dumps_strict
 from fedsecure.stats import over_seeds, paired_seeds, paired_users
 
 METRICS = ("hr@10", "ndcg@10")
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                **summary, "runs": [{k: v for k, v in r.items() if k not in ("config", "rows")} for r in lines],
                "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
                "versions": library_versions()}
-        text = json.dumps(doc, indent=1)
+        text = dumps_strict(doc, indent=1)  # a one-seed cell's interval over seeds is infinite: "inf"
         if a.out:
             a.out.write_text(text)
         for c in summary["cells"]:
