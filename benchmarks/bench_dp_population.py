@@ -79,13 +79,14 @@ torch.set_num_threads(1)
 K = 10
 METRIC = f"hr@{K}"
 # Every hyperparameter written out (a change of library defaults cannot change these results).
-# The DP-MF values are the ones --tune chose (see the tuning JSON); the non-private MF uses the same.
+# The DP-MF values: the best of the few settings tried on tuning seed 100 (the tuning JSON; 2000 clients x 10
+# rounds at N=100,000, the cohort as large as the CPU budget allowed); the non-private MF uses the same.
 DEFAULTS: dict[str, Any] = dict(
-    model="mf-implicit", setting="cross-device", clients_per_round=500, rounds=20, local_epochs=1, batch_size=256,
+    model="mf-implicit", setting="cross-device", clients_per_round=2000, rounds=10, local_epochs=1, batch_size=256,
     lr=8.0, optimizer="sgd", server_optimizer="fedadam", server_lr=0.1, clip=0.3, n_negatives=0, k=K,
     dropout=0.0, straggler=0.0, audit_canaries=0, model_args={"dim": 8},
 )
-FIT = dict(steps=50, lr=0.05)  # each evaluated user's local fit of its own embedding
+FIT = dict(steps=10, lr=0.05)  # each evaluated user's local fit of its own embedding (10 steps: best of 0/10/50 on tuning seed 100)
 DATA = dict(n_items=1700, mean_interactions=50.0)  # the generator's defaults, written out
 
 
