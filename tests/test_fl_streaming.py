@@ -240,6 +240,25 @@ def test_two_workers_give_exactly_the_result_of_one(small, kw):
     assert runs[0][1] == runs[1][1] and runs[0][2] == runs[1][2]
 
 
+def test_worker_batches_give_the_same_result_and_bound_the_updates_in_flight(small, monkeypatch):
+    import fedsecure.fl.engine as engine
+
+    t = make_trainer(small, "mf", workers=2)
+    for n in (1, 7, 40, 10**6):
+        b = t._batch(n)
+        assert 1 <= b <= max(1, -(-n // 8))  # about four batches per worker, never empty
+        assert b == 1 or 2 * 2 * b * 4 * t.shared.size <= engine.IN_FLIGHT_BYTES
+    data = generate(n_users=50, n_items=70, mean_interactions=14, seed=9)
+    params = []
+    for workers, budget in ((1, engine.IN_FLIGHT_BYTES), (2, engine.IN_FLIGHT_BYTES), (2, 1)):
+        monkeypatch.setattr(engine, "IN_FLIGHT_BYTES", budget)  # 1 byte: one client per message
+        e = Experiment(config(workers=workers, model="mf-implicit", clients_per_round=1.0), data=data)  # batches of 7
+        e.run()
+        params.append(torch.cat([p.detach().reshape(-1) for p in e.model.parameters()]).numpy().copy())
+    np.testing.assert_array_equal(params[0], params[1])
+    np.testing.assert_array_equal(params[0], params[2])
+
+
 def test_a_stateful_local_trainer_keeps_clients_in_this_process():
     data = generate(n_users=30, n_items=40, mean_interactions=10, seed=2)
     e = Experiment(config(workers=2, setting="cross-silo", silos=3, dp="dpsgd", noise_multiplier=1.0,

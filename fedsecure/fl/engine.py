@@ -38,6 +38,7 @@ not, by design.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import multiprocessing as mp
 import os
 import signal
@@ -325,6 +326,11 @@ def _init_worker(state: dict[str, Any], raw: Any, size: int) -> None:
     _WORKER["tables"] = _private_tables(state["model"])
 
 
+def _run_clients(tasks: list[tuple]) -> list[tuple[int, Any, float, list[np.ndarray]]]:
+    """One batch of clients, trained one after another in this worker (one message each way per batch)."""
+    return [_run_client(task) for task in tasks]
+
+
 def _run_client(task: tuple[int, int, float, list[np.ndarray], bool, int]) -> tuple[int, Any, float, list[np.ndarray]]:
     cid, round_index, work, rows, sparse, generation = task
     w = _WORKER
@@ -345,9 +351,12 @@ class ClientPool:
 
     The global parameters of a round travel once, through shared memory
     (:meth:`start_round`); a task carries a client id and its private rows,
-    a result its update and new private rows. :meth:`map` yields results in
-    the order of the tasks, keeping at most ``2 * workers`` in flight, so a
-    round holds a bounded number of updates whatever its number of clients.
+    a result its update and new private rows. :meth:`map` sends the tasks in
+    batches of ``batch`` clients (one message each way per batch: per-client
+    messages cost MF on ml-latest-small as much CPU as its training) and
+    yields results in the order of the tasks, keeping at most ``2 * workers``
+    batches in flight, so a round holds a bounded number of updates
+    (``2 * workers * batch``) whatever its number of clients.
     """
 
     def __init__(self, workers: int, state: dict[str, Any], size: int) -> None:
@@ -366,24 +375,31 @@ class ClientPool:
         self.generation += 1
         self.array[...] = global_flat
 
-    def map(self, tasks: Iterator[tuple]) -> Iterator[tuple]:
+    def map(self, tasks: Iterator[tuple], batch: int = 1) -> Iterator[tuple]:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
         pending: deque = deque()
         tasks = iter(tasks)
 
         def submit() -> None:
-            task = next(tasks, None)
-            if task is not None:
-                pending.append(self.pool.apply_async(_run_client, (task,)))
+            chunk = list(itertools.islice(tasks, batch))
+            if chunk:
+                pending.append(self.pool.apply_async(_run_clients, (chunk,)))
 
         for _ in range(self.window):
             submit()
         while pending:
-            result = pending.popleft().get()
+            results = pending.popleft().get()[::-1]
             submit()
-            yield result
+            while results:  # popped: an update handed on is not held here while the batch's next one is used
+                yield results.pop()
 
     def close(self) -> None:
         self._finalizer()
+
+
+#: bound on the client updates a round's worker batches hold at once (dense float32 bytes)
+IN_FLIGHT_BYTES = 64 * 2**20
 
 
 def default_workers() -> int:
@@ -544,10 +560,17 @@ class FederatedTrainer:
         everyone = {**self.clients, **self.reference}
         tasks = ((int(c), round_index, work(int(c)), [t[everyone[int(c)].users] for t in tables], sparse,
                   pool.generation) for c in ids)
-        for cid, delta, weight, rows in pool.map(tasks):
+        for cid, delta, weight, rows in pool.map(tasks, batch=self._batch(len(ids))):
             for table, r in zip(tables, rows):
                 table[everyone[cid].users] = r
             yield ClientUpdate(cid, delta, weight)
+
+    def _batch(self, n: int) -> int:
+        """Clients per message to a worker: about four batches per worker and round, while the updates in
+        flight (``2 * workers`` batches, each bounded by its dense size) stay under ``IN_FLIGHT_BYTES``."""
+        even = -(-n // (4 * self.workers))
+        fits = IN_FLIGHT_BYTES // (2 * self.workers * 4 * max(self.shared.size, 1))
+        return max(1, min(even, fits))
 
     def _check_buffer(self, n: int, round_index: int) -> None:
         """Refuse, before training, a round whose updates must all be held and would not fit the buffer."""
