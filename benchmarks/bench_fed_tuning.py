@@ -43,6 +43,12 @@ CONFIGS: dict[str, tuple[float, dict[str, Any]]] = {
     # server_lr = clients per round: the deltas are summed, as sequential SGD would apply them
     "tenth-sum": (0.1, {"server_optimizer": "avg", "server_lr": None}),
     "quarter-fedadam-0.01": (0.25, {"server_optimizer": "fedadam", "server_lr": 0.01}),
+    # the server step decayed over the rounds (cosine): a last iterate that moves less from round to round;
+    # 0.02 takes on average the constant 0.01's step
+    "tenth-fedadam-0.01-cosine": (0.1, {"server_optimizer": "fedadam", "server_lr": 0.01,
+                                        "server_lr_schedule": "cosine"}),
+    "tenth-fedadam-0.02-cosine": (0.1, {"server_optimizer": "fedadam", "server_lr": 0.02,
+                                        "server_lr_schedule": "cosine"}),
 }
 METRICS = ("hr@10", "ndcg@10", "hr@10_sampled99")
 
@@ -61,6 +67,7 @@ def run_config(name: str, seed: int, data: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     final = exp.run()["final"]
     return {"config": name, "seed": seed, "rounds": rounds, "fraction": fraction, "server_lr": overrides["server_lr"],
+            "server_lr_schedule": overrides.get("server_lr_schedule", "constant"),
             "seconds": time.perf_counter() - t0, **{k: final[k] for m in METRICS for k in (m, m + CI_SUFFIX)},
             "rows": _rows(exp)}
 
@@ -109,6 +116,8 @@ def main() -> int:
     parser.add_argument("--seeds", default="100,101")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--no-central", action="store_true")
+    parser.add_argument("--keep-rows", action="store_true",
+                        help="write each run's per-user HR@10 too (so later runs can be paired with it by user)")
     parser.add_argument("--out", type=Path, default=RESULTS / "fed_tuning.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -123,7 +132,7 @@ def main() -> int:
         for name, s in jobs:
             runs.append(run_central(s, args.data) if name == "central" else run_config(name, s, args.data))
             print(json.dumps({k: runs[-1][k] for k in ("config", "seed", "hr@10", "seconds")}), flush=True)
-            kept = [{k: v for k, v in r.items() if k != "rows"} for r in runs]  # per-row values stay in memory
+            kept = runs if args.keep_rows else [{k: v for k, v in r.items() if k != "rows"} for r in runs]
             args.out.write_text(json.dumps({"command": command, "what": __doc__.split("\n")[0], "passes": PASSES,
                                             "runs": kept, "summary": summarise(runs)}, indent=1) + "\n")
     return 0

@@ -257,7 +257,7 @@ def _add_mia_parser(what: Any) -> None:
 
 def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> None:
     from fedsecure.experiment import DP_MODES, SECURE_MODES, SETTINGS
-    from fedsecure.fl.engine import SERVER_OPTIMIZERS
+    from fedsecure.fl.engine import SERVER_LR_SCHEDULES, SERVER_OPTIMIZERS
     from fedsecure.fl.local import OPTIMIZERS
     from fedsecure.recsys.models import MODELS
     from fedsecure.recsys.partition import SCHEMES
@@ -311,6 +311,8 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
         "--server-lr", type=_positive_float, default=0.1,
         help="server learning rate (with --server-optimizer avg, the number of clients per round sums the updates)",
     )
+    f.add_argument("--server-lr-schedule", default="constant", choices=SERVER_LR_SCHEDULES,
+                   help="server step over the rounds: constant, or cosine (from --server-lr down towards 0)")
     f.add_argument("--eval-every", type=_positive_int, default=5, help="evaluate every N rounds (and after the last)")
     f.add_argument("--k", type=_positive_int, default=10, help="cut-off of HR@K and NDCG@K")
     f.add_argument("--negatives", type=_non_negative_int, default=99,
@@ -436,7 +438,8 @@ def _config_from(args: argparse.Namespace) -> Any:
         model=args.model, setting=args.setting, silos=args.silos, silo_scheme=args.silo_scheme,
         silo_alpha=args.silo_alpha, rounds=args.rounds, clients_per_round=args.clients_per_round,
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        server_optimizer=args.server_optimizer, server_lr=args.server_lr, eval_every=args.eval_every, k=args.k, n_negatives=args.negatives,
+        server_optimizer=args.server_optimizer, server_lr=args.server_lr,
+        server_lr_schedule=args.server_lr_schedule, eval_every=args.eval_every, k=args.k, n_negatives=args.negatives,
         dropout=args.dropout, straggler=args.straggler, seed=args.seed, model_args=model_args, secure=args.secure,
         clip_range=args.clip_range, secagg_active=args.active, compress=args.compress, compress_clip=args.compress_clip,
         dp=args.dp, noise_multiplier=args.noise_multiplier,

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 from fedsecure.fl.aggregation import Aggregator, FedAvg, PlainSum, SumProtocol
-from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, RoundRecord, train_central
+from fedsecure.fl.engine import (
+    SERVER_LR_SCHEDULES,
+    SERVER_OPTIMIZERS,
+    FederatedConfig,
+    FederatedTrainer,
+    RoundRecord,
+    train_central,
+)
 from fedsecure.fl.sampling import FixedSizeSampling, PoissonSampling, sampled_count
 from fedsecure.fl.local import LocalTrainer, SGDTrainer
 from fedsecure.recsys.data import Interactions
@@ -82,6 +89,7 @@ class RunConfig:
     optimizer: str = "sgd"
     server_optimizer: str = "fedadam"
     server_lr: float | None = 0.1  # None: the number of clients per round (with "avg", the sum of updates)
+    server_lr_schedule: str = "constant"  # or "cosine": decays the server step towards 0 over the rounds
     eval_every: int = 5
     k: int = 10
     n_negatives: int = 99
@@ -137,6 +145,8 @@ class RunConfig:
             (self.silo_scheme, SCHEMES, "silo scheme"),
             (self.secure, SECURE_MODES, "secure mode"),
             (self.dp, DP_MODES, "dp mode"),
+            (self.server_optimizer, SERVER_OPTIMIZERS, "server optimizer"),
+            (self.server_lr_schedule, SERVER_LR_SCHEDULES, "server lr schedule"),
         ):
             if value not in valid:
                 raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(valid)}")
@@ -423,6 +433,7 @@ class Experiment:
             lr=cfg.lr,
             server_optimizer=cfg.server_optimizer,
             server_lr=cfg.server_lr if cfg.server_lr is not None else float(self.clients_per_round),
+            server_lr_schedule=cfg.server_lr_schedule,
             eval_every=cfg.eval_every,
             dropout=cfg.dropout,
             straggler=cfg.straggler,

@@ -21,7 +21,7 @@ from fedsecure.fl.aggregation import (
     SumResult,
 )
 from fedsecure.dp.noise import NoiseSource
-from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, ServerOptimizer, SharedParameters
+from fedsecure.fl.engine import FederatedConfig, FederatedTrainer, ServerOptimizer, SharedParameters, server_lr_at
 from fedsecure.fl.sampling import FixedSizeSampling, PoissonSampling
 from fedsecure.recsys.models import build_model
 from fedsecure.recsys.partition import cross_device, cross_silo
@@ -122,6 +122,25 @@ def test_fedadam_first_step_moves_each_coordinate_by_about_lr():
     x = opt.step(np.zeros(3), np.array([1e-3, -2.0, 5.0]))
     # m = 0.1 d, sqrt(v) = 0.1 |d|: the step is lr * sign(d)
     np.testing.assert_allclose(x, [0.1, -0.1, 0.1], rtol=1e-5)
+
+
+@given(lr=st.floats(1e-4, 10.0), rounds=st.integers(1, 500))
+def test_cosine_server_step_starts_at_lr_and_decays_monotonically_above_zero(lr, rounds):
+    steps = [server_lr_at(lr, "cosine", r, rounds) for r in range(1, rounds + 1)]
+    assert steps[0] == pytest.approx(lr)
+    assert all(a >= b for a, b in zip(steps, steps[1:])) and steps[-1] > 0
+    if rounds % 2 == 0:  # round rounds / 2 + 1 takes half the step
+        assert steps[rounds // 2] == pytest.approx(lr / 2)
+    assert [server_lr_at(lr, "constant", r, rounds) for r in (1, rounds)] == [lr, lr]
+
+
+def test_the_engine_applies_the_scheduled_server_step(small):
+    t = make_trainer(small, rounds=4, server_optimizer="avg", server_lr=2.0, server_lr_schedule="cosine")
+    t.run()
+    used = [r.stats["server_lr"] for r in t.history.rounds]
+    np.testing.assert_allclose(used, [2.0 * 0.5 * (1 + np.cos(np.pi * r / 4)) for r in range(4)])
+    with pytest.raises(ValueError, match="unknown server lr schedule 'step'; choose one of: constant, cosine"):
+        FederatedConfig(server_lr_schedule="step")
 
 
 # --- the round loop ---------------------------------------------------------------------------

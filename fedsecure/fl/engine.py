@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -60,6 +61,18 @@ from fedsecure.recsys.models import Recommender
 from fedsecure.recsys.partition import ClientData
 
 SERVER_OPTIMIZERS = ("avg", "fedadam")
+#: how the server step changes over the rounds: ``constant``, or ``cosine`` from ``server_lr`` in round 1
+#: down towards 0 in the last round (half a cosine period over ``rounds``)
+SERVER_LR_SCHEDULES = ("constant", "cosine")
+
+
+def server_lr_at(lr: float, schedule: str, round_index: int, rounds: int) -> float:
+    """The server step of round ``round_index`` (1-based) of ``rounds``: ``lr``, or its cosine decay."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * (round_index - 1) / rounds))
+    raise ValueError(f"unknown server lr schedule {schedule!r}; choose one of: {', '.join(SERVER_LR_SCHEDULES)}")
 
 
 @dataclass
@@ -73,6 +86,7 @@ class FederatedConfig:
     lr: float = 0.05
     server_optimizer: str = "avg"
     server_lr: float = 1.0
+    server_lr_schedule: str = "constant"
     eval_every: int = 5
     dropout: float = 0.0
     straggler: float = 0.0
@@ -107,6 +121,11 @@ class FederatedConfig:
             (
                 self.server_optimizer in SERVER_OPTIMIZERS,
                 f"unknown server optimizer {self.server_optimizer!r}; choose one of: {', '.join(SERVER_OPTIMIZERS)}",
+            ),
+            (
+                self.server_lr_schedule in SERVER_LR_SCHEDULES,
+                f"unknown server lr schedule {self.server_lr_schedule!r}; "
+                f"choose one of: {', '.join(SERVER_LR_SCHEDULES)}",
             ),
         ]
         for ok, message in checks:
@@ -148,9 +167,11 @@ class ServerOptimizer:
         self._v: np.ndarray | None = None
         self._t = 0
 
-    def step(self, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    def step(self, x: np.ndarray, delta: np.ndarray, lr: float | None = None) -> np.ndarray:
+        """``x`` after one step on ``delta``, with step size ``lr`` (default: the optimizer's own)."""
+        lr = self.lr if lr is None else lr
         if self.name == "avg":
-            return x + self.lr * delta
+            return x + lr * delta
         if self._m is None or self._v is None:
             self._m, self._v = np.zeros_like(delta), np.zeros_like(delta)
         self._t += 1
@@ -158,7 +179,7 @@ class ServerOptimizer:
         self._v = self.beta2 * self._v + (1 - self.beta2) * delta * delta
         m_hat = self._m / (1 - self.beta1**self._t)
         v_hat = self._v / (1 - self.beta2**self._t)
-        return x + self.lr * m_hat / (np.sqrt(v_hat) + self.tau)
+        return x + lr * m_hat / (np.sqrt(v_hat) + self.tau)
 
 
 class SharedParameters:
@@ -664,10 +685,11 @@ class FederatedTrainer:
             record.error = str(error)
             record.excluded = dict(dropouts)
             return record
-        self.shared.set(self.server_opt.step(global_flat, result.delta))
+        lr = server_lr_at(cfg.server_lr, cfg.server_lr_schedule, round_index, cfg.rounds)
+        self.shared.set(self.server_opt.step(global_flat, result.delta, lr))
         record.included = len(result.included)
         record.excluded = result.excluded
-        record.stats = {**result.stats, "sparse_updates": sparse}
+        record.stats = {**result.stats, "sparse_updates": sparse, "server_lr": lr}
         record.bytes_up_per_client, record.bytes_down_per_client = self._bytes_per_client(
             result.stats, int(sampled.size), global_flat)
         return record
