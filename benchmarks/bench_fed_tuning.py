@@ -53,10 +53,10 @@ CONFIGS: dict[str, tuple[float, dict[str, Any]]] = {
 METRICS = ("hr@10", "ndcg@10", "hr@10_sampled99")
 
 
-def run_config(name: str, seed: int, data: str) -> dict[str, Any]:
+def run_config(name: str, seed: int, data: str, passes: int = PASSES) -> dict[str, Any]:
     fraction, overrides = CONFIGS[name]
     overrides = dict(overrides)
-    rounds = round(PASSES / fraction)
+    rounds = round(passes / fraction)
     probe = Experiment(RunConfig(data=data, model="mf-implicit", seed=seed, clients_per_round=fraction,
                                  rounds=rounds, eval_every=10**6, server_lr=0.1))
     if overrides["server_lr"] is None:
@@ -80,10 +80,10 @@ def _rows(exp: Experiment) -> dict[str, list[float]]:
     return {"users": users.tolist(), "hr@10": rows["hr@10"].tolist()}
 
 
-def run_central(seed: int, data: str) -> dict[str, Any]:
-    exp = Experiment(RunConfig(data=data, model="mf-implicit", seed=seed, rounds=PASSES, eval_every=10**6))
+def run_central(seed: int, data: str, passes: int = PASSES) -> dict[str, Any]:
+    exp = Experiment(RunConfig(data=data, model="mf-implicit", seed=seed, rounds=passes, eval_every=10**6))
     t0 = time.perf_counter()
-    final = exp.run_central(epochs=PASSES)["final"]
+    final = exp.run_central(epochs=passes)["final"]
     return {"config": "central", "seed": seed, "seconds": time.perf_counter() - t0,
             **{k: final[k] for m in METRICS for k in (m, m + CI_SUFFIX)}, "rows": _rows(exp)}
 
@@ -116,6 +116,8 @@ def main() -> int:
     parser.add_argument("--seeds", default="100,101")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--no-central", action="store_true")
+    parser.add_argument("--passes", type=int, default=PASSES,
+                        help="passes over the data of every run: central epochs, and rounds x fraction")
     parser.add_argument("--keep-rows", action="store_true",
                         help="write each run's per-user HR@10 too (so later runs can be paired with it by user)")
     parser.add_argument("--out", type=Path, default=RESULTS / "fed_tuning.json")
@@ -130,10 +132,11 @@ def main() -> int:
     for seed in seeds:
         jobs = ([] if args.no_central else [("central", seed)]) + [(n, seed) for n in names]
         for name, s in jobs:
-            runs.append(run_central(s, args.data) if name == "central" else run_config(name, s, args.data))
+            runs.append(run_central(s, args.data, args.passes) if name == "central"
+                        else run_config(name, s, args.data, args.passes))
             print(json.dumps({k: runs[-1][k] for k in ("config", "seed", "hr@10", "seconds")}), flush=True)
             kept = runs if args.keep_rows else [{k: v for k, v in r.items() if k != "rows"} for r in runs]
-            args.out.write_text(json.dumps({"command": command, "what": __doc__.split("\n")[0], "passes": PASSES,
+            args.out.write_text(json.dumps({"command": command, "what": __doc__.split("\n")[0], "passes": args.passes,
                                             "runs": kept, "summary": summarise(runs)}, indent=1) + "\n")
     return 0
 
