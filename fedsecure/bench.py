@@ -198,13 +198,16 @@ class RoleMeter:
 
     ``with meter.role("server"): ...`` charges the CPU time to the innermost
     role; a nested ``role("client")`` inside the server's work pauses it.
-    Memory (``method``): ``"rss"`` (default where Linux allows it): the
-    process's peak resident set while a server role runs (``VmHWM``, reset
-    when the role starts), minus the resident set when the round began; it
-    costs nothing and sees every allocator (numpy, SEAL), but memory the
-    allocator reuses from freed pages is not growth, so small peaks (under
-    about a MiB) are noise. ``"tracemalloc"``: Python and numpy allocations
-    only, and it slows the round several times (measured: server CPU 5-8x in
+    Memory (``method``): ``"rss"`` (default where Linux allows it): what the
+    server role holds, from the resident set: each server span's peak
+    (``VmHWM``, reset when the span starts) above the resident set at its
+    start, plus the net growth of the server's earlier spans (what it kept);
+    the clients' spans are not counted, whatever they keep (the simulated
+    clients' own keys and contexts live in the same process). It costs
+    nothing and sees every allocator (numpy, SEAL), but memory the allocator
+    reuses from freed pages is not growth, so small peaks (under about a MiB)
+    are noise. ``"tracemalloc"``: the same accounting over Python and numpy
+    allocations only, and it slows the round several times (measured: server CPU 5-8x in
     SecAgg and Flower), so its timings are not comparable.
     """
 
@@ -216,7 +219,8 @@ class RoleMeter:
         self.server_peak = 0
         self._stack: list[str] = []
         self._own = False
-        self._base = 0
+        self._span_start = 0  # memory in use when the current role span began
+        self._server_kept = 0  # net growth of the server's finished spans
         self._t = 0.0
 
     def __enter__(self) -> RoleMeter:
@@ -225,11 +229,6 @@ class RoleMeter:
             if not tracemalloc.is_tracing():
                 tracemalloc.start()
                 self._own = True
-            self._base = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-        elif self.method == "rss":
-            _malloc_trim()()
-            self._base = _status_kib("VmRSS") * 1024
         self._t = time.process_time()
         return self
 
@@ -242,15 +241,22 @@ class RoleMeter:
         now = time.process_time()
         if self._stack:
             self.cpu[self._stack[-1]] += now - self._t
-            if self._stack[-1] == "server":
-                if self.method == "tracemalloc":
-                    self.server_peak = max(self.server_peak, tracemalloc.get_traced_memory()[1] - self._base)
-                elif self.method == "rss":
-                    self.server_peak = max(self.server_peak, _status_kib("VmHWM") * 1024 - self._base)
+        if self.method == "none":
+            self._t = time.process_time()
+            return
+        in_server = bool(self._stack) and self._stack[-1] == "server"
+        if in_server:
+            peak = tracemalloc.get_traced_memory()[1] if self.method == "tracemalloc" else _status_kib("VmHWM") * 1024
+            self.server_peak = max(self.server_peak, self._server_kept + peak - self._span_start)
+        if self.method == "rss":
+            _malloc_trim()()  # what a client freed must not be reused unseen by the server
+        held = tracemalloc.get_traced_memory()[0] if self.method == "tracemalloc" else _status_kib("VmRSS") * 1024
+        if in_server:
+            self._server_kept += held - self._span_start
+        self._span_start = held
         if self.method == "tracemalloc":
             tracemalloc.reset_peak()
-        elif self.method == "rss":
-            _malloc_trim()()  # what a client freed must not be reused unseen by the server
+        else:
             _reset_peak_rss()
         self._t = time.process_time()
 

@@ -121,11 +121,12 @@ def test_role_meter_counts_the_server_not_the_clients(method):
         with meter.role("client"):
             scratch = np.ones(8_000_000)
             del scratch
+            held = np.ones(6_000_000)  # 48 MB a client keeps (its keys, in a simulation) across server spans
         with meter.role("server"):
             more = np.ones(500_000)  # 4 MB more, on top of what it kept
     assert meter.method == method
-    assert 20e6 <= meter.server_peak < 32e6  # 16 + 8 (+4 after the 8 was freed), never the clients' 64
-    del more
+    assert 20e6 <= meter.server_peak < 32e6  # 16 + 8 (+4 after the 8 was freed), never the clients' 64 or 48
+    del more, held
     assert meter.cpu["client"] >= 0 and meter.cpu["server"] >= 0
     del kept
 
