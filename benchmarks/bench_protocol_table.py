@@ -36,14 +36,38 @@ MODES = ("plaintext", "secagg", "secagg+", "ckks", "flower-secagg+")
 
 
 def load() -> tuple[list[dict], dict[tuple, str]]:
+    """Every completed dropout-0 cell, with its server memory as two bounds (see fedsecure/bench.py's
+    MEMORY_METHOD): runs before the bounds were split measured the upper one (growth since the round began),
+    except a run marked ``memory_bound: lower``; ``server_peak_bytes`` is the upper bound where known."""
     rows, commands = [], {}
     for path in sorted(HERE.glob("*/bench.json")):
         doc = json.loads(path.read_text())
         for r in doc["summary"]:
             if r["dropout"] == 0 and r["completed"]:
+                r = dict(r)
+                if "server_peak_upper_bytes" in r:
+                    r["server_peak_lower_bytes"] = r["server_peak_bytes"]
+                    r["server_peak_bytes"] = r["server_peak_upper_bytes"]
+                elif doc.get("memory_bound") == "lower":
+                    r["server_peak_lower_bytes"], r["server_peak_bytes"] = r["server_peak_bytes"], None
+                r["command"] = doc["command"]
                 rows.append(r)
                 commands[(r["mode"], r["n"], r["d"])] = doc["command"]
     return rows, commands
+
+
+def measured(rows: list[dict], mode: str, n: int, d: int) -> dict | None:
+    """The cell as measured, over every run of it: CPU, bytes and error from the last run, each memory bound
+    from the last run that measured it (with the commands of all)."""
+    hits = [r for r in rows if (r["mode"], r["n"], r["d"]) == (mode, n, d)]
+    if not hits:
+        return None
+    out = dict(hits[-1])
+    for key in ("server_peak_bytes", "server_peak_lower_bytes"):
+        vals = [r[key] for r in hits if r.get(key) is not None]
+        out[key] = vals[-1] if vals else None
+    out["commands"] = sorted({r["command"] for r in hits})
+    return out
 
 
 def cell(rows: list[dict], mode: str, n: int, d: int) -> dict | None:
@@ -60,11 +84,11 @@ def main() -> None:
     rows, commands = load()
     table = []
     for mode in MODES:
-        got = cell(rows, mode, N, D)
+        got = measured(rows, mode, N, D)
         entry: dict = {"mode": mode, "n": N, "d": D}
         if got is not None:
-            entry.update(how="measured", command=commands[(mode, N, D)],
-                         **{k: got[k] for k in METRICS})
+            entry.update(how="measured", commands=got["commands"],
+                         **{k: got[k] for k in (*METRICS, "server_peak_lower_bytes")})
         elif mode in LINEAR_IN_D and cell(rows, mode, N, 10_000) and cell(rows, mode, N, 100_000):
             lo, hi = cell(rows, mode, N, 10_000), cell(rows, mode, N, 100_000)
             t = (D - 100_000) / (100_000 - 10_000)
@@ -91,20 +115,21 @@ def main() -> None:
                          bytes_down_per_client=got["bytes_down_per_client"],
                          server_peak_bytes=got["server_peak_bytes"] * (scale if mode == "flower-secagg+" else 1))
         else:
-            measured = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["n"] ** 2 * r["d"])
+            largest = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["n"] ** 2 * r["d"])
             entry.update(how="not measured at this size and not extrapolated (cost grows faster than linearly)",
                          largest_measured=[{**{k: r[k] for k in ("n", "d", *METRICS)},
                                             "cpu_seconds_per_round": per_round(r, r["n"]),
-                                            "command": commands[(mode, r["n"], r["d"])]} for r in measured[-2:]])
+                                            "command": commands[(mode, r["n"], r["d"])]} for r in largest[-2:]])
         if "client_cpu_seconds" in entry:
             entry["cpu_seconds_per_round"] = per_round(entry, N)
         table.append(entry)
     out = {"command": " ".join(["python", *sys.argv]), "n": N, "d": D, "dropout": 0.0, "rows": table,
            "note": "CPU seconds per round = n x per-client CPU + server CPU (clients run one after another in one "
-                   "process; with 2 cores the wall time can approach half of it). Server memory: peak RSS growth "
-                   "of the server role (see each bench.json's method)."}
+                   "process; with 2 cores the wall time can approach half of it). Server memory: server_peak_lower_bytes "
+                   "and server_peak_bytes are the lower and upper bounds of fedsecure/bench.py's MEMORY_METHOD."}
     (HERE / "protocol_table.json").write_text(json.dumps(out, indent=2))
-    print("| mode | CPU s / round (clients + server) | server CPU s | server peak MiB | up / down per client | "
+    print("| mode | CPU s / round (clients + server) | server CPU s | server peak MiB (lower – upper bound) | "
+          "up / down per client | "
           "max error (bound) | how |")
     print("|---|---|---|---|---|---|---|")
     for e in table:
@@ -116,8 +141,10 @@ def main() -> None:
             continue
         err = (f"{e['max_abs_error']:.1e} ({e['error_bound']:.1e})" if e.get("max_abs_error") is not None
                else "-")
+        lo, hi = e.get("server_peak_lower_bytes"), e.get("server_peak_bytes")
+        mem = " – ".join(f"{v / 2**20:.0f}" for v in (lo, hi) if v is not None)
         print(f"| {e['mode']} | {e['cpu_seconds_per_round']:.0f} | {e['server_cpu_seconds']:.1f} | "
-              f"{e['server_peak_bytes'] / 2**20:.0f} | {e['bytes_up_per_client'] / 1e6:.2f} MB / "
+              f"{mem} | {e['bytes_up_per_client'] / 1e6:.2f} MB / "
               f"{e['bytes_down_per_client'] / 1e3:.1f} kB | {err} | {e['how'].split(' from')[0]} |")
 
 

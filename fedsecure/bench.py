@@ -70,11 +70,16 @@ MODES = ("plaintext", "secagg", "secagg+", "ckks", "flower-secagg+")
 PLOTTED = (("client_cpu_seconds", "CPU seconds per client"), ("server_cpu_seconds", "server CPU seconds"),
            ("bytes_up_per_client", "bytes up per client"), ("bytes_down_per_client", "bytes down per client"),
            ("server_peak_bytes", "server peak memory (bytes, RSS growth)"))
-MEMORY_METHOD = ("peak RSS of this process while the server role runs (VmHWM, reset as the role starts; Linux "
-                 "/proc/self/clear_refs) minus the RSS when the round began; clients' own work is outside the "
-                 "measured spans, and SecAgg's clients run in 2 forked workers, so what is counted is the server "
-                 "and the messages it is handed (the SecAgg simulator buffers one stage's messages); growth under "
-                 "about 1 MiB is allocator noise. Where clear_refs is unavailable: tracemalloc (Python/numpy only)")
+MEMORY_METHOD = ("two bounds on what the server role holds, from the process's resident set (Linux VmRSS / VmHWM, "
+                 "the peak reset by /proc/self/clear_refs as each role starts; glibc's free pages trimmed at every "
+                 "role switch): server_peak_bytes counts each server span's peak above the resident set at its "
+                 "start plus the net growth of the server's earlier spans, so memory the simulated clients keep "
+                 "(their keys, contexts, a shared SEAL pool) is not charged, but neither is a message a client "
+                 "allocates and the server keeps (Flower's workflow keeps every client's masked vector): a lower "
+                 "bound; server_peak_upper_bytes counts the resident set's growth since the round began at any "
+                 "server span, clients' leftovers included: an upper bound. SecAgg's clients run in 2 forked "
+                 "workers (outside both). Growth under about 1 MiB is allocator noise. Where clear_refs is "
+                 "unavailable: the same with tracemalloc (Python/numpy only)")
 #: Flower's SecAggPlusWorkflow defaults (flwr 1.42) and its example's ring
 FLOWER_SHARES, FLOWER_THRESHOLD = 3, 2
 FLOWER_CLIPPING_RANGE, FLOWER_QUANTIZATION_RANGE, FLOWER_MAX_WEIGHT = 8.0, 2**22, 1000.0
@@ -216,7 +221,9 @@ class RoleMeter:
         if self.method not in ("rss", "tracemalloc", "none"):
             raise ValueError(f"memory method must be rss, tracemalloc or none, got {self.method!r}")
         self.cpu: dict[str, float] = defaultdict(float)
-        self.server_peak = 0
+        self.server_peak = 0  # lower bound: the server's own spans (see MEMORY_METHOD)
+        self.server_peak_upper = 0  # upper bound: growth since the round began, at any server span
+        self._round_start = 0
         self._stack: list[str] = []
         self._own = False
         self._span_start = 0  # memory in use when the current role span began
@@ -229,6 +236,10 @@ class RoleMeter:
             if not tracemalloc.is_tracing():
                 tracemalloc.start()
                 self._own = True
+            self._round_start = tracemalloc.get_traced_memory()[0]
+        elif self.method == "rss":
+            _malloc_trim()()
+            self._round_start = _status_kib("VmRSS") * 1024
         self._t = time.process_time()
         return self
 
@@ -248,6 +259,7 @@ class RoleMeter:
         if in_server:
             peak = tracemalloc.get_traced_memory()[1] if self.method == "tracemalloc" else _status_kib("VmHWM") * 1024
             self.server_peak = max(self.server_peak, self._server_kept + peak - self._span_start)
+            self.server_peak_upper = max(self.server_peak_upper, peak - self._round_start)
         if self.method == "rss":
             _malloc_trim()()  # what a client freed must not be reused unseen by the server
         held = tracemalloc.get_traced_memory()[0] if self.method == "tracemalloc" else _status_kib("VmRSS") * 1024
@@ -331,6 +343,7 @@ class Cell:
     bytes_up_per_client: float | None = None
     bytes_down_per_client: float | None = None
     server_peak_bytes: int | None = None
+    server_peak_upper_bytes: int | None = None
     max_abs_error: float | None = None
     error_bound: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -721,6 +734,7 @@ def run_cell(mode: str, w: Workload, dropout: float, repeat: int, *, seed: int =
     if notes:  # e.g. choose_params: no (k, t) meets the failure target at this n and dropout
         cell.params["warnings"] = notes
     cell.server_peak_bytes = int(meter.server_peak) if meter.method != "none" else None
+    cell.server_peak_upper_bytes = int(meter.server_peak_upper) if meter.method != "none" else None
     cell.params["memory_method"] = meter.method
     if "bytes_up" in out:
         cell.bytes_up_per_client = out["bytes_up"] / w.n
@@ -790,7 +804,8 @@ def summarize(cells: Sequence[Cell]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"mode": mode, "n": n, "d": d, "dropout": dropout, "repeats": len(cs),
                                "completed": sum(c.completed for c in cs)}
         for key in ("wall_seconds", "client_cpu_seconds", "server_cpu_seconds", "bytes_up_per_client",
-                    "bytes_down_per_client", "server_peak_bytes", "max_abs_error", "error_bound"):
+                    "bytes_down_per_client", "server_peak_bytes", "server_peak_upper_bytes", "max_abs_error",
+                    "error_bound"):
             vals = [getattr(c, key) for c in cs if c.completed and getattr(c, key) is not None]
             row[key] = float(np.median(vals)) if vals else None
             if key.endswith("seconds") and len(vals) > 1:
@@ -885,23 +900,24 @@ def cell_line(cell: Cell) -> str:
         return f"{head}: did not complete ({cell.reason})"
     return (f"{head}: client {cell.client_cpu_seconds:.4f}s/client, server {cell.server_cpu_seconds:.3f}s, "
             f"up {cell.bytes_up_per_client:,.0f} B, down {cell.bytes_down_per_client:,.0f} B, "
-            f"server peak {cell.server_peak_bytes / 2**20:.1f} MiB, error {cell.max_abs_error:.2e} "
+            f"server peak {cell.server_peak_bytes / 2**20:.1f}-{cell.server_peak_upper_bytes / 2**20:.1f} MiB, error {cell.max_abs_error:.2e} "
             f"(bound {cell.error_bound:.2e}), wall {cell.wall_seconds:.2f}s")
 
 
 def print_table(summary: Sequence[dict[str, Any]], file: Any = sys.stdout) -> None:
     """The summary, one line per (n, d, dropout, mode); a round that did not complete says why."""
     print(f"{'mode':<15} {'n':>6} {'d':>8} {'drop':>5} {'client s':>9} {'server s':>9} {'up B/cl':>11} "
-          f"{'down B/cl':>11} {'srv MiB':>8} {'error':>9} {'bound':>9}  done", file=file)
+          f"{'down B/cl':>11} {'srv MiB':>8} {'<= MiB':>8} {'error':>9} {'bound':>9}  done", file=file)
 
     def f(v: Any, fmt: str, width: int) -> str:
         return format("-", f">{width}") if v is None else format(v, fmt)
 
     for r in sorted(summary, key=lambda r: (r["n"], r["d"], r["dropout"], MODES.index(r["mode"]))):
-        mem = None if r["server_peak_bytes"] is None else r["server_peak_bytes"] / 2**20
+        mem, upper = ((None if r.get(k) is None else r[k] / 2**20)
+                      for k in ("server_peak_bytes", "server_peak_upper_bytes"))
         line = (f"{r['mode']:<15} {r['n']:>6} {r['d']:>8} {r['dropout']:>5g} {f(r['client_cpu_seconds'], '9.4f', 9)} "
                 f"{f(r['server_cpu_seconds'], '9.3f', 9)} {f(r['bytes_up_per_client'], '11,.0f', 11)} "
-                f"{f(r['bytes_down_per_client'], '11,.0f', 11)} {f(mem, '8.1f', 8)} "
+                f"{f(r['bytes_down_per_client'], '11,.0f', 11)} {f(mem, '8.1f', 8)} {f(upper, '8.1f', 8)} "
                 f"{f(r['max_abs_error'], '9.2e', 9)} {f(r['error_bound'], '9.2e', 9)}  {r['completed']}/{r['repeats']}")
         if r["completed"] < r["repeats"] and r["reasons"]:
             line += f"  ({'; '.join(r['reasons'])})"

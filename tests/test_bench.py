@@ -17,7 +17,7 @@ from fedsecure.bench import MODES, BenchOptionError, RoleMeter, parse_dropouts, 
 from fedsecure.cli import main
 
 FIELDS = ("client_cpu_seconds", "server_cpu_seconds", "bytes_up_per_client", "bytes_down_per_client",
-          "server_peak_bytes", "max_abs_error", "error_bound")
+          "server_peak_bytes", "server_peak_upper_bytes", "max_abs_error", "error_bound")
 
 
 def cli(argv, capsys):
@@ -44,7 +44,7 @@ def test_tiny_grid_writes_json_csv_and_png_with_every_mode_and_field(tiny):
     assert rc == 0
     doc = json.loads((out / "bench.json").read_text())
     assert doc["command"].startswith("fedsecure bench --n 4,6 --d 16")
-    assert "peak RSS" in doc["method"]["server_peak_memory"]
+    assert "lower bound" in doc["method"]["server_peak_memory"] and "upper bound" in doc["method"]["server_peak_memory"]
     assert {r["params"]["memory_method"] for r in doc["rounds"]} == {"rss"}
     cells = {(r["mode"], r["n"], r["d"], r["dropout"]) for r in doc["rounds"]}
     expected = {(m, n, d, p) for m in MODES for n in (4, 6) for d in (16,) for p in (0.0, 0.25)}
@@ -52,7 +52,7 @@ def test_tiny_grid_writes_json_csv_and_png_with_every_mode_and_field(tiny):
     for r in doc["rounds"]:
         if r["completed"]:
             assert all(r[f] is not None for f in FIELDS), r
-            assert r["bytes_up_per_client"] > 0 and r["server_peak_bytes"] >= 0
+            assert r["bytes_up_per_client"] > 0 and 0 <= r["server_peak_bytes"]
             assert r["included"] == r["n"] - r["dropped"]
         else:
             assert r["reason"], r  # a round that did not complete says why
@@ -126,6 +126,7 @@ def test_role_meter_counts_the_server_not_the_clients(method):
             more = np.ones(500_000)  # 4 MB more, on top of what it kept
     assert meter.method == method
     assert 20e6 <= meter.server_peak < 32e6  # 16 + 8 (+4 after the 8 was freed), never the clients' 64 or 48
+    assert meter.server_peak_upper >= 48e6 + 16e6  # the upper bound counts what the client kept
     del more, held
     assert meter.cpu["client"] >= 0 and meter.cpu["server"] >= 0
     del kept
