@@ -403,6 +403,7 @@ def _add_finetune_arguments(run: argparse.ArgumentParser) -> None:
     t.add_argument("--pretrain-epochs", type=_non_negative_int, default=30,
                    help="central passes over the public users' data (Adam); 0 only removes them")
     t.add_argument("--pretrain-lr", type=_positive_float, default=1e-3, help="learning rate of the pretraining")
+    t.add_argument("--pretrain-batch-size", type=_positive_int, default=32, help="minibatch of the pretraining")
     t.add_argument("--init", type=Path, metavar="PATH",
                    help="start from this checkpoint (torch format, see --save); refused if its model, sizes or "
                         "item catalogue differ from the run's; the users it was trained on are removed likewise")
@@ -420,7 +421,8 @@ def _finetune_from(args: argparse.Namespace) -> dict[str, Any]:
     if not hasattr(args, "adapter"):
         return {}
     return dict(pretrain_users=args.pretrain_users or 0.0, pretrain_epochs=args.pretrain_epochs,
-                pretrain_lr=args.pretrain_lr, init=str(args.init) if args.init is not None else None,
+                pretrain_lr=args.pretrain_lr, pretrain_batch_size=args.pretrain_batch_size,
+                init=str(args.init) if args.init is not None else None,
                 adapter=args.adapter, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
 
 
@@ -958,7 +960,8 @@ def finetune_line(result: dict[str, Any]) -> str | None:
     parts = []
     if "pretrain" in ft:
         p = ft["pretrain"]
-        parts.append(f"pretrained centrally on {p['public_users']} public users ({p['epochs']} epochs), "
+        parts.append(f"pretrained centrally on {p['public_users']} public users ({p['epochs']} epochs of Adam, "
+                     f"lr {p['lr']:g}, batch {p['batch_size']}), "
                      "who are not federated or evaluated" if p["epochs"] else
                      f"{p['public_users']} public users removed, not pretrained (from scratch)")
     if "init" in ft:

@@ -248,10 +248,12 @@ def test_cli_pretrain_save_and_init_refusal(tmp_path, capsys):
     common = ["run", "--model", "sasrec", "--dim", "16", "--blocks", "1", "--heads", "2", "--max-len", "10",
               "--rounds", "1", "--clients-per-round", "10", "--negatives", "0", "--quiet"]
     pre, out = tmp_path / "pre.pt", tmp_path / "out.pt"
-    assert main([*common, "--pretrain-users", "0.2", "--pretrain-epochs", "1", "--adapter", "lora",
-                 "--lora-rank", "2", "--save-pretrained", str(pre), "--save", str(out)]) == 0
+    assert main([*common, "--pretrain-users", "0.2", "--pretrain-epochs", "1", "--pretrain-lr", "0.003",
+                 "--pretrain-batch-size", "7", "--adapter", "lora", "--lora-rank", "2", "--save-pretrained", str(pre),
+                 "--save", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "pretrained centrally on 200 public users" in text and "LoRA rank 2" in text
+    assert "pretrained centrally on 200 public users (1 epochs of Adam, lr 0.003, batch 7)" in text
+    assert "LoRA rank 2" in text
     assert pre.exists() and out.exists()
     config, state = load_checkpoint(out)
     assert not any(".lora_" in k for k in state) and len(config["public_users"]) == 200
