@@ -267,7 +267,7 @@ def plot(summary: dict[str, Any], names: list[str], path: Path, title: str) -> N
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     per = summary["per_variant"]
-    for n in names:
+    for i, n in enumerate(sorted(names, key=lambda x: per[x]["bytes_up_per_client"])):
         e = per[n]
         hr = e["hr@10"]
         mean = hr["mean"]
@@ -276,7 +276,8 @@ def plot(summary: dict[str, Any], names: list[str], path: Path, title: str) -> N
         color = "tab:red" if "secagg" in n else ("tab:blue" if n.startswith("lora") else "tab:gray")
         ax.errorbar([e["bytes_up_per_client"]], [mean], yerr=[[mean - lo], [hi - mean]], fmt=marker, color=color,
                     capsize=3)
-        ax.annotate(n, (e["bytes_up_per_client"], mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(n, (e["bytes_up_per_client"], mean), textcoords="offset points",  # alternate above / below
+                    xytext=(5, (6, -12, 16)[i % 3]), fontsize=8)
     pre = per["pretrained"]["hr@10"]["mean"]
     ax.axhline(pre, ls="--", color="tab:green", lw=1, label=f"pretrained, no federated round ({pre:.3f})")
     ax.axhline(summary["popularity_hr@10"], ls=":", color="black", lw=1,
@@ -288,6 +289,12 @@ def plot(summary: dict[str, Any], names: list[str], path: Path, title: str) -> N
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_title(args: argparse.Namespace) -> str:
+    return (f"SASRec dim {args.dim}, {args.blocks} blocks, max-len {args.max_len} on ml-latest-small:\npretrained on "
+            f"{args.pretrain_users:.0%} of users, {args.rounds} rounds x {args.clients_per_round:g} clients, "
+            f"seeds {args.seeds}")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -315,6 +322,7 @@ def make_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{kind}-server-lr-schedule", default="constant", help=f"{kind}: constant or cosine")
     parser.add_argument("--lora-alpha-per-rank", type=float, default=None,
                         help="LoRA alpha = this x rank (scaling alpha / rank); default: alpha = rank")
+    parser.add_argument("--replot", action="store_true", help="only redraw --plot from the results in --out")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the seeds an earlier invocation finished (OUT.seedN.json, with per-user hits)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
@@ -326,6 +334,12 @@ def make_parser() -> argparse.ArgumentParser:
 def main() -> int:
     parser = make_parser()
     args = parser.parse_args()
+    if args.replot:
+        record = json.loads(args.out.read_text())
+        setup = record["setup"]
+        plot(record["summary"], setup["variants"], args.plot, plot_title(argparse.Namespace(**setup)))
+        print(f"wrote {args.plot}")
+        return 0
     if not args.data.exists():
         print(f"{args.data}: not found (ml-latest-small); pass --data", file=sys.stderr)
         return 2
@@ -361,10 +375,7 @@ def main() -> int:
     record["versions"] = library_versions()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dumps_strict(record))
-    title = (f"SASRec dim {args.dim}, {args.blocks} blocks on ml-latest-small: pretrained on "
-             f"{args.pretrain_users:.0%} of users, {args.rounds} rounds x {args.clients_per_round:g} clients, "
-             f"seeds {args.seeds}")
-    plot(summary, args.variants, args.plot, title)
+    plot(summary, args.variants, args.plot, plot_title(args))
     for n in ["pretrained", *args.variants]:
         e = summary["per_variant"][n]
         hr = e["hr@10"]
