@@ -368,6 +368,7 @@ def main() -> int:
         "summary": summary,
         "runs": [{k: v for k, v in r.items() if k not in ("hits", "eval_users")} for r in runs],
         "wall_seconds": time.time() - t0, "cpu_seconds_main": time.process_time() - c0,
+        "resumed_seeds": [s for s in seeds if done.get(s) is not None],  # taken from OUT.seedN.json, not rerun
     }
     from fedsecure.experiment import library_versions
     from fedsecure.results import dumps_strict
