@@ -70,10 +70,13 @@ def test_plaintext_and_central_dp_updates_give_the_items_away(audit):
 
 @pytest.mark.parametrize("mode", ["secagg", "secagg+", "distributed-dp", "ckks", "local-dp"])
 def test_protected_views_give_chance_level(audit, mode):
-    """Masked inputs, CKKS contributions and locally noised updates: AUC 0.5 within its interval (checked at
-    the 99.9% level, 1.68 times the 95% half-width, so that five modes per run do not fail by chance)."""
-    auc = audit["modes"][mode]["auc"]
-    lo, hi = audit["modes"][mode]["auc_ci95"]
-    assert abs(auc - 0.5) <= 1.68 * (hi - lo) / 2, (mode, auc, lo, hi)
-    assert hi - lo < 0.2  # and the interval is narrow enough to mean something
+    """Masked inputs, CKKS contributions and locally noised updates: mean AUC 0.5 by a t test over the 12
+    clients' AUCs at the 99.9% level (|t| <= 4.44 at 11 degrees of freedom), so that five modes per run do not
+    fail by chance. (The percentile bootstrap interval over 12 clients is too narrow for this: simulated under
+    the null, the mean fell outside 1.68 of its half-widths in 4 of 75 runs.)"""
     assert audit["modes"][mode]["clients"] == 12
+    per = np.asarray(audit["modes"][mode]["per_client_auc"])
+    t = (per.mean() - 0.5) / (per.std(ddof=1) / np.sqrt(per.size))
+    assert abs(t) <= 4.44, (mode, per.mean(), t)
+    lo, hi = audit["modes"][mode]["auc_ci95"]
+    assert hi - lo < 0.2  # and the interval is narrow enough to mean something
