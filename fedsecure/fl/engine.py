@@ -410,9 +410,13 @@ class ClientPool:
         for _ in range(self.window):
             submit()
         while pending:
-            results = pending.popleft().get()[::-1]
+            batch_results = pending.popleft().get()
+            results = batch_results[::-1]
+            # the pool's result thread may still hold the list it received: empty it, so that only `results`
+            # refers to the updates, each popped as it is handed on
+            batch_results.clear()
             submit()
-            while results:  # popped: an update handed on is not held here while the batch's next one is used
+            while results:
                 yield results.pop()
 
     def close(self) -> None:
