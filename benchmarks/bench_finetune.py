@@ -65,6 +65,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lora4": {"adapter": "lora", "lora_rank": 4},
     "lora8": {"adapter": "lora", "lora_rank": 8},
     "lora16": {"adapter": "lora", "lora_rank": 16},
+    "lora4+items": {"adapter": "lora", "lora_rank": 4, "adapter_items": "train"},
+    "lora8+items": {"adapter": "lora", "lora_rank": 8, "adapter_items": "train"},
     "full+q8": {"compress": "q8"},
     "full+secagg+": {"secure": "secagg+"},
     "lora8+q8": {"adapter": "lora", "lora_rank": 8, "compress": "q8"},

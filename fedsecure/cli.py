@@ -411,6 +411,9 @@ def _add_finetune_arguments(run: argparse.ArgumentParser) -> None:
                    help="lora: train and send only LoRA adapters on the attention and feed-forward projections "
                         "(peft); every other parameter is frozen and never leaves the client")
     t.add_argument("--lora-rank", type=_positive_int, default=8, help="rank of the LoRA adapters")
+    t.add_argument("--adapter-items", default="frozen", choices=("frozen", "train"),
+                   help="item embeddings under --adapter lora: frozen (only the adapter travels), or trained beside "
+                        "it (plaintext sends only the rows a client changed; a secure sum sends the whole table)")
     t.add_argument("--lora-alpha", type=_positive_float, help="LoRA scaling numerator (default: the rank)")
     t.add_argument("--save", type=Path, metavar="PATH", help="write the trained model (adapter merged) as a checkpoint")
     t.add_argument("--save-pretrained", type=Path, metavar="PATH",
@@ -423,7 +426,8 @@ def _finetune_from(args: argparse.Namespace) -> dict[str, Any]:
     return dict(pretrain_users=args.pretrain_users or 0.0, pretrain_epochs=args.pretrain_epochs,
                 pretrain_lr=args.pretrain_lr, pretrain_batch_size=args.pretrain_batch_size,
                 init=str(args.init) if args.init is not None else None,
-                adapter=args.adapter, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+                adapter=args.adapter, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+                adapter_items=args.adapter_items)
 
 
 def _config_from(args: argparse.Namespace) -> Any:
@@ -971,7 +975,8 @@ def finetune_line(result: dict[str, Any]) -> str | None:
         parts.append(f"HR@10 before federated training {_with_interval(before, 'hr@10')}")
     if "adapter" in ft:
         a = ft["adapter"]
-        parts.append(f"LoRA rank {a['rank']} on {', '.join(a['targets'])}")
+        parts.append(f"LoRA rank {a['rank']} on {', '.join(a['targets'])}"
+                     + (", item embeddings trained beside it" if a.get("items") == "train" else ""))
     n = ft.get("parameters", {})
     if n:
         parts.append(f"each client sends {n['sent_per_client']:,} of {n['model']:,} values "

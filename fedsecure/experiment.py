@@ -137,6 +137,7 @@ class RunConfig:
     adapter: str = "none"  # "lora": only the adapter is trained and sent
     lora_rank: int = 8
     lora_alpha: float | None = None  # None: the rank (scaling 1)
+    adapter_items: str = "frozen"  # "train": the item embeddings are trained (and sent) beside the adapter
 
     def __post_init__(self) -> None:
         for value, valid, what in (
@@ -250,7 +251,7 @@ class RunConfig:
                              "robust rules see each update in float32")
 
     def _check_finetune(self) -> None:
-        from fedsecure.recsys.adapters import ADAPTERS
+        from fedsecure.recsys.adapters import ADAPTER_ITEMS, ADAPTERS
 
         if self.adapter not in ADAPTERS:
             raise ValueError(f"unknown adapter {self.adapter!r}; choose one of: {', '.join(ADAPTERS)}")
@@ -263,6 +264,11 @@ class RunConfig:
             raise ValueError("--pretrain-users and --init both give the starting model: use one")
         if self.pretrain_epochs < 0 or self.pretrain_batch_size < 1 or not self.pretrain_lr > 0:
             raise ValueError("--pretrain-epochs must be >= 0, --pretrain-batch-size >= 1 and --pretrain-lr > 0")
+        if self.adapter_items not in ADAPTER_ITEMS:
+            raise ValueError(f"--adapter-items must be one of {', '.join(ADAPTER_ITEMS)}, got {self.adapter_items!r}")
+        if self.adapter_items != "frozen" and self.adapter != "lora":
+            raise ValueError("--adapter-items train goes with --adapter lora (without an adapter every "
+                             "parameter is trained already)")
         if self.lora_rank < 1:
             raise ValueError(f"--lora-rank must be >= 1, got {self.lora_rank}")
         if self.lora_alpha is not None and not self.lora_alpha > 0:
@@ -511,10 +517,10 @@ class Experiment:
             from fedsecure.recsys.adapters import add_lora
 
             torch.manual_seed(cfg.seed)
-            add_lora(self.model, cfg.lora_rank, alpha=cfg.lora_alpha)
+            add_lora(self.model, cfg.lora_rank, alpha=cfg.lora_alpha, items=cfg.adapter_items)
             report["adapter"] = {"kind": "lora", "rank": cfg.lora_rank,
                                  "alpha": cfg.lora_alpha if cfg.lora_alpha is not None else float(cfg.lora_rank),
-                                 "targets": list(self.model.lora_targets)}
+                                 "targets": list(self.model.lora_targets), "items": cfg.adapter_items}
         if not report:
             return None
         sent = sum(p.numel() for _, p in self.model.shared_parameters())

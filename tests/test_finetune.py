@@ -260,3 +260,37 @@ def test_cli_pretrain_save_and_init_refusal(tmp_path, capsys):
     assert main([*common[:4], "32", *common[5:], "--init", str(pre)]) == 2
     err = capsys.readouterr().err
     assert f"--init {pre} does not fit this run: dim 16 (run: 32)" in err
+
+
+def test_adapter_items_train_sends_the_adapter_and_only_the_item_rows_a_client_changed(data):
+    exp = Experiment(_config(adapter_items="train", rounds=2), data=data)
+    model = exp.model
+    names = [name for name, _, _ in SharedParameters(model).layout()]
+    assert "item_emb.weight" in names and all(".lora_" in n for n in names if n != "item_emb.weight")
+    n_items_table = model.item_emb.weight.numel()
+    assert exp.finetune["parameters"]["sent_per_client"] == adapter_size(model) + n_items_table
+    assert exp.finetune["adapter"]["items"] == "train"
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    items_before = model.item_emb.weight.detach().clone()
+    assert frozen_before and "item_emb.weight" not in frozen_before
+    result = exp.run()
+    assert all(r["error"] is None for r in result["rounds"])
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, frozen_before[name]), name  # the transformer's base weights stay put
+    changed_rows = (model.item_emb.weight != items_before).any(1)
+    assert 0 < int(changed_rows.sum()) < model.item_emb.num_embeddings  # rows the sampled clients touched
+    com = result["communication"]
+    # plaintext sends the adapter and each client's changed rows (ids and values), not the whole table
+    assert com["sparse_updates"]
+    assert com["bytes_up_per_client"] < 0.9 * com["float32_update_bytes"]
+    # the deployed model keeps the fine-tuned item table with the adapter merged in
+    deployed = exp.final_model()
+    assert torch.equal(deployed.state_dict()["item_emb.weight"], model.item_emb.weight)
+
+
+def test_adapter_items_train_needs_an_adapter():
+    with pytest.raises(ValueError, match="--adapter-items train goes with --adapter lora"):
+        _config(adapter="none", adapter_items="train")
+    with pytest.raises(ValueError, match="--adapter-items must be one of"):
+        _config(adapter_items="some")

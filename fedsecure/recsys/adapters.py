@@ -11,6 +11,16 @@ parameter, the item embeddings and the output layer included, is frozen
 adapter alone (:meth:`~fedsecure.recsys.models.Recommender.shared_parameters`
 skips frozen parameters).
 
+With ``items="train"`` the model's item embedding tables
+(``model.item_tables``) stay trainable beside the adapter. A client's local
+training changes only the rows of the items it saw (its sequence and its
+sampled negatives), and in plaintext mode only those rows travel (the
+engine's row-sparse update); a secure sum (SecAgg, SecAgg+, CKKS) needs the
+whole table from every client, so there the upload is the table's size. The
+adapter cannot reach an item whose row the pretraining never trained (on
+ml-latest-small, 20 % of the users leave half of the catalogue untouched);
+a trained row can.
+
 :func:`merge_lora` folds the adapter into the base weights with peft's own
 ``merge`` and returns a plain model of the original class and parameter names:
 what the server deploys or saves after fine-tuning.
@@ -28,6 +38,7 @@ from torch import nn
 from fedsecure.recsys.models import Recommender
 
 ADAPTERS = ("none", "lora")
+ADAPTER_ITEMS = ("frozen", "train")
 
 
 def _peft() -> Any:
@@ -38,14 +49,20 @@ def _peft() -> Any:
     return peft
 
 
-def add_lora(model: Recommender, rank: int, *, alpha: float | None = None, dropout: float = 0.0) -> Recommender:
+def add_lora(model: Recommender, rank: int, *, alpha: float | None = None, dropout: float = 0.0,
+             items: str = "frozen") -> Recommender:
     """Inject LoRA adapters of rank ``rank`` into ``model.lora_targets`` in place; freeze all else.
 
     ``alpha`` defaults to ``rank`` (scaling ``alpha / rank = 1``). Returns the
-    same model object, whose trainable parameters are the adapter's alone.
+    same model object, whose trainable parameters are the adapter's alone, or
+    the adapter's and the item tables' with ``items="train"``.
     """
     if rank < 1:
         raise ValueError(f"--lora-rank must be >= 1, got {rank}")
+    if items not in ADAPTER_ITEMS:
+        raise ValueError(f"--adapter-items must be one of {', '.join(ADAPTER_ITEMS)}, got {items!r}")
+    if items == "train" and not model.item_tables:
+        raise ValueError(f"--adapter-items train: model {type(model).__name__} declares no item tables")
     if not model.lora_targets:
         raise ValueError(f"--adapter lora: model {type(model).__name__} declares no layers for LoRA "
                          "(it applies to sasrec)")
@@ -57,9 +74,10 @@ def add_lora(model: Recommender, rank: int, *, alpha: float | None = None, dropo
         target_modules=list(model.lora_targets), bias="none",
     )
     peft.inject_adapter_in_model(config, model)
+    trained = tuple(f"{t}." for t in model.item_tables) if items == "train" else ()
     for name, p in model.named_parameters():  # peft freezes the base; say so explicitly, whatever its default
-        p.requires_grad_(".lora_" in name)
-    if not any(p.requires_grad for p in model.parameters()):
+        p.requires_grad_(".lora_" in name or name.startswith(trained))
+    if not adapter_size(model):
         raise ValueError(f"LoRA found none of {model.lora_targets} in {type(model).__name__}")
     return model
 
@@ -77,7 +95,7 @@ def is_adapted(model: nn.Module) -> bool:
 
 
 def adapter_size(model: nn.Module) -> int:
-    """Number of trainable adapter values (what one client uploads per round, before encoding)."""
+    """Number of trainable LoRA values (item rows trained beside them, if any, not counted)."""
     return sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n and p.requires_grad)
 
 

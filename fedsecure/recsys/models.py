@@ -46,6 +46,8 @@ class Recommender(nn.Module, ABC):
     sparse_gradients: ClassVar[bool] = True
     #: names of the ``nn.Linear`` modules a LoRA adapter may target (fedsecure.recsys.adapters); () for none
     lora_targets: ClassVar[tuple[str, ...]] = ()
+    #: names of the item embedding tables (those ``--adapter-items train`` keeps trainable beside an adapter)
+    item_tables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()
@@ -409,6 +411,7 @@ class SASRec(Recommender):
 
     private_prefixes = ()
     lora_targets = ("qkv", "proj", "ff1", "ff2")  # attention and feed-forward projections
+    item_tables = ("item_emb",)
 
     def __init__(
         self, n_users: int, n_items: int, dim: int = 64, blocks: int = 2, heads: int = 2,
