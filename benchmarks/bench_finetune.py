@@ -11,15 +11,19 @@ federated rounds and the same clients per round, each variant runs:
   project tuned for federated SASRec from scratch (FedAdam 0.03);
 * ``full``: every parameter fine-tuned from the checkpoint (``--init``);
 * ``lora4`` / ``lora8`` / ``lora16``: LoRA adapters only (``--adapter lora``);
+* ``lora4+items`` / ``lora8+items`` / ``lora16+items``: LoRA adapters with the
+  item embeddings trained beside them (``--adapter-items train``);
 * compression of what travels (``--compress``) and SecAgg+ (``--secure
   secagg+``) on LoRA rank 8 and on full fine-tuning, where named in ``--variants``.
 
 Each client holds one sequence, so its local epoch is one SGD step. The
 local and server step of each kind is its own option (``--scratch-*``,
-``--full-*``, ``--lora-*``: lr, server optimizer, server lr and schedule);
+``--full-*``, ``--lora-*``, ``--lora-items-*``: lr, server optimizer, server
+lr and schedule);
 the defaults are what ``tune_finetune.py`` chose on validation seeds 100 and
 101 (``benchmarks/results/finetune_tuning.json``): local lr 1.0 everywhere,
-scratch FedAdam 0.03, full fine-tuning FedAdam 0.01, LoRA plain averaging;
+scratch FedAdam 0.03, full fine-tuning FedAdam 0.01, LoRA plain averaging,
+LoRA with trained item rows FedAdam 0.01 (chosen later, on the same seeds);
 pretraining 30 epochs of Adam at lr 3e-3, batch 16, with ``--max-len 200``;
 40 rounds of 60 clients.
 
@@ -67,6 +71,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lora16": {"adapter": "lora", "lora_rank": 16},
     "lora4+items": {"adapter": "lora", "lora_rank": 4, "adapter_items": "train"},
     "lora8+items": {"adapter": "lora", "lora_rank": 8, "adapter_items": "train"},
+    "lora16+items": {"adapter": "lora", "lora_rank": 16, "adapter_items": "train"},
     "full+q8": {"compress": "q8"},
     "full+secagg+": {"secure": "secagg+"},
     "lora8+q8": {"adapter": "lora", "lora_rank": 8, "compress": "q8"},
@@ -97,13 +102,13 @@ def step_settings(args: argparse.Namespace, name: str) -> dict[str, Any]:
     if overrides.get("pretrain_epochs") == 0:
         kind = "scratch"
     elif overrides.get("adapter") == "lora":
-        kind = "lora"
+        kind = "lora_items" if overrides.get("adapter_items") == "train" else "lora"
     else:
         kind = "full"
     step = {"lr": getattr(args, f"{kind}_lr"), "server_optimizer": getattr(args, f"{kind}_server_optimizer"),
             "server_lr": getattr(args, f"{kind}_server_lr"),
             "server_lr_schedule": getattr(args, f"{kind}_server_lr_schedule")}
-    if kind == "lora" and args.lora_alpha_per_rank is not None:
+    if kind.startswith("lora") and args.lora_alpha_per_rank is not None:
         step["lora_alpha"] = args.lora_alpha_per_rank * overrides["lora_rank"]
     return step
 
@@ -237,7 +242,7 @@ def summarise(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     if "full" in names and "scratch" in names:
         full_mean = float(hits["full"].mean())
         full_vs_scratch = comparisons["full - scratch"]["paired_users"]
-        for n in [x for x in names if x.startswith("lora") and "+" not in x]:
+        for n in [x for x in names if x.startswith("lora") and ("+" not in x or x.endswith("+items"))]:
             c = comparisons[f"{n} - full"]["paired_users"]
             lo, hi = c["ci95"]
             gap = (-c["difference"] / full_mean, -lo / full_mean, -hi / full_mean)  # (full - lora) / full
@@ -317,7 +322,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--pretrain-lr", type=float, default=3e-3)
     parser.add_argument("--pretrain-batch-size", type=int, default=16)
-    for kind, lr, opt, slr in (("scratch", 1.0, "fedadam", 0.03), ("full", 1.0, "fedadam", 0.01), ("lora", 1.0, "avg", 1.0)):
+    for kind, lr, opt, slr in (("scratch", 1.0, "fedadam", 0.03), ("full", 1.0, "fedadam", 0.01), ("lora", 1.0, "avg", 1.0),
+                               ("lora-items", 1.0, "fedadam", 0.01)):
         parser.add_argument(f"--{kind}-lr", type=float, default=lr, help=f"{kind}: local SGD lr")
         parser.add_argument(f"--{kind}-server-optimizer", default=opt, help=f"{kind}: avg or fedadam")
         parser.add_argument(f"--{kind}-server-lr", type=float, default=slr, help=f"{kind}: server step")

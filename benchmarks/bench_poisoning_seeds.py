@@ -22,6 +22,10 @@ reads the interval of the relative difference (the paired interval divided by
 clean FedAvg's mean): "within 10 %" only when the whole interval lies above
 -10 %, "more than 10 % below" when it lies below, else "not resolved".
 
+With ``--groups G`` (and ``--set secure=secagg+``) every robust rule runs
+in grouped secure mode over G group means, and clean FedAvg sums the whole
+round with the same protocol.
+
 Runs can be split across processes (``--runs FILE`` appends one JSON line per
 run) and summarised together::
 
@@ -49,7 +53,7 @@ from fedsecure.attacks.metrics import exposure_ratio
 from fedsecure.attacks.poisoning import PoisoningPlan
 from fedsecure.attacks.promotion import ItemPromotion, choose_targets
 from fedsecure.audit import aggregator_label, aggregator_spec
-from fedsecure.experiment import Experiment, RunConfig, library_versions
+from fedsecure.experiment import SCALED_ATTACKS, Experiment, RunConfig, library_versions
 from fedsecure.recsys.metrics import ranking_rows
 from fedsecure.results import dumps_strict
 from fedsecure.stats import over_seeds, paired_seeds, paired_users
@@ -69,22 +73,26 @@ def _value(text: str) -> Any:
 
 
 def run_cells(base: RunConfig, seeds: list[int], aggregators: list[str], attacks: list[str], malicious: float,
-              runs: Path, clean: bool) -> None:
+              runs: Path, clean: bool, attack_scale: float | None = None, groups: int = 0) -> None:
     cells: list[dict[str, Any]] = []
     for seed in seeds:
         if clean:
             cells.append({"seed": seed, "aggregator": "fedavg", "attack": "none", "malicious": 0.0})
         for agg in aggregators:
             for attack in attacks:
-                cells.append({"seed": seed, **aggregator_spec(agg), "attack": attack, "malicious": malicious})
+                cells.append({"seed": seed, **aggregator_spec(agg), "attack": attack, "malicious": malicious,
+                              "attack_scale": attack_scale if attack in SCALED_ATTACKS else None})
     for cell in cells:
+        if cell["aggregator"] != "fedavg":  # FedAvg sums the whole round: --groups applies to robust rules
+            cell = {**cell, "groups": groups}
         cfg = replace(base, **cell)
         t0 = time.perf_counter()
         exp = Experiment(cfg)
         result = exp.run()
         seconds = time.perf_counter() - t0
         final = result["final"]
-        line = {"seed": cfg.seed, "aggregator": aggregator_label(cfg), "attack": cfg.attack, "malicious": cfg.malicious,
+        label = aggregator_label(cfg) + (f" g={cfg.groups}" if cfg.groups else "")
+        line = {"seed": cfg.seed, "aggregator": label, "attack": cfg.attack, "malicious": cfg.malicious,
                 **{m: final.get(m) for m in METRICS}, **{f"{m}_ci95": final.get(f"{m}_ci95") for m in METRICS},
                 "hr@10_sampled99": final.get("hr@10_sampled99"),
                 "er@10": final.get("er@10"), "er@10_ci95": final.get("er@10_ci95"),
@@ -204,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aggregators", default="fedavg,norm-bounding:weighted")
     p.add_argument("--attacks", default="scaling")
     p.add_argument("--malicious", type=float, default=0.1)
+    p.add_argument("--attack-scale", type=float, default=None,
+                   help="the boost of scaling / the scale of sign-flip (their default otherwise)")
+    p.add_argument("--groups", type=int, default=0, help="grouped secure mode for the robust rules (0: plaintext)")
     p.add_argument("--no-clean", action="store_true", help="do not run clean FedAvg (another shard runs it)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a RunConfig field for every run (JSON value), e.g. data=PATH, rounds=10")
@@ -246,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     base = RunConfig(**fields)
     split = lambda t: [x.strip() for x in t.split(",") if x.strip()]  # noqa: E731
     run_cells(base, [int(s) for s in split(a.seeds)], split(a.aggregators), split(a.attacks), a.malicious, a.runs,
-              clean=not a.no_clean)
+              clean=not a.no_clean, attack_scale=a.attack_scale, groups=a.groups)
     return 0
 
 
