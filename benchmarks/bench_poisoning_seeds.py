@@ -80,11 +80,11 @@ def run_cells(base: RunConfig, seeds: list[int], aggregators: list[str], attacks
             cells.append({"seed": seed, "aggregator": "fedavg", "attack": "none", "malicious": 0.0})
         for agg in aggregators:
             for attack in attacks:
+                # FedAvg sums the whole round: --groups applies to the robust rules
                 cells.append({"seed": seed, **aggregator_spec(agg), "attack": attack, "malicious": malicious,
-                              "attack_scale": attack_scale if attack in SCALED_ATTACKS else None})
+                              "attack_scale": attack_scale if attack in SCALED_ATTACKS else None,
+                              "groups": groups if agg != "fedavg" else 0})
     for cell in cells:
-        if cell["aggregator"] != "fedavg":  # FedAvg sums the whole round: --groups applies to robust rules
-            cell = {**cell, "groups": groups}
         cfg = replace(base, **cell)
         t0 = time.perf_counter()
         exp = Experiment(cfg)
