@@ -121,6 +121,35 @@ def test_rotated_quantized_sum_is_unbiased():
     assert np.abs(err).mean() > 0  # and it is quantized, not passed through
 
 
+def test_quantized_sum_of_row_sparse_updates_is_unbiased_and_sends_only_the_listed_rows():
+    from fedsecure.fl.aggregation import SparseRows
+
+    rng = np.random.default_rng(11)
+    layout = [("items", (50, 4), 0), ("dense", (6,), 200)]
+    vectors, touched = {}, np.zeros(206, dtype=bool)
+    for c, rows in enumerate(([3, 7, 20], [7, 41], [])):
+        x = np.zeros(206, dtype=np.float32)
+        for r in rows:
+            x[4 * r : 4 * r + 4] = rng.standard_normal(4)
+        x[200:] = rng.standard_normal(6)
+        touched |= x != 0
+        vectors[c] = SparseRows.from_dense(x, layout).appended(0.25 * (c + 1), np.float32)
+    true = sum(v.dense(np.float64) for v in vectors.values())
+    proto = QuantizedPlainSum(4)
+    assert proto.accepts_sparse
+    results = [proto.sum(vectors) for _ in range(400)]
+    draws = np.stack([r.total for r in results])
+    assert np.all(draws[:, :-1][:, ~touched] == 0)  # coordinates of untouched rows stay exactly 0
+    assert np.all(draws[:, -1] == pytest.approx(true[-1]))  # the weight travels exactly
+    err = draws[:, :-1] - true[:-1]
+    assert np.abs(err).mean() > 0  # quantized, not passed through
+    np.testing.assert_allclose(draws[:, :-1].mean(0), true[:-1], atol=0.1)  # unbiased (6 sd of the mean)
+    # bytes: per client the range, b-bit codes of the listed values, the weight, and the int32 row ids
+    expected = sum(4 + math.ceil(4 * n / 8) + 4 + 4 * k for n, k in ((3 * 4 + 6, 3), (2 * 4 + 6, 2), (6, 0)))
+    assert results[0].stats["upload_bytes"] == expected
+    assert expected < 3 * (4 + math.ceil(4 * 206 / 8) + 4)  # fewer than three dense 4-bit payloads
+
+
 # -- top-k with error feedback ---------------------------------------------------
 @settings(max_examples=40, deadline=None)
 @given(st.lists(arrays(np.float64, 50, elements=st.floats(-10, 10, width=32)), min_size=1, max_size=6),

@@ -35,7 +35,7 @@ def _dim(exp):
     ("q2", lambda d: 4 + math.ceil(2 * d / 8) + 4),
 ])
 def test_plaintext_upload_bytes_are_what_the_payload_weighs(data, compress, per_client):
-    # dense updates: without --compress, plaintext clients otherwise send only the rows they touched
+    # dense updates: plaintext clients otherwise send only the rows they touched (next test)
     exp, result = run(data, compress=compress, sparse_updates=False)
     d = _dim(exp)
     for r in result["rounds"]:
@@ -44,6 +44,20 @@ def test_plaintext_upload_bytes_are_what_the_payload_weighs(data, compress, per_
     com = result["communication"]
     assert com["bytes_up_per_client"] == per_client(d) and com["float32_update_bytes"] == 4 * (d + 1)
     assert com["upload_ratio_vs_float32"] == pytest.approx(4 * (d + 1) / per_client(d))
+    assert result["final"]["hr@10"] >= 0
+
+
+@pytest.mark.parametrize("bits", [8, 2])
+def test_quantized_row_sparse_updates_send_the_touched_rows_values_at_b_bits_and_their_ids(bits):
+    # a catalogue large enough that a client's items and negatives leave most rows untouched
+    exp, result = run(generate(n_users=40, n_items=600, mean_interactions=12, seed=2), compress=f"q{bits}",
+                      n_negatives=2)
+    d = _dim(exp)
+    dense = 4 + math.ceil(bits * d / 8) + 4
+    com = result["communication"]
+    assert com["sparse_updates"] and all(r["error"] is None for r in result["rounds"])
+    # each client's item rows (ids as int32, values at b bits) and nothing of the rows it never touched
+    assert 8 < com["bytes_up_per_client"] < dense
     assert result["final"]["hr@10"] >= 0
 
 

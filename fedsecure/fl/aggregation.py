@@ -264,7 +264,16 @@ class SumProtocol(ABC):
         return {"name": self.name}
 
 
-class _PlainSession(SumSession):
+class PlainSumSession(SumSession):
+    """A running float64 sum of the vectors as they arrive (dense or :class:`SparseRows`).
+
+    :meth:`accumulate` adds one vector as the server reads it and returns the
+    bytes the client sent; a protocol that encodes what travels (quantized
+    plaintext) overrides it.
+    """
+
+    name = "plaintext sum"
+
     def __init__(self, clients: Sequence[int], dropouts: Mapping[int, str] | None) -> None:
         self.dropouts = dict(dropouts or {})
         self.clients = set(int(c) for c in clients)
@@ -272,6 +281,7 @@ class _PlainSession(SumSession):
         self.included: list[int] = []
         self.seen: set[int] = set()
         self.nbytes = 0
+        self.stats: dict[str, Any] = {}
 
     def add(self, client_id: int, vector: Vector) -> None:
         self.seen.add(client_id)
@@ -280,23 +290,26 @@ class _PlainSession(SumSession):
         if self.total is None:
             self.total = np.zeros(vector_size(vector), dtype=np.float64)
         elif vector_size(vector) != self.total.size:
-            raise AggregationError(f"plaintext sum: client {client_id} sent {vector_size(vector)} values, "
+            raise AggregationError(f"{self.name}: client {client_id} sent {vector_size(vector)} values, "
                                    f"others {self.total.size}")
-        if isinstance(vector, SparseRows):
-            vector.add_into(self.total)
-        else:
-            self.total += vector
+        self.nbytes += self.accumulate(client_id, vector, self.total)
         self.included.append(client_id)
-        self.nbytes += int(vector.nbytes)
+
+    def accumulate(self, client_id: int, vector: Vector, total: np.ndarray) -> int:
+        if isinstance(vector, SparseRows):
+            vector.add_into(total)
+        else:
+            total += vector
+        return int(vector.nbytes)
 
     def result(self) -> SumResult:
         if self.total is None:
-            raise AggregationError("plaintext sum: every client dropped out")
+            raise AggregationError(f"{self.name}: every client dropped out")
         return SumResult(
             total=self.total,
             included=tuple(self.included),
             excluded={c: f"dropped at {self.dropouts[c]}" for c in sorted(self.dropouts) if c in self.seen},
-            stats={"upload_bytes": self.nbytes},
+            stats={"upload_bytes": self.nbytes, **self.stats},
         )
 
 
@@ -317,13 +330,13 @@ class PlainSum(SumProtocol):
     def sum(
         self, vectors: Mapping[int, Vector], *, dropouts: Mapping[int, str] | None = None
     ) -> SumResult:
-        session = _PlainSession(sorted(vectors), dropouts)
+        session = PlainSumSession(sorted(vectors), dropouts)
         for c in sorted(vectors):
             session.add(c, vectors[c])
         return session.result()
 
     def open(self, clients: Sequence[int], *, dropouts: Mapping[int, str] | None = None) -> SumSession:
-        return _PlainSession(clients, dropouts) if self.streaming else CollectingSession(self, dropouts)
+        return PlainSumSession(clients, dropouts) if self.streaming else CollectingSession(self, dropouts)
 
 
 def check_updates(updates: Sequence[ClientUpdate], round_index: int) -> None:

@@ -8,6 +8,8 @@ aggregation), the update part is compressed.
 
 * :class:`QuantizedPlainSum` -- each client sends its update quantized to
   ``b`` bits over its own range ``r = max|x|`` (float32 header). Unbiased.
+  A row-sparse update (:class:`~fedsecure.fl.aggregation.SparseRows`) keeps
+  its row ids exact and quantizes only the values of the rows it lists.
 * :class:`TopKPlainSum` -- top-k with error feedback (the residual is the
   client's state across rounds). Biased, corrected over rounds.
 * :class:`RotatedSum` -- wraps a quantized plaintext sum: each client rotates
@@ -24,13 +26,15 @@ protocol messages weigh in total) in its stats.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from fedsecure.compress import RandomizedHadamard, StochasticQuantizer, TopKErrorFeedback, rotation_seed
-from fedsecure.fl.aggregation import AggregationError, SumProtocol, SumResult
+from fedsecure.fl.aggregation import (
+    AggregationError, PlainSumSession, RowBlock, SparseRows, SumProtocol, SumResult, SumSession, Vector,
+)
 
 
 def _survivors(name: str, vectors: Mapping[int, np.ndarray], dropouts: Mapping[int, str] | None):
@@ -42,26 +46,60 @@ def _survivors(name: str, vectors: Mapping[int, np.ndarray], dropouts: Mapping[i
     return survivors, excluded
 
 
+class _QuantizedSession(PlainSumSession):
+    """Each vector as the server reads it after ``b``-bit quantization, added as it arrives."""
+
+    def __init__(self, codec: StochasticQuantizer, name: str, clients: Sequence[int],
+                 dropouts: Mapping[int, str] | None) -> None:
+        super().__init__(clients, dropouts)
+        self.codec, self.name = codec, name
+        self.stats = {"quantize_bits": codec.bits}
+
+    def accumulate(self, client_id: int, vector: Vector, total: np.ndarray) -> int:
+        if isinstance(vector, SparseRows):
+            return self._sparse(client_id, vector, total)
+        v = np.asarray(vector)
+        payload = self.codec.encode(v[:-1]) + struct.pack("<f", float(v[-1]))  # what the client sends
+        total[:-1] += self.codec.decode(payload[:-4], v.size - 1)  # what the server reads from it
+        total[-1] += struct.unpack("<f", payload[-4:])[0]
+        return len(payload)
+
+    def _sparse(self, client_id: int, v: SparseRows, total: np.ndarray) -> int:
+        """Row ids exact, the listed values quantized; FedAvg's weight is the last, one-value block."""
+        *blocks, weight = v.blocks
+        if weight.offset != total.size - 1 or weight.rows is not None or weight.values.size != 1:
+            raise AggregationError(f"{self.name}: client {client_id}'s sparse vector does not end in its weight")
+        values = np.concatenate([b.values for b in blocks]) if blocks else np.zeros(0, dtype=np.float32)
+        payload = self.codec.encode(values) + struct.pack("<f", float(weight.values[0]))
+        decoded = np.split(self.codec.decode(payload[:-4], values.size),
+                           np.cumsum([b.values.size for b in blocks[:-1]], dtype=np.int64))
+        SparseRows(v.size - 1, tuple(RowBlock(b.offset, b.width, b.rows, part)
+                                     for b, part in zip(blocks, decoded))).add_into(total)
+        total[-1] += struct.unpack("<f", payload[-4:])[0]
+        return len(payload) + sum(int(b.rows.nbytes) for b in blocks if b.rows is not None)
+
+
 class QuantizedPlainSum(SumProtocol):
-    """Plaintext sum of ``b``-bit stochastically quantized updates (see :mod:`fedsecure.compress.quantize`)."""
+    """Plaintext sum of ``b``-bit stochastically quantized updates (see :mod:`fedsecure.compress.quantize`).
+
+    Streams (one running sum); takes :class:`~fedsecure.fl.aggregation.SparseRows`, whose row ids travel exactly.
+    """
+
+    accepts_sparse = True  # the server sees each update in plaintext anyway, rows included
+    streaming = True
 
     def __init__(self, bits: int) -> None:
         self.codec = StochasticQuantizer(bits)
         self.name = f"plaintext-q{bits}"
 
-    def sum(self, vectors: Mapping[int, np.ndarray], *, dropouts: Mapping[int, str] | None = None) -> SumResult:
-        survivors, excluded = _survivors(self.name, vectors, dropouts)
-        length = np.asarray(vectors[survivors[0]]).size - 1
-        total = np.zeros(length + 1, dtype=np.float64)
-        nbytes = 0
-        for c in survivors:
-            v = np.asarray(vectors[c])
-            payload = self.codec.encode(v[:-1]) + struct.pack("<f", float(v[-1]))  # what the client sends
-            nbytes += len(payload)
-            total[:-1] += self.codec.decode(payload[:-4], length)  # what the server reads from it
-            total[-1] += struct.unpack("<f", payload[-4:])[0]
-        return SumResult(total=total, included=survivors, excluded=excluded,
-                         stats={"upload_bytes": nbytes, "quantize_bits": self.codec.bits})
+    def open(self, clients: Sequence[int], *, dropouts: Mapping[int, str] | None = None) -> SumSession:
+        return _QuantizedSession(self.codec, self.name, clients, dropouts)
+
+    def sum(self, vectors: Mapping[int, Vector], *, dropouts: Mapping[int, str] | None = None) -> SumResult:
+        session = self.open(sorted(vectors), dropouts=dropouts)
+        for c in sorted(vectors):
+            session.add(c, vectors[c])
+        return session.result()
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "bits": self.codec.bits, "levels": self.codec.levels}
