@@ -75,6 +75,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lora8+items+q8": {"adapter": "lora", "lora_rank": 8, "adapter_items": "train", "compress": "q8"},
     "lora8+items+q4": {"adapter": "lora", "lora_rank": 8, "adapter_items": "train", "compress": "q4"},
     "lora8+items+q2": {"adapter": "lora", "lora_rank": 8, "adapter_items": "train", "compress": "q2"},
+    # one float32 range per 64 quantized values (two item rows at --dim 32), fixed before any run
+    **{f"lora{r}+items+q{b}/64": {"adapter": "lora", "lora_rank": r, "adapter_items": "train", "compress": f"q{b}/64"}
+       for r in (4, 8) for b in (4, 2)},
     "full+q8": {"compress": "q8"},
     "full+secagg+": {"secure": "secagg+"},
     "lora8+q8": {"adapter": "lora", "lora_rank": 8, "compress": "q8"},

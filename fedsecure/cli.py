@@ -336,8 +336,9 @@ def _add_run_arguments(run: argparse.ArgumentParser, *, robustness: bool) -> Non
     p.add_argument("--clip-range", type=_positive_float, default=1.0,
                    help="secagg: per-coordinate clip range of updates")
     p.add_argument("--active", action="store_true", help="secagg: signatures and consistency check (active server)")
-    p.add_argument("--compress", type=_compress, default="none", metavar="none|q8|q4|q2|rotate-q8|topk:FRACTION",
-                   help="compress uploads: stochastic b-bit quantization (plaintext: over each client's own range; "
+    p.add_argument("--compress", type=_compress, default="none", metavar="none|q8|q4|q2|rotate-q8|qB/BUCKET|topk:FRACTION",
+                   help="compress uploads: stochastic b-bit quantization (plaintext: over each client's own range, "
+                        "or one range per BUCKET coordinates with qB/BUCKET, e.g. q4/64; "
                         "with secagg/secagg+: rotated, clipped to L2 norm --compress-clip and masked in a ring of "
                         "exactly b "
                         "bits per coordinate), rotated first (randomized Hadamard), or top-k with error feedback "

@@ -104,7 +104,7 @@ class RunConfig:
     clip_range: float = 1.0
     secagg_active: bool = False
     # what a client's upload is compressed to (fedsecure.compress.parse_compression): none, q8, q4, q2,
-    # rotate-q8 (-q4, -q2), topk:FRACTION (plaintext only); under secagg/secagg+ qB is the modular b-bit ring
+    # rotate-q8 (-q4, -q2), qB/BUCKET and topk:FRACTION (plaintext only); under secagg/secagg+ qB is the modular b-bit ring
     # (fedsecure.fl.compression.SecAggRingSum, always rotated), each client's vector clipped to L2 norm
     # compress_clip (a public bound every client knows; it also caps the ring's scale range)
     compress: str = "none"
@@ -238,6 +238,10 @@ class RunConfig:
             raise ValueError(f"--compress {self.compress} needs --secure none: each client sends different "
                              f"coordinates, which --secure {self.secure} cannot sum (masks and ciphertext slots are "
                              "per position); use --compress q8 (or rotate-q8) with secure aggregation")
+        if spec.bucket is not None and self.secure != "none":
+            raise ValueError(f"--compress {self.compress} with --secure {self.secure}: a bucket's range would tell "
+                             "the server about one client's values, and the masked ring has one shared scale; "
+                             f"use --compress q{spec.bits} there (the ring's rotation spreads large coordinates)")
         if self.secure == "ckks":
             raise ValueError(f"--compress {self.compress} with --secure ckks: a CKKS ciphertext's size does not "
                              "depend on the precision of what it encrypts; use --secure secagg or secagg+")
@@ -607,7 +611,7 @@ class Experiment:
                 spec.bits, norm_bound=cfg.compress_clip, context=f"fedsecure-run seed={cfg.seed}".encode(),
                 graph="complete" if cfg.secure == "secagg" else "sparse", dropout_rate=max(cfg.dropout, 0.05),
                 active=cfg.secagg_active)
-        inner: SumProtocol = compression.QuantizedPlainSum(spec.bits)
+        inner: SumProtocol = compression.QuantizedPlainSum(spec.bits, bucket=spec.bucket)
         if not spec.rotate:
             return inner
         # the rotation seed is public shared randomness: both sides know the run's seed and the round number

@@ -150,6 +150,64 @@ def test_quantized_sum_of_row_sparse_updates_is_unbiased_and_sends_only_the_list
     assert expected < 3 * (4 + math.ceil(4 * 206 / 8) + 4)  # fewer than three dense 4-bit payloads
 
 
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.integers(0, 300), elements=finite), st.integers(2, 16), st.integers(1, 80))
+def test_bucketed_payload_round_trip(x, bits, bucket):
+    q = StochasticQuantizer(bits, bucket=bucket)
+    data = q.encode(x)
+    assert len(data) == q.payload_size(x.size) == 4 * math.ceil(x.size / bucket) + math.ceil(x.size * bits / 8)
+    back = q.decode(data, x.size)
+    for j in range(0, x.size, bucket):  # each bucket within one step of its own range
+        part = x[j:j + bucket]
+        step = float(np.abs(part).max()) / q.levels
+        assert np.all(np.abs(back[j:j + bucket] - part) <= step * (1 + 1e-6) + 1e-30)
+    assert np.all(back[x == 0] == 0)
+    with pytest.raises(ValueError, match="bucket"):
+        q.decode(data + b"\0", x.size)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_bucketed_quantization_is_unbiased_and_cuts_the_error_of_mixed_magnitudes(bits):
+    # an adapter-like block of small values beside a few large item-row values: one range per vector lets the
+    # large ones set the step for all; a range per bucket of 32 does not
+    rng = np.random.default_rng(bits)
+    x = np.concatenate([1e-3 * rng.standard_normal(960), rng.standard_normal(64)])
+    one, buckets = StochasticQuantizer(bits), StochasticQuantizer(bits, bucket=32)
+    draws = np.stack([buckets.decode(buckets.encode(x), x.size) for _ in range(400)])
+    err = draws - x
+    # the per-bucket error bound sum_j d_j r_j^2 / (4 L^2), and the one-range bound d r^2 / (4 L^2)
+    ranges = np.abs(x).reshape(-1, 32).max(axis=1)
+    bound = float(np.sum(32 * ranges**2)) / (4 * buckets.levels**2)
+    assert np.mean(np.sum(err**2, axis=1)) <= bound * 1.05
+    one_err = np.stack([one.decode(one.encode(x), x.size) for _ in range(50)]) - x
+    small = slice(0, 960)  # the small block's error: set by its own ranges, not by the large values'
+    assert np.mean(np.sum(err[:, small] ** 2, axis=1)) < 0.01 * np.mean(np.sum(one_err[:, small] ** 2, axis=1))
+    # unbiased: the mean error per draw (over the small block, and over all) is iid across draws, z within 5
+    for part in (err[:, small], err):
+        per_draw = part.mean(axis=1)
+        assert abs(per_draw.mean()) <= 5 * per_draw.std() / math.sqrt(len(per_draw))
+    assert np.abs(err).mean() > 0
+
+
+def test_bucketed_sum_of_row_sparse_updates_counts_a_range_per_bucket():
+    from fedsecure.fl.aggregation import SparseRows
+
+    rng = np.random.default_rng(3)
+    layout = [("items", (50, 4), 0), ("dense", (6,), 200)]
+    vectors = {}
+    for c, rows in enumerate(([3, 7, 20], [7, 41])):
+        x = np.zeros(206, dtype=np.float32)
+        for r in rows:
+            x[4 * r : 4 * r + 4] = rng.standard_normal(4)
+        x[200:] = 1e-3 * rng.standard_normal(6)
+        vectors[c] = SparseRows.from_dense(x, layout).appended(1.0, np.float32)
+    result = QuantizedPlainSum(2, bucket=4).sum(vectors)
+    # per client: one float32 range per 4 listed values, 2-bit codes, the weight, and the int32 row ids
+    assert result.stats["upload_bytes"] == sum(4 * math.ceil(n / 4) + math.ceil(2 * n / 8) + 4 + 4 * k
+                                               for n, k in ((3 * 4 + 6, 3), (2 * 4 + 6, 2)))
+    assert result.stats["quantize_bucket"] == 4
+
+
 # -- top-k with error feedback ---------------------------------------------------
 @settings(max_examples=40, deadline=None)
 @given(st.lists(arrays(np.float64, 50, elements=st.floats(-10, 10, width=32)), min_size=1, max_size=6),
@@ -353,6 +411,10 @@ def test_parse_compression():
     assert parse_compression("q8").bits == 8 and not parse_compression("q8").rotate
     assert parse_compression("rotate-q4").rotate and parse_compression("rotate-q4").name == "rotate-q4"
     assert parse_compression("topk:0.1").fraction == 0.1
-    for bad in ("q1", "q17", "topk:0", "topk:1.5", "topk:x", "zip", "rotate-topk:0.1"):
+    assert parse_compression("q8").bucket is None
+    assert parse_compression("q4/64").bucket == 64 and parse_compression("Q4/64").name == "q4/64"
+    assert parse_compression("rotate-q2/128").name == "rotate-q2/128"
+    for bad in ("q1", "q17", "topk:0", "topk:1.5", "topk:x", "zip", "rotate-topk:0.1", "q4/", "q4/0", "q4/x",
+                "q4/-8", "q1/64"):
         with pytest.raises(ValueError, match="--compress"):
             parse_compression(bad)

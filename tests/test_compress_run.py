@@ -33,6 +33,7 @@ def _dim(exp):
     ("none", lambda d: 4 * (d + 1)),                       # float32 update and weight
     ("q8", lambda d: 4 + d + 4),                            # range, d bytes of codes, float32 weight
     ("q2", lambda d: 4 + math.ceil(2 * d / 8) + 4),
+    ("q4/16", lambda d: 4 * math.ceil(d / 16) + math.ceil(4 * d / 8) + 4),  # a float32 range per 16 coordinates
 ])
 def test_plaintext_upload_bytes_are_what_the_payload_weighs(data, compress, per_client):
     # dense updates: plaintext clients otherwise send only the rows they touched (next test)
@@ -94,6 +95,7 @@ def test_quantized_secagg_plus_sends_exactly_b_bits_per_coordinate_plus_protocol
     (dict(compress="q8", secure="secagg", dp="user-distributed", noise_multiplier=1.0), "sensitivity"),
     (dict(compress="q8", aggregator="median"), "--aggregator median"),
     (dict(compress="q9x"), "--compress"),
+    (dict(compress="q4/64", secure="secagg+"), "bucket's range"),
 ])
 def test_combinations_that_break_a_claim_are_refused(overrides, needle):
     with pytest.raises(ValueError, match=needle):

@@ -20,7 +20,7 @@ from .quantize import StochasticQuantizer, levels, nearest_round, stochastic_rou
 from .rotate import RandomizedHadamard, fwht, rotation_seed
 from .topk import TopKErrorFeedback
 
-CHOICES = "none|q8|q4|q2|rotate-q8|rotate-q4|rotate-q2|topk:FRACTION"
+CHOICES = "none|q8|q4|q2|rotate-q8|rotate-q4|rotate-q2|q<B>/<BUCKET>|topk:FRACTION"
 
 
 @dataclass(frozen=True)
@@ -31,18 +31,20 @@ class Compression:
     bits: int | None = None
     rotate: bool = False
     fraction: float | None = None
+    bucket: int | None = None  # coordinates per range (plaintext quantization); None: one range per vector
 
     @property
     def name(self) -> str:
         if self.kind == "quantize":
-            return f"{'rotate-' if self.rotate else ''}q{self.bits}"
+            return f"{'rotate-' if self.rotate else ''}q{self.bits}" + (f"/{self.bucket}" if self.bucket else "")
         if self.kind == "topk":
             return f"topk:{self.fraction:g}"
         return "none"
 
 
 def parse_compression(text: str) -> Compression:
-    """``none``, ``q<b>``, ``rotate-q<b>`` (``b`` in 2..16) or ``topk:<fraction in (0, 1]>``; ValueError otherwise."""
+    """``none``, ``q<b>``, ``rotate-q<b>`` (``b`` in 2..16), either with ``/<bucket>`` (one range per that many
+    coordinates), or ``topk:<fraction in (0, 1]>``; ValueError otherwise."""
     raw = text.strip().lower()
     if raw == "none":
         return Compression()
@@ -56,13 +58,20 @@ def parse_compression(text: str) -> Compression:
         return Compression(kind="topk", fraction=fraction)
     rotate = raw.startswith("rotate-")
     body = raw[7:] if rotate else raw
+    body, slash, bucket_text = body.partition("/")
     if body.startswith("q") and body[1:].isdigit():
         bits = int(body[1:])
         try:
             levels(bits)
         except ValueError as e:
             raise ValueError(f"--compress {text!r}: {e}") from None
-        return Compression(kind="quantize", bits=bits, rotate=rotate)
+        bucket = None
+        if slash:
+            if not (bucket_text.isdigit() and int(bucket_text) >= 1):
+                raise ValueError(f"--compress {text!r}: the bucket after '/' must be a positive integer "
+                                 "(coordinates per range), e.g. q4/64")
+            bucket = int(bucket_text)
+        return Compression(kind="quantize", bits=bits, rotate=rotate, bucket=bucket)
     raise ValueError(f"--compress {text!r} is not one of: {CHOICES}")
 
 

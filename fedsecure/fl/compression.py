@@ -7,7 +7,8 @@ travels exactly (float32 in plaintext; a ring element under secure
 aggregation), the update part is compressed.
 
 * :class:`QuantizedPlainSum` -- each client sends its update quantized to
-  ``b`` bits over its own range ``r = max|x|`` (float32 header). Unbiased.
+  ``b`` bits over its own range ``r = max|x|`` (float32 header), or one
+  range per bucket of coordinates. Unbiased.
   A row-sparse update (:class:`~fedsecure.fl.aggregation.SparseRows`) keeps
   its row ids exact and quantizes only the values of the rows it lists.
 * :class:`TopKPlainSum` -- top-k with error feedback (the residual is the
@@ -53,7 +54,7 @@ class _QuantizedSession(PlainSumSession):
                  dropouts: Mapping[int, str] | None) -> None:
         super().__init__(clients, dropouts)
         self.codec, self.name = codec, name
-        self.stats = {"quantize_bits": codec.bits}
+        self.stats = {"quantize_bits": codec.bits, "quantize_bucket": codec.bucket}
 
     def accumulate(self, client_id: int, vector: Vector, total: np.ndarray) -> int:
         if isinstance(vector, SparseRows):
@@ -88,9 +89,9 @@ class QuantizedPlainSum(SumProtocol):
     accepts_sparse = True  # the server sees each update in plaintext anyway, rows included
     streaming = True
 
-    def __init__(self, bits: int) -> None:
-        self.codec = StochasticQuantizer(bits)
-        self.name = f"plaintext-q{bits}"
+    def __init__(self, bits: int, *, bucket: int | None = None) -> None:
+        self.codec = StochasticQuantizer(bits, bucket=bucket)
+        self.name = f"plaintext-q{bits}" + (f"/{bucket}" if bucket else "")
 
     def open(self, clients: Sequence[int], *, dropouts: Mapping[int, str] | None = None) -> SumSession:
         return _QuantizedSession(self.codec, self.name, clients, dropouts)
@@ -102,7 +103,7 @@ class QuantizedPlainSum(SumProtocol):
         return session.result()
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "bits": self.codec.bits, "levels": self.codec.levels}
+        return {"name": self.name, "bits": self.codec.bits, "levels": self.codec.levels, "bucket": self.codec.bucket}
 
 
 class TopKPlainSum(SumProtocol):
