@@ -27,6 +27,8 @@ whose exact sum lay outside the ring (a simulation-only diagnostic).
     python benchmarks/bench_compression.py [--seeds 0,1,2] [--workers 2]
 
 writes benchmarks/results/compression.json (resumes: runs already there are kept).
+``--data synthetic --set users=30000 clients_per_round=300 rounds=200`` changes
+the base setting (a file holds runs of one base setting only).
 """
 
 from __future__ import annotations
