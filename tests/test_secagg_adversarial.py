@@ -1772,7 +1772,7 @@ def test_the_server_never_gets_a_self_mask_share_and_the_seeds_that_unmask_an_ho
                 ex.sub_into(y, b0)
                 for j, sd in seeds.items():
                     (ex.add_into if j < 0 else ex.sub_into)(y, sd)
-                assert np.abs(rnd.enc.decode(y) - rnd.vecs[0]).max() > 1.0, W
+                assert np.abs(rnd.enc.decode(y) - rnd.vecs[0]).max() > 1e-3, W  # a mask remains: far off, not rounding error
 
 
 @pytest.mark.parametrize("complaints, reason", [
