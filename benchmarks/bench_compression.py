@@ -52,10 +52,10 @@ from fedsecure.stats import over_seeds, paired_seeds, paired_users
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
 RESULTS = Path(__file__).resolve().parent / "results"
-BASE: dict[str, Any] = {"model": "mf-implicit", "rounds": 20, "clients_per_round": 50, "server_lr": 0.1,
-                        "model_args": {"dim": 8}, "eval_every": 10**6}
 RING_NORM_BOUND = 1.0
-BASE["compress_clip"] = RING_NORM_BOUND  # read by the SecAgg+ ring settings only
+#: compress_clip (the ring's public norm bound) is read by the SecAgg+ ring settings only
+BASE: dict[str, Any] = {"model": "mf-implicit", "rounds": 20, "clients_per_round": 50, "server_lr": 0.1,
+                        "model_args": {"dim": 8}, "eval_every": 10**6, "compress_clip": RING_NORM_BOUND}
 #: name -> overrides
 SETTINGS: dict[str, dict[str, Any]] = {
     "float32 plaintext": {},

@@ -100,7 +100,8 @@ def base_config(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         model_args["loss"] = args.loss
     return dict(
         data=str(args.data), users=args.users, model="sasrec", seed=seed, rounds=args.rounds,
-        clients_per_round=args.clients_per_round, model_args=model_args, batch_size=256, eval_every=args.eval_every or 10**6, n_negatives=0,
+        clients_per_round=args.clients_per_round, model_args=model_args, batch_size=256,
+        eval_every=args.eval_every or 10**6, n_negatives=0,
     )
 
 
