@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsecure.experiment import Experiment, RunConfig, library_versions
-from fedsecure.stats import CI_SUFFIX, over_seeds, paired_seeds
+from fedsecure.stats import CI_SUFFIX, over_seeds, paired_seeds, rerun_interval
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,7 +87,8 @@ def run_one(model: str, seed: int, data: str, overrides: dict[str, Any]) -> dict
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per side and metric: mean, sd, Student-t 95% interval and per-seed values (:func:`fedsecure.stats.over_seeds`);
-    federated minus central paired by seed (:func:`fedsecure.stats.paired_seeds`) with its interval.
+    federated minus central paired by seed (:func:`fedsecure.stats.paired_seeds`) with its interval, and the
+    interval in which a rerun's HR@10 gap on other seeds should fall (:func:`fedsecure.stats.rerun_interval`).
 
     One evaluation on 610 users has a standard error of about
     ``sqrt(0.05 * 0.95 / 610) = 0.009`` in full-catalogue HR@10, close to a
@@ -109,6 +110,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         gap_ci = (-hi / c, -lo / c)  # (central - federated) / central
         out["relative_gap_hr@10"] = {"value": -cmp["hr@10"].difference / c, "ci95": list(gap_ci)}
         out["within_10pct_of_central"] = gap_ci[1] <= 0.10  # resolved: the whole interval under 10 %
+        gaps = [seeds["federated"][k]["hr@10"] - seeds["central"][k]["hr@10"] for k in sorted(seeds["central"])]
+        # where a rerun's gap should land: on one new seed, and on as many new seeds as these
+        out["rerun_gap_hr@10"] = [{"new_seeds": m, "interval95": list(rerun_interval(gaps, m))}
+                                  for m in sorted({1, len(gaps)})]
         out["verdict_hr@10"] = cmp["hr@10"].verdict("federated", "central")
     return out
 

@@ -10,6 +10,13 @@ or a root mean square (RMSE). Two sources of uncertainty are reported:
   HR@10 near 0.05 over 610 users that is 0.017 (standard error 0.009).
 * **Over seeds** (several runs): the mean, the sample standard deviation, the
   per-seed values, and the Student-t 95% interval of the mean.
+* **For a rerun** (other seeds): the interval of the mean over seeds
+  narrows as seeds are added, but a rerun on ``m`` new seeds
+  carries its own noise. :func:`rerun_interval` is the Student-t prediction
+  interval where that rerun's mean should fall (95% of the time, under the
+  same normal model as the interval of the mean):
+  ``mean +- t sd sqrt(1/n + 1/m)``. A rerun on one new seed falls in a much
+  wider interval than the mean's.
 
 A comparison of two configurations is *resolved* only when the 95% interval
 of their difference excludes zero. :func:`paired_seeds` pairs runs by seed
@@ -23,6 +30,7 @@ not secrets, and a fixed seed makes a reported interval reproducible.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +43,7 @@ DEFAULT_REPS = 1000
 CI_SUFFIX = "_ci95"
 
 
+@functools.lru_cache(maxsize=256)
 def _t_quantile(level: float, df: int) -> float:
     from scipy.stats import t  # scipy comes with opacus
 
@@ -109,6 +118,22 @@ def over_seeds(values: Sequence[float], *, level: float = LEVEL) -> SeedSummary:
     sd = float(v.std(ddof=1))
     half = _t_quantile(level, v.size - 1) * sd / math.sqrt(v.size)
     return SeedSummary(mean, sd, (mean - half, mean + half), tuple(v.tolist()))
+
+
+def rerun_interval(values: Sequence[float], new_seeds: int, *, level: float = LEVEL) -> tuple[float, float]:
+    """Where the mean of ``new_seeds`` fresh seeds should fall: the Student-t prediction interval from these seeds.
+
+    ``mean +- t(n - 1) * sd * sqrt(1/n + 1/new_seeds)``; it tends to the
+    interval of the mean as ``new_seeds`` grows. Needs at least 2 values.
+    """
+    if new_seeds < 1:
+        raise ValueError(f"a rerun needs at least one new seed, got {new_seeds}")
+    s = over_seeds(values, level=level)
+    n = len(s.values)
+    if n < 2:
+        raise ValueError(f"a rerun interval needs at least 2 seeds, got {n}")
+    half = _t_quantile(level, n - 1) * s.sd * math.sqrt(1 / n + 1 / new_seeds)
+    return s.mean - half, s.mean + half
 
 
 @dataclass(frozen=True)

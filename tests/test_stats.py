@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fedsecure.stats import bootstrap_users, over_seeds, paired_seeds, paired_users
+from fedsecure.stats import bootstrap_users, over_seeds, paired_seeds, paired_users, rerun_interval
 
 
 def test_user_bootstrap_covers_the_true_rate_about_95_percent_of_the_time():
@@ -50,6 +50,32 @@ def test_seed_interval_is_the_student_t_interval(values):
 def test_one_seed_has_an_unbounded_interval():
     s = over_seeds([0.05])
     assert s.ci95 == (-math.inf, math.inf) and math.isnan(s.sd)
+
+
+@pytest.mark.parametrize("n,m", [(10, 1), (10, 10), (4, 4)])
+def test_a_rerun_on_new_seeds_lands_in_the_rerun_interval_95_percent_of_the_time(n, m):
+    """The interval of the mean does not cover another run's mean 95% of the time; the rerun interval does."""
+    rng = np.random.default_rng(11)
+    trials, in_rerun, in_mean = 4000, 0, 0
+    for _ in range(trials):
+        first, rerun = rng.normal(-0.004, 0.011, n), float(rng.normal(-0.004, 0.011, m).mean())
+        lo, hi = rerun_interval(first, m)
+        in_rerun += lo <= rerun <= hi
+        mlo, mhi = over_seeds(first).ci95
+        in_mean += mlo <= rerun <= mhi
+        assert lo <= mlo and mhi <= hi  # never narrower than the interval of the mean
+    assert 0.93 <= in_rerun / trials <= 0.97
+    assert in_mean / trials < 0.90  # the mean's interval is the wrong yardstick for a rerun
+
+
+def test_rerun_interval_tends_to_the_interval_of_the_mean_and_refuses_bad_input():
+    v = [0.01, -0.02, 0.005, 0.0, -0.01]
+    lo, hi = rerun_interval(v, 10**9)
+    assert (lo, hi) == pytest.approx(over_seeds(v).ci95, abs=1e-9)
+    with pytest.raises(ValueError, match="at least one new seed"):
+        rerun_interval(v, 0)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        rerun_interval([0.1], 1)
 
 
 def test_paired_seeds_resolves_a_consistent_small_gap_that_unpaired_intervals_do_not():
