@@ -100,9 +100,7 @@ def compare(central: list[float], distributed: list[float], metric: str = "") ->
     d = dict(enumerate(distributed))
     if len(c) < 2:
         return {"difference": float(distributed[0] - central[0]) if central else None, "n": len(c), "resolved": False}
-    out = paired_seeds(metric, d, c).as_dict()
-    out["matches_within_noise"] = not out["resolved"]
-    return out
+    return paired_seeds(metric, d, c).as_dict()
 
 
 def realised_noise(data_path: str, data: Any, base: dict[str, Any], epsilon: float, seed: int) -> dict[str, Any]:
@@ -176,6 +174,13 @@ def fmt(s: dict[str, Any], digits: int = 4) -> str:
     return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) else f"{s['mean']:.{digits}f}"
 
 
+def _diff_cell(cmp_: dict[str, Any]) -> str:
+    ci = cmp_.get("ci95")
+    if not ci:
+        return f"{cmp_['difference']:+.4f}"
+    return f"{cmp_['difference']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]" + ("" if cmp_["resolved"] else " (not resolved)")
+
+
 def markdown(summary: list[dict[str, Any]], popularity: dict[str, float]) -> str:
     lines = [
         "| epsilon | central HR@10 | distributed HR@10 | diff (dist - central) [95% paired] | central NDCG@10 | distributed NDCG@10 | diff [95% paired] |",
@@ -186,15 +191,44 @@ def markdown(summary: list[dict[str, Any]], popularity: dict[str, float]) -> str
         hr, nd = s["hr@10"], s["ndcg@10"]
         for m, block in (("hr@10", hr), ("ndcg@10", nd)):
             cells += [fmt(block["central"]), fmt(block["distributed"])]
-            cmp_ = block["comparison"]
-            ci = cmp_.get("ci95")
-            cells.append(f"{cmp_['difference']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]" + ("" if cmp_["resolved"] else " (not resolved)")
-                         if ci else f"{cmp_['difference']:+.4f}")
+            cells.append(_diff_cell(block["comparison"]))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         f"| popularity | {popularity['hr@10']:.4f} | {popularity['hr@10']:.4f} | | {popularity['ndcg@10']:.4f} | {popularity['ndcg@10']:.4f} | |"
     )
     return "\n".join(lines)
+
+
+def matched_summary(realised: list[dict[str, Any]], rows: list[dict[str, Any]]) -> tuple[list, dict, str]:
+    """The matched-noise control's summary from its rows: per epsilon, central with the distributed runs'
+    noise against distributed, paired by seed; the clip-only reference; and the markdown table."""
+    clip_only = {m: describe([r[m] for r in rows if r["study"] == "user-central-clip-only"]) for m in METRICS}
+    control = []
+    for n in realised:
+        eps = n["target_epsilon"]
+        block: dict[str, Any] = {"target_epsilon_of_distributed": eps}
+        pick = {
+            study: {r["seed"]: r for r in rows if r["study"] == study and r.get("target_epsilon") == eps}
+            for study in ("user-central-matched-noise", "user-distributed")
+        }
+        seeds = sorted(set(pick["user-central-matched-noise"]) & set(pick["user-distributed"]))
+        for m in METRICS:
+            c = [pick["user-central-matched-noise"][s][m] for s in seeds]
+            d = [pick["user-distributed"][s][m] for s in seeds]
+            block[m] = {"central_matched": describe(c), "distributed": describe(d), "comparison": compare(c, d, m)}
+        control.append(block)
+    lines = [
+        "| distributed at epsilon | central, same noise std: HR@10 | distributed HR@10 | diff [95% paired] "
+        "| central, same noise: NDCG@10 | distributed NDCG@10 | diff [95% paired] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in control:
+        cells = [f"{b['target_epsilon_of_distributed']:g}"]
+        for m in METRICS:
+            cells += [fmt(b[m]["central_matched"]), fmt(b[m]["distributed"]), _diff_cell(b[m]["comparison"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"| clip only (z = 0, eps = inf) | {fmt(clip_only['hr@10'])} | | | {fmt(clip_only['ndcg@10'])} | | |")
+    return control, clip_only, "\n".join(lines)
 
 
 def matched_noise(path: str, data_path: str, data: Any, command: str) -> int:
@@ -227,40 +261,13 @@ def matched_noise(path: str, data_path: str, data: Any, command: str) -> int:
         cfg = RunConfig(data=data_path, dp="user-central", noise_multiplier=0.0, **dict(base, seed=seed, eval_every=base["rounds"]))
         out = one_run("user-central-clip-only", cfg, data)
         rows.append(dict(out["row"], seed=seed))
-    clip_only = {m: describe([r[m] for r in rows if r["study"] == "user-central-clip-only"]) for m in METRICS}
-    control = []
-    for n in result["realised_noise"]:
-        eps = n["target_epsilon"]
-        block: dict[str, Any] = {"target_epsilon_of_distributed": eps}
-        pick = {
-            study: {r["seed"]: r for r in rows if r["study"] == study and r["target_epsilon"] == eps}
-            for study in ("user-central-matched-noise", "user-distributed")
-        }
-        seeds = sorted(set(pick["user-central-matched-noise"]) & set(pick["user-distributed"]))
-        for m in METRICS:
-            c = [pick["user-central-matched-noise"][s][m] for s in seeds]
-            d = [pick["user-distributed"][s][m] for s in seeds]
-            block[m] = {"central_matched": describe(c), "distributed": describe(d), "comparison": compare(c, d)}
-        control.append(block)
-    lines = [
-        "| distributed at epsilon | central, same noise std: HR@10 | distributed HR@10 | diff ± SE | central, same noise: NDCG@10 | distributed NDCG@10 | diff ± SE |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for b in control:
-        cells = [f"{b['target_epsilon_of_distributed']:g}"]
-        for m in METRICS:
-            cmp_ = b[m]["comparison"]
-            se = cmp_.get("paired_se")
-            cells += [fmt(b[m]["central_matched"]), fmt(b[m]["distributed"]),
-                      f"{cmp_['mean_difference']:+.4f} ± {se:.4f}" if se is not None else f"{cmp_['mean_difference']:+.4f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"| clip only (z = 0, eps = inf) | {fmt(clip_only['hr@10'])} | | | {fmt(clip_only['ndcg@10'])} | | |")
+    control, clip_only, table_md = matched_summary(result["realised_noise"], rows)
     result["runs"] = rows
     result["matched_noise_control"] = {
-        "command": command, "summary": control, "clip_only": clip_only, "markdown": "\n".join(lines),
+        "command": command, "summary": control, "clip_only": clip_only, "markdown": table_md,
     }
     Path(path).write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print("\n".join(lines))
+    print(table_md)
     print(f"\nappended the matched-noise control to {path}")
     return 0
 
