@@ -45,6 +45,7 @@ import torch
 
 import fedsecure.dp.noise  # noqa: F401  (loaded once, up front: every run uses the same sampler code)
 from fedsecure.experiment import Experiment, RunConfig, library_versions, load_data
+from fedsecure.stats import CI_SUFFIX
 
 # Local steps work on a few hundred rows: intra-op threads only add synchronisation, and on a
 # shared machine a step waits for the slowest thread (measured ~10x slower with 2 threads).
@@ -98,6 +99,8 @@ def one_run(study: str, config: RunConfig, data: Any) -> dict[str, Any]:
         "target_epsilon": config.target_epsilon if config.dp != "none" else "inf",
         "hr@10": final["hr@10"],
         "ndcg@10": final["ndcg@10"],
+        # each metric's 95% bootstrap interval over the evaluated users, beside it
+        **{k: v for k, v in final.items() if k.endswith(CI_SUFFIX)},
         "privacy": result["privacy"],
         "config": result["config"],
         "data": result["data"],
@@ -129,6 +132,13 @@ def _clipped_fraction(result: dict[str, Any]) -> Any:
     return None
 
 
+def _with_ci(row: dict[str, Any], metric: str) -> str:
+    """``0.0295 [0.0180, 0.0426]``: the value and its bootstrap interval over users (runs recorded before
+    intervals existed have none)."""
+    ci = row.get(metric + CI_SUFFIX)
+    return f"{row[metric]:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{row[metric]:.4f}"
+
+
 def markdown(rows: list[dict[str, Any]], popularity: dict[str, float], studies: list[str]) -> str:
     by = {(r["study"], str(r["target_epsilon"])): r for r in rows}
     head = "| epsilon | " + " | ".join(f"{s} HR@10 | {s} NDCG@10" for s in studies) + " |"
@@ -139,9 +149,9 @@ def markdown(rows: list[dict[str, Any]], popularity: dict[str, float], studies: 
         cells = []
         for s in studies:
             r = by.get((s, key))
-            cells += [f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}"] if r else ["-", "-"]
+            cells += [_with_ci(r, "hr@10"), _with_ci(r, "ndcg@10")] if r else ["-", "-"]
         lines.append(f"| {'∞' if math.isinf(eps) else f'{eps:g}'} | " + " | ".join(cells) + " |")
-    pop = [f"{popularity['hr@10']:.4f}", f"{popularity['ndcg@10']:.4f}"] * len(studies)
+    pop = [_with_ci(popularity, "hr@10"), _with_ci(popularity, "ndcg@10")] * len(studies)
     lines.append("| popularity | " + " | ".join(pop) + " |")
     return "\n".join(lines)
 
