@@ -45,7 +45,7 @@ import torch
 
 import fedsecure.dp.noise  # noqa: F401  (loaded once, up front: every run uses the same sampler code)
 from fedsecure.experiment import Experiment, RunConfig, library_versions, load_data
-from fedsecure.stats import CI_SUFFIX
+from fedsecure.stats import CI_SUFFIX, with_interval
 
 # Local steps work on a few hundred rows: intra-op threads only add synchronisation, and on a
 # shared machine a step waits for the slowest thread (measured ~10x slower with 2 threads).
@@ -132,13 +132,6 @@ def _clipped_fraction(result: dict[str, Any]) -> Any:
     return None
 
 
-def _with_ci(row: dict[str, Any], metric: str) -> str:
-    """``0.0295 [0.0180, 0.0426]``: the value and its bootstrap interval over users (runs recorded before
-    intervals existed have none)."""
-    ci = row.get(metric + CI_SUFFIX)
-    return f"{row[metric]:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{row[metric]:.4f}"
-
-
 def markdown(rows: list[dict[str, Any]], popularity: dict[str, float], studies: list[str]) -> str:
     by = {(r["study"], str(r["target_epsilon"])): r for r in rows}
     head = "| epsilon | " + " | ".join(f"{s} HR@10 | {s} NDCG@10" for s in studies) + " |"
@@ -149,9 +142,9 @@ def markdown(rows: list[dict[str, Any]], popularity: dict[str, float], studies: 
         cells = []
         for s in studies:
             r = by.get((s, key))
-            cells += [_with_ci(r, "hr@10"), _with_ci(r, "ndcg@10")] if r else ["-", "-"]
+            cells += [with_interval(r, "hr@10"), with_interval(r, "ndcg@10")] if r else ["-", "-"]
         lines.append(f"| {'∞' if math.isinf(eps) else f'{eps:g}'} | " + " | ".join(cells) + " |")
-    pop = [_with_ci(popularity, "hr@10"), _with_ci(popularity, "ndcg@10")] * len(studies)
+    pop = [with_interval(popularity, "hr@10"), with_interval(popularity, "ndcg@10")] * len(studies)
     lines.append("| popularity | " + " | ".join(pop) + " |")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from fedsecure import __version__
 from fedsecure.results import dumps_strict, strict  # noqa: F401 - strict: re-exported for callers
-from fedsecure.stats import CI_SUFFIX
+from fedsecure.stats import with_interval
 
 PERCENT_KEYS = ("hr@", "ndcg@")
 EXIT_USAGE = 2
@@ -703,13 +703,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _with_interval(metrics: dict[str, Any], key: str) -> str:
-    """``value [lo, hi]`` when the metric carries its 95% interval."""
-    value = metrics.get(key, float("nan"))
-    ci = metrics.get(key + CI_SUFFIX)
-    return _fmt(value) if ci is None else f"{_fmt(value)} [{ci[0]:.4f}, {ci[1]:.4f}]"
-
-
 # -- output paths --------------------------------------------------------------------------------
 
 
@@ -906,7 +899,7 @@ def private_popularity_line(private: dict[str, Any]) -> str:
         return private["error"]
     metrics = [k for k in private if k.startswith(("hr@", "ndcg@")) and "sampled" not in k and isinstance(
         private[k], float)]
-    shown = ", ".join(f"{k} {_with_interval(private, k)}" for k in metrics)
+    shown = ", ".join(f"{k} {with_interval(private, k)}" for k in metrics)
     return f"{shown} (popularity released under ε {_sig(private.get('epsilon'))}, δ {_sig(private.get('delta'))})"
 
 
@@ -933,7 +926,7 @@ def print_summary(result: dict[str, Any], console: Any) -> None:
         table.add_column(f"{result['config']['model']} (federated)", justify="right")
         table.add_column("popularity", justify="right")
         for k in keys:
-            table.add_row(k, _with_interval(final, k), _with_interval(pop, k))
+            table.add_row(k, with_interval(final, k), with_interval(pop, k))
         console.print(table)
         lines = [("evaluation", evaluation_line(result))]
     else:
@@ -973,7 +966,7 @@ def finetune_line(result: dict[str, Any]) -> str | None:
         parts.append(f"loaded {ft['init']['path']} ({ft['init']['public_users']} of its public users removed)")
     before = ft.get("before_federated", {})
     if "hr@10" in before:
-        parts.append(f"HR@10 before federated training {_with_interval(before, 'hr@10')}")
+        parts.append(f"HR@10 before federated training {with_interval(before, 'hr@10')}")
     if "adapter" in ft:
         a = ft["adapter"]
         parts.append(f"LoRA rank {a['rank']} on {', '.join(a['targets'])}"

@@ -34,6 +34,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -90,6 +91,15 @@ def bootstrap_users(
     a = (1 - level) / 2
     lo_, hi_ = np.quantile(stats, [a, 1 - a])
     return float(lo_), float(hi_)
+
+
+def with_interval(metrics: Mapping[str, Any], key: str) -> str:
+    """``value [lo, hi]`` when ``metrics`` carries the metric's 95% interval (``key + CI_SUFFIX``), else ``value``."""
+    value = metrics.get(key, math.nan)
+    shown = "inf" if isinstance(value, float) and math.isinf(value) else (
+        f"{value:.4f}" if isinstance(value, float) else str(value))
+    ci = metrics.get(key + CI_SUFFIX)
+    return shown if ci is None else f"{shown} [{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
 @dataclass(frozen=True)

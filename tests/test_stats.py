@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fedsecure.stats import bootstrap_users, over_seeds, paired_seeds, paired_users, rerun_interval
+from fedsecure.stats import bootstrap_users, over_seeds, paired_seeds, paired_users, rerun_interval, with_interval
 
 
 def test_user_bootstrap_covers_the_true_rate_about_95_percent_of_the_time():
@@ -108,3 +108,9 @@ def test_paired_users_resolves_a_real_difference_and_not_an_identical_run():
     assert c.resolved and c.difference > 0 and c.n == 2000
     same = paired_users("hr@10", users, b, b)
     assert same.difference == 0 and same.ci95 == (0.0, 0.0) and not same.resolved
+
+
+def test_with_interval_shows_the_interval_beside_the_value_only_when_it_is_there():
+    assert with_interval({"hr@10": 0.05, "hr@10_ci95": [0.04, 0.061]}, "hr@10") == "0.0500 [0.0400, 0.0610]"
+    assert with_interval({"hr@10": 0.05}, "hr@10") == "0.0500"
+    assert with_interval({"epsilon": math.inf}, "epsilon") == "inf"
